@@ -1,0 +1,13 @@
+"""projkd: projector-ensemble knowledge distillation as a scikit-learn estimator."""
+
+from .distiller import DistillationOutput, ProjectorDistiller
+from .projectors import ProjectorEnsemble
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DistillationOutput",
+    "ProjectorDistiller",
+    "ProjectorEnsemble",
+    "__version__",
+]

@@ -1,0 +1,551 @@
+"""ProjectorDistiller: projector-ensemble knowledge distillation as an estimator."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
+from skorch.dataset import unpack_data
+from skorch.utils import is_dataset, to_numpy, to_tensor
+from torch import Tensor, nn
+from torch.utils.data import default_collate
+
+from ._random import seeded
+from ._validation import check_input, check_params, check_target
+from .features import feature_width, forward_with_features
+from .losses import distillation_loss
+from .projectors import ProjectorEnsemble
+from .teacher import freeze_teacher
+
+__all__ = ["DistillationOutput", "ProjectorDistiller"]
+
+LOSS_TERMS = ("ce", "kd", "feat")
+
+
+class DistillationOutput(NamedTuple):
+    """Everything one distillation forward pass produces.
+
+    The student's logits come first: skorch takes the first element of a
+    tuple output as the prediction.
+    """
+
+    logits: Tensor
+    features: Tensor
+    projected: Tensor
+    kd_logits: Tensor
+    teacher_logits: Tensor
+    teacher_features: Tensor
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    return torch.softmax(logits, dim=-1)
+
+
+class ProjectorDistiller(NeuralNetClassifier):
+    """Distil a frozen teacher into a student through an ensemble of projectors.
+
+    The student is trained on
+    ``ce_weight * CE + kd_weight * KD + feature_weight * (1 - cos(f(s), t))``
+    where ``s`` and ``t`` are the student's and teacher's penultimate features
+    and ``f`` is the mean of ``n_projectors`` independently initialised
+    projectors. Projectors train with the student in one optimizer and are
+    dropped at prediction time: ``predict``, ``predict_proba`` and ``score``
+    run the student alone.
+
+    This class subclasses skorch's :class:`~skorch.NeuralNetClassifier` rather
+    than wrapping one, so every skorch parameter (``max_epochs``, ``lr``,
+    ``batch_size``, ``optimizer__*``, ``callbacks``, ``device``,
+    ``train_split``, ``iterator_train__*``, ...), the history, checkpoints
+    and ``save_params``/``load_params`` work unchanged, and the estimator is
+    a scikit-learn classifier for ``clone``, ``GridSearchCV``, ``Pipeline``
+    and ``cross_val_score``.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module
+        The pretrained teacher. It is frozen: it runs without gradients and in
+        eval mode (its BatchNorm statistics never move), and never reaches
+        the optimizer. The object passed in is never modified; it is used
+        directly when it already is in eval mode on ``device``, else a copy
+        is. Its output ``i`` is taken to mean ``classes_[i]``.
+    student : torch.nn.Module class or instance
+        The network to train. A class is instantiated with the ``student__*``
+        parameters (as skorch does with ``module__*``); an instance is
+        deep-copied, so the object passed in stays as it was.
+    n_projectors : int, default=3
+        Number of projectors in the ensemble. ``0`` compares the student's
+        features with the teacher's directly (the widths must then be equal).
+    projector : {"linear", "mlp"} or callable, default="linear"
+        ``"linear"`` is the paper's ``Linear(d_s, d_t) + ReLU``; ``"mlp"`` is
+        ``Linear - BatchNorm - ReLU - Linear``; a callable
+        ``(d_s, d_t) -> nn.Module`` builds a custom projector.
+    feature_weight : float, default=25.0
+        Weight of the feature term ``1 - cos(f(s), t)``.
+    kd_weight : float, default=0.0
+        Weight of the KD term ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``.
+    ce_weight : float, default=1.0
+        Weight of the cross-entropy term.
+    temperature : float, default=4.0
+        The KD temperature ``T``.
+    logit_projector : bool, default=False
+        Compute the KD term on a learned ``Linear(C, C)`` of the student's
+        logits (the paper's "projectors help logit distillation").
+    teacher_layer, student_layer : str or None, default=None
+        Name of the module whose (average-pooled) output is the network's
+        feature. ``None`` uses ``forward_features``/``forward_head`` when the
+        network has them, else the input of its last ``nn.Linear``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, shuffling and dropout for the duration of
+        ``fit`` (torch's global generators are restored afterwards). Two fits
+        with the same seed and data give bit-identical predictions on CPU.
+    criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
+        The classification loss on the student's logits.
+    predict_nonlinearity : callable, None or "auto", default="auto"
+        ``"auto"`` applies softmax, whatever the criterion.
+    **kwargs
+        Any other skorch parameter; ``student__*`` are passed to the student's
+        constructor.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels: the ``classes`` parameter if given, else the sorted
+        unique labels of ``y``. For a torch ``Dataset`` without ``y`` its
+        targets are class indices and ``classes_`` is ``arange(n_classes)``.
+    module_ : torch.nn.Module
+        The trained student.
+    teacher_ : torch.nn.Module
+        The frozen teacher used for training.
+    projectors_ : ProjectorEnsemble
+        The trained projectors (unused by prediction).
+    logit_projector_ : torch.nn.Module
+        ``Linear(C, C)`` with ``logit_projector=True``, else the identity.
+    n_student_features_, n_teacher_features_ : int
+        The feature widths found by probing the networks.
+    history_ : skorch.History
+        Per epoch: ``train_loss`` and its terms ``train_ce``, ``train_kd``,
+        ``train_feat`` (unweighted), ``train_acc``, ``valid_loss``,
+        ``valid_acc``.
+
+    References
+    ----------
+    Chen, Wang, Liu, Xu, de Hoog, Kusy, Huang. "Understanding the Effects of
+    Projectors in Knowledge Distillation", arXiv:2310.17183, 2023.
+    Chen et al. "Improved Feature Distillation via Projector Ensemble",
+    NeurIPS 2022, arXiv:2210.15274.
+
+    Examples
+    --------
+    >>> from projkd import ProjectorDistiller
+    >>> from projkd.data import load_digits
+    >>> from projkd.models import DigitsCNN
+    >>> X, y = load_digits()
+    >>> teacher = DigitsCNN(width=8).eval()
+    >>> est = ProjectorDistiller(teacher, DigitsCNN, student__width=4,
+    ...                          max_epochs=1, verbose=0, random_state=0)
+    >>> est.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """
+
+    # The teacher and the student are parameters, not skorch components:
+    # listing them here lets skorch route ``student__*`` and keeps the frozen
+    # teacher out of skorch's module handling (train mode, optimizer,
+    # device moves, compilation), which is exactly what frozen means.
+    prefixes_ = NeuralNetClassifier.prefixes_ + ["student", "teacher"]
+    cuda_dependent_attributes_ = NeuralNetClassifier.cuda_dependent_attributes_ + [
+        "teacher_"
+    ]
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: Any,
+        *,
+        n_projectors: int = 3,
+        projector: Any = "linear",
+        feature_weight: float = 25.0,
+        kd_weight: float = 0.0,
+        ce_weight: float = 1.0,
+        temperature: float = 4.0,
+        logit_projector: bool = False,
+        teacher_layer: str | None = None,
+        student_layer: str | None = None,
+        random_state: Any = None,
+        criterion: Any = nn.CrossEntropyLoss,
+        predict_nonlinearity: Any = "auto",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            student,
+            criterion=criterion,
+            predict_nonlinearity=predict_nonlinearity,
+            **kwargs,
+        )
+        self.teacher = teacher
+        self.n_projectors = n_projectors
+        self.projector = projector
+        self.feature_weight = feature_weight
+        self.kd_weight = kd_weight
+        self.ce_weight = ce_weight
+        self.temperature = temperature
+        self.logit_projector = logit_projector
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+        self.random_state = random_state
+
+    # skorch calls the network ``module``; here it is the student.
+    @property
+    def module(self) -> Any:
+        return self.student
+
+    @module.setter
+    def module(self, value: Any) -> None:
+        self.student = value
+
+    @property
+    def _default_callbacks(self) -> list[tuple[str, Any]]:
+        train_terms = [
+            (f"train_{term}", PassthroughScoring(name=f"train_{term}", on_train=True))
+            for term in LOSS_TERMS
+        ]
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            *train_terms,
+            (
+                "train_acc",
+                PassthroughScoring(
+                    name="train_acc", lower_is_better=False, on_train=True
+                ),
+            ),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("valid_acc", PassthroughScoring(name="valid_acc", lower_is_better=False)),
+            ("print_log", PrintLog()),
+        ]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> ProjectorDistiller:
+        """Validate the input, then initialise and train the student.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, C, H, W) or (N, D), torch.Tensor or Dataset
+            Inputs; arrays are used as float32. A ``Dataset`` yields
+            ``(x, target)`` pairs with integer class-index targets.
+        y : array-like of shape (N,) or None
+            Labels of any type scikit-learn accepts (integers, strings).
+        **fit_params
+            Passed to skorch's ``fit``.
+
+        Returns
+        -------
+        self : ProjectorDistiller
+        """
+        X, y = self._prepare_fit(
+            X, y, reset=not (self.warm_start and self.initialized_)
+        )
+        with seeded(self.random_state, self.device):
+            return super().fit(X, y, **fit_params)
+
+    def partial_fit(
+        self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any
+    ) -> ProjectorDistiller:
+        """Train for ``max_epochs`` more epochs without re-initialising.
+
+        Parameters
+        ----------
+        X, y
+            As in :meth:`fit`.
+        classes : array-like or None, default=None
+            All labels; needed on the first call when ``y`` misses some.
+        **fit_params
+            Passed to skorch's ``partial_fit``.
+
+        Returns
+        -------
+        self : ProjectorDistiller
+        """
+        if fit_params.get("_routing_method") != "fit":  # fit has prepared X, y
+            X, y = self._prepare_fit(X, y, reset=not self.initialized_, classes=classes)
+        return super().partial_fit(X, y, **fit_params)
+
+    def _prepare_fit(
+        self, X: Any, y: Any, *, reset: bool, classes: Any = None
+    ) -> tuple[Any, Any]:
+        check_params(self)
+        X = check_input(X)
+        if y is not None:
+            y = check_target(y, None if is_dataset(X) else len(X))
+        elif not is_dataset(X):
+            raise ValueError("y is None; pass labels, or a Dataset that yields them.")
+        if reset:
+            self.classes_inferred_ = self._label_space(y, classes)
+            self._sample_input_ = _first_inputs(X)
+        if y is not None and not is_dataset(X):
+            self._encode(y)  # fail on unknown labels before any training
+        return X, y
+
+    def _label_space(self, y: np.ndarray | None, classes: Any) -> np.ndarray | None:
+        classes = self.classes if self.classes is not None else classes
+        if classes is not None:
+            classes = np.asarray(classes)
+            if len(np.unique(classes)) != len(classes):
+                raise ValueError(f"classes={list(classes)} contains duplicates.")
+            return classes
+        if y is None:
+            return None  # class indices of a Dataset: sized after probing
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y holds a single class ({classes[0]!r}); a classifier needs at "
+                "least two."
+            )
+        return classes
+
+    def _encode(self, y: Any) -> np.ndarray:
+        """Map labels to the indices of ``classes_``."""
+        classes = np.asarray(self.classes_)
+        y = np.asarray(to_numpy(y) if isinstance(y, torch.Tensor) else y)
+        sorter = np.argsort(classes, kind="stable")
+        position = np.searchsorted(classes, y, sorter=sorter).clip(0, len(classes) - 1)
+        index = sorter[position]
+        unknown = classes[index] != y
+        if unknown.any():
+            labels = sorted({str(label) for label in y[unknown]})[:5]
+            raise ValueError(
+                f"y contains labels that are not in classes_ {list(classes)}: "
+                f"{', '.join(labels)}. Pass classes= listing every label in the "
+                "order of the teacher's outputs."
+            )
+        return index.astype(np.int64)
+
+    def check_data(self, X: Any, y: Any = None) -> None:
+        """No-op: ``fit`` has already checked the data and set ``classes_``."""
+
+    def get_dataset(self, X: Any, y: Any = None) -> Any:
+        """Wrap ``X`` and the *encoded* labels in skorch's dataset."""
+        if y is not None and not is_dataset(X):
+            y = self._encode(y)
+        return super().get_dataset(X, y)
+
+    # -------------------------------------------------------- initialisation
+    def initialize_module(self) -> ProjectorDistiller:
+        """Build the student, the frozen teacher and the projectors.
+
+        The feature widths come from one forward pass of both networks on a
+        sample of the training inputs, so any architecture works.
+        """
+        sample = getattr(self, "_sample_input_", None)
+        if sample is None:
+            raise ValueError(
+                f"{type(self).__name__} sizes its projectors from the data; call "
+                "fit(X, y) or partial_fit(X, y) instead of initialize()."
+            )
+        student = self.initialized_instance(
+            self.student, self.get_params_for("student")
+        )
+        if student is self.student:
+            student = copy.deepcopy(student)  # never train the user's object
+        if self.device is not None:
+            student = student.to(self.device)
+        teacher = freeze_teacher(self.teacher, self.device)
+        sample = to_tensor(sample, device=self.device)
+        d_s, n_out_s = feature_width(student, sample, layer=self.student_layer)
+        d_t, n_out_t = feature_width(teacher, sample, layer=self.teacher_layer)
+        self._check_outputs(n_out_s, n_out_t)
+
+        self.module_ = student
+        self.teacher_ = teacher
+        self.n_student_features_ = d_s
+        self.n_teacher_features_ = d_t
+        self.projectors_ = ProjectorEnsemble(
+            d_s, d_t, self.n_projectors, self.projector
+        )
+        self.logit_projector_ = (
+            nn.Linear(n_out_t, n_out_t) if self.logit_projector else nn.Identity()
+        )
+        return self
+
+    def _check_outputs(self, n_out_student: int, n_out_teacher: int) -> None:
+        if self.classes_inferred_ is None:
+            self.classes_inferred_ = np.arange(n_out_teacher)
+        n_classes = len(self.classes_)
+        if n_out_teacher != n_classes:
+            raise ValueError(
+                f"The teacher has {n_out_teacher} outputs but there are {n_classes} "
+                f"classes ({_preview(self.classes_)}). Its output i is read as "
+                "classes_[i]: pass classes= listing the teacher's classes in order."
+            )
+        if n_out_student != n_out_teacher:
+            raise ValueError(
+                f"The student has {n_out_student} outputs but the teacher has "
+                f"{n_out_teacher}; build the student for {n_out_teacher} classes "
+                "(e.g. student__num_classes)."
+            )
+
+    def set_params(self, **kwargs: Any) -> ProjectorDistiller:
+        """Set parameters; ``student__*`` re-initialise a fitted student."""
+        student_params = {k: v for k, v in kwargs.items() if k.startswith("student__")}
+        super().set_params(
+            **{k: v for k, v in kwargs.items() if k not in student_params}
+        )
+        if student_params:
+            self.__dict__.update(student_params)
+            self._params_to_validate.update(student_params)
+            if self.initialized_:
+                self._validate_params()
+                self._initialize_module()
+                self._initialize_criterion()
+                self._initialize_optimizer()
+        return self
+
+    # ------------------------------------------------------------- training
+    def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
+        """The distillation forward pass: teacher (no grad), student, projectors."""
+        x = to_tensor(x, device=self.device)
+        with torch.no_grad():
+            teacher_logits, teacher_features = forward_with_features(
+                self.teacher_, x, layer=self.teacher_layer
+            )
+        logits, features = forward_with_features(
+            self.module_, x, layer=self.student_layer
+        )
+        return DistillationOutput(
+            logits=logits,
+            features=features,
+            projected=self.projectors_(features),
+            kd_logits=self.logit_projector_(logits),
+            teacher_logits=teacher_logits,
+            teacher_features=teacher_features,
+        )
+
+    def get_loss(
+        self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
+    ) -> Tensor:
+        """The weighted distillation loss; its terms go to the batch history."""
+        if not isinstance(y_pred, DistillationOutput):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        y_true = to_tensor(y_true, device=self.device)
+        loss, terms = distillation_loss(
+            y_pred.logits,
+            y_true,
+            teacher_logits=y_pred.teacher_logits,
+            projected=y_pred.projected,
+            teacher_features=y_pred.teacher_features,
+            kd_logits=y_pred.kd_logits,
+            ce_weight=self.ce_weight,
+            kd_weight=self.kd_weight,
+            feature_weight=self.feature_weight,
+            temperature=self.temperature,
+            ce_loss=self.criterion_,
+        )
+        accuracy = (y_pred.logits.argmax(dim=1) == y_true).float().mean()
+        values = torch.stack([*(terms[t].detach() for t in LOSS_TERMS), accuracy])
+        prefix = "train" if training else "valid"
+        names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
+        for name, value in zip(names, values.tolist(), strict=True):  # one sync
+            self.history.record_batch(name, value)
+        return loss
+
+    # ----------------------------------------------------------- prediction
+    def evaluation_step(self, batch: Any, training: bool = False) -> Tensor:
+        """The student's logits alone: prediction never runs the teacher."""
+        self.check_is_fitted()
+        Xi, _ = unpack_data(batch)
+        with torch.set_grad_enabled(training):
+            self._set_training(training)
+            return self.module_(to_tensor(Xi, device=self.device))
+
+    def _get_predict_nonlinearity(self) -> Any:
+        if self.predict_nonlinearity == "auto":
+            self.check_is_fitted()
+            return _softmax
+        return super()._get_predict_nonlinearity()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of the student, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or Dataset
+
+        Returns
+        -------
+        proba : ndarray of shape (N, n_classes)
+        """
+        return super().predict_proba(check_input(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The student's predicted labels (values of ``classes_``).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or Dataset
+
+        Returns
+        -------
+        labels : ndarray of shape (N,)
+        """
+        return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The student's penultimate features.
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or Dataset
+
+        Returns
+        -------
+        features : ndarray of shape (N, n_student_features_)
+        """
+        return self._features(X, self.module_, self.student_layer)
+
+    def transform_teacher(self, X: Any) -> np.ndarray:
+        """The teacher's penultimate features (e.g. for CKA against :meth:`transform`).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or Dataset
+
+        Returns
+        -------
+        features : ndarray of shape (N, n_teacher_features_)
+        """
+        return self._features(X, self.teacher_, self.teacher_layer)
+
+    def _features(self, X: Any, model: nn.Module, layer: str | None) -> np.ndarray:
+        self.check_is_fitted()
+        self._set_training(False)
+        iterator = self.get_iterator(self.get_dataset(check_input(X)), training=False)
+        chunks = []
+        with torch.no_grad():
+            for batch in iterator:
+                Xi, _ = unpack_data(batch)
+                _, features = forward_with_features(
+                    model, to_tensor(Xi, device=self.device), layer=layer
+                )
+                chunks.append(to_numpy(features))
+        return np.concatenate(chunks)
+
+
+def _first_inputs(X: Any, n: int = 2) -> Tensor:
+    """A tiny batch of inputs, on the CPU, for probing the networks."""
+    if is_dataset(X):
+        items = [X[i] for i in range(min(n, len(X)))]
+        sample = default_collate(items)
+        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+    else:
+        sample = X[:n]
+    sample = torch.as_tensor(sample)
+    return sample.detach().to("cpu", copy=True)
+
+
+def _preview(values: Any, n: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(map(str, values[:n]))
+    return shown + (", ..." if len(values) > n else "")

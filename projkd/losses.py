@@ -1,0 +1,136 @@
+"""The distillation objective as plain functions on tensors.
+
+``L = ce_weight * CE(z_s, y) + kd_weight * L_kd + feature_weight * L_feat``
+with ``L_kd = T^2 KL(softmax(z_t / T) || softmax(z_s / T))`` and
+``L_feat = mean(1 - cos(f(s), t))`` (Chen et al., arXiv:2310.17183).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["distillation_loss", "feature_loss", "kd_loss"]
+
+
+def feature_loss(projected: Tensor, teacher_features: Tensor) -> Tensor:
+    """Batch mean of ``1 - cos(projected, teacher_features)``.
+
+    Parameters
+    ----------
+    projected : torch.Tensor of shape (N, D)
+        The (mean) projection of the student's features.
+    teacher_features : torch.Tensor of shape (N, D)
+        The teacher's features.
+
+    Returns
+    -------
+    loss : torch.Tensor, scalar
+        0 when every pair points the same way, 1 when orthogonal, 2 when
+        opposite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(feature_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])))
+    1.0
+    """
+    if projected.shape != teacher_features.shape:
+        raise ValueError(
+            f"The projected student features have shape {tuple(projected.shape)} "
+            f"but the teacher's features {tuple(teacher_features.shape)}."
+        )
+    return (1.0 - F.cosine_similarity(projected, teacher_features, dim=1)).mean()
+
+
+def kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 4.0
+) -> Tensor:
+    """Hinton's knowledge-distillation loss.
+
+    ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over
+    the batch. The ``T^2`` keeps gradient magnitudes independent of ``T``.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : torch.Tensor of shape (N, C)
+    temperature : float, default=4.0
+
+    Returns
+    -------
+    loss : torch.Tensor, scalar
+
+    References
+    ----------
+    Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network",
+    arXiv:1503.02531.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"The student's logits have shape {tuple(student_logits.shape)} but the "
+            f"teacher's {tuple(teacher_logits.shape)}; both must predict the same "
+            "classes."
+        )
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def distillation_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    teacher_logits: Tensor,
+    projected: Tensor,
+    teacher_features: Tensor,
+    kd_logits: Tensor | None = None,
+    ce_weight: float = 1.0,
+    kd_weight: float = 0.0,
+    feature_weight: float = 25.0,
+    temperature: float = 4.0,
+    ce_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The full objective and its three terms.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (N, C)
+        The student's logits (the cross-entropy term uses them).
+    target : torch.Tensor of shape (N,)
+        Class indices.
+    teacher_logits : torch.Tensor of shape (N, C)
+    projected : torch.Tensor of shape (N, D)
+        The mean projection of the student's features.
+    teacher_features : torch.Tensor of shape (N, D)
+    kd_logits : torch.Tensor of shape (N, C) or None, default=None
+        Logits for the KD term, e.g. a logit projector's output; ``None``
+        uses ``logits``.
+    ce_weight, kd_weight, feature_weight : float
+        Weights of the terms (paper defaults 1, 0, 25).
+    temperature : float, default=4.0
+    ce_loss : callable, default=torch.nn.functional.cross_entropy
+
+    Returns
+    -------
+    loss : torch.Tensor, scalar
+    terms : dict
+        The unweighted terms ``{"ce": ..., "kd": ..., "feat": ...}``.
+    """
+    terms = {
+        "ce": ce_loss(logits, target),
+        "kd": kd_loss(
+            logits if kd_logits is None else kd_logits,
+            teacher_logits,
+            temperature=temperature,
+        ),
+        "feat": feature_loss(projected, teacher_features),
+    }
+    loss = (
+        ce_weight * terms["ce"]
+        + kd_weight * terms["kd"]
+        + feature_weight * terms["feat"]
+    )
+    return loss, terms

@@ -1,0 +1,115 @@
+"""Projectors: small networks mapping student features onto the teacher's.
+
+Chen et al. (2022) train an *ensemble* of ``k`` independently initialised
+projectors ``p_i(s) = ReLU(W_i s + b_i)`` and align their mean with the
+teacher's features. ``k = 0`` means no projector: the student's features are
+compared with the teacher's directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+__all__ = ["PROJECTORS", "ProjectorEnsemble", "linear_projector", "mlp_projector"]
+
+ProjectorFactory = Callable[[int, int], nn.Module]
+ProjectorSpec = str | ProjectorFactory
+
+
+def linear_projector(in_features: int, out_features: int) -> nn.Module:
+    """``Linear(in, out) + ReLU``, the projector of the paper."""
+    return nn.Sequential(nn.Linear(in_features, out_features), nn.ReLU())
+
+
+def mlp_projector(in_features: int, out_features: int) -> nn.Module:
+    """``Linear - BatchNorm - ReLU - Linear``, a two-layer projector."""
+    return nn.Sequential(
+        nn.Linear(in_features, out_features),
+        nn.BatchNorm1d(out_features),
+        nn.ReLU(),
+        nn.Linear(out_features, out_features),
+    )
+
+
+PROJECTORS: dict[str, ProjectorFactory] = {
+    "linear": linear_projector,
+    "mlp": mlp_projector,
+}
+
+
+def get_projector_factory(projector: ProjectorSpec) -> ProjectorFactory:
+    """Return the factory for a projector name or callable.
+
+    Raises
+    ------
+    ValueError
+        If ``projector`` is neither a known name nor callable.
+    """
+    if callable(projector):
+        return projector
+    if projector in PROJECTORS:
+        return PROJECTORS[projector]
+    raise ValueError(
+        f"projector={projector!r} is not known; use one of {sorted(PROJECTORS)} "
+        "or a callable (in_features, out_features) -> nn.Module."
+    )
+
+
+class ProjectorEnsemble(nn.Module):
+    """The mean of ``n_projectors`` independently initialised projectors.
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the student's features.
+    out_features : int
+        Width of the teacher's features.
+    n_projectors : int, default=3
+        Size of the ensemble; 0 is the identity (then ``in_features`` must
+        equal ``out_features``).
+    projector : {"linear", "mlp"} or callable, default="linear"
+        The projector architecture, or a callable
+        ``(in_features, out_features) -> nn.Module``.
+
+    References
+    ----------
+    Chen, Wang, Liu, Xu, de Hoog, Kusy, Huang. "Improved Feature Distillation
+    via Projector Ensemble", NeurIPS 2022, arXiv:2210.15274.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ensemble = ProjectorEnsemble(16, 32, n_projectors=3)
+    >>> tuple(ensemble(torch.randn(4, 16)).shape)
+    (4, 32)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        n_projectors: int = 3,
+        projector: ProjectorSpec = "linear",
+    ) -> None:
+        super().__init__()
+        if n_projectors == 0 and in_features != out_features:
+            raise ValueError(
+                "n_projectors=0 compares the student's features with the teacher's "
+                f"directly, but the student's features have width {in_features} and "
+                f"the teacher's {out_features}. Use n_projectors >= 1, or a student "
+                "whose feature width equals the teacher's."
+            )
+        factory = get_projector_factory(projector)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.projectors = nn.ModuleList(
+            factory(in_features, out_features) for _ in range(n_projectors)
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        if len(self.projectors) == 0:
+            return features
+        total = sum(projector(features) for projector in self.projectors)
+        return total / len(self.projectors)
