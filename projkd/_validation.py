@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import (
+    HasMethods,
     Interval,
     StrOptions,
     validate_parameter_constraints,
@@ -33,6 +35,9 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "logit_projector": ["boolean"],
     "teacher_layer": [str, None],
     "student_layer": [str, None],
+    "train_transform": [callable, None],
+    "cache_teacher": [StrOptions({"auto"}), "boolean"],
+    "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     "random_state": ["random_state"],
 }
 

@@ -73,10 +73,12 @@ class EpochCalibration(Callback):
             total += part
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        if self.bins_[0].sum() > 0:
-            net.history.record(
-                self.name, calibration_error_from_bins(*self.bins_, self.norm)
+        count, confidence_sum, correct_sum = self.bins_
+        if count.sum() > 0:
+            error = calibration_error_from_bins(
+                count, confidence_sum, correct_sum, self.norm
             )
+            net.history.record(self.name, error)
 
 
 class EpochCKA(Callback):

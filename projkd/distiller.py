@@ -9,21 +9,24 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
-from skorch.dataset import unpack_data
+from skorch.dataset import Dataset, unpack_data
 from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from ._random import seeded
 from ._validation import check_input, check_params, check_target
+from .batching import ArrayBatches, ArrayDataset, CachedTeacherBatch, array_source
 from .features import feature_width, forward_with_features
 from .losses import distillation_loss
 from .projectors import ProjectorEnsemble
 from .teacher import freeze_teacher
+from .teacher_cache import cached_teacher_outputs
 
 __all__ = ["DistillationOutput", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
+_SLICEABLE = {"batch_size", "shuffle", "drop_last"}
 
 
 class DistillationOutput(NamedTuple):
@@ -98,6 +101,21 @@ class ProjectorDistiller(NeuralNetClassifier):
         Name of the module whose (average-pooled) output is the network's
         feature. ``None`` uses ``forward_features``/``forward_head`` when the
         network has them, else the input of its last ``nn.Linear``.
+    cache_teacher : {"auto"} or bool, default="auto"
+        Compute the teacher's outputs once, in large no-grad batches, and
+        look them up during training and validation instead of running the
+        teacher every step. ``"auto"``: on for array input without
+        ``train_transform``. The cache is per sample and shared by every
+        estimator holding the same teacher object, so a cross-validated
+        search runs the teacher over each sample about once.
+    memory : str, joblib.Memory or None, default=None
+        Keep the teacher's outputs in this joblib cache (a folder) instead of
+        in memory: shared across processes (parallel searches) and runs.
+    train_transform : callable or None, default=None
+        Augmentation applied to each *training* batch on ``device``, e.g.
+        :class:`projkd.augment.RandomCropFlip` (crop + flip, per sample). The
+        teacher sees exactly the augmented view the student sees; validation
+        and prediction never augment.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, shuffling and dropout for the duration of
         ``fit`` (torch's global generators are restored afterwards). Two fits
@@ -151,11 +169,16 @@ class ProjectorDistiller(NeuralNetClassifier):
     (3,)
     """
 
-    # The teacher and the student are parameters, not skorch components:
-    # listing them here lets skorch route ``student__*`` and keeps the frozen
-    # teacher out of skorch's module handling (train mode, optimizer,
-    # device moves, compilation), which is exactly what frozen means.
-    prefixes_ = NeuralNetClassifier.prefixes_ + ["student", "teacher"]
+    # The teacher, the student and the train transform are parameters, not
+    # skorch components: listing them here lets skorch accept modules for
+    # them in set_params and route ``student__*``, and keeps the frozen
+    # teacher out of skorch's module handling (train mode, optimizer, device
+    # moves, compilation), which is exactly what frozen means.
+    prefixes_ = NeuralNetClassifier.prefixes_ + [
+        "student",
+        "teacher",
+        "train_transform",
+    ]
     cuda_dependent_attributes_ = NeuralNetClassifier.cuda_dependent_attributes_ + [
         "teacher_"
     ]
@@ -174,11 +197,15 @@ class ProjectorDistiller(NeuralNetClassifier):
         logit_projector: bool = False,
         teacher_layer: str | None = None,
         student_layer: str | None = None,
+        cache_teacher: Any = "auto",
+        memory: Any = None,
+        train_transform: Any = None,
         random_state: Any = None,
         criterion: Any = nn.CrossEntropyLoss,
         predict_nonlinearity: Any = "auto",
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("iterator_train__shuffle", True)  # SGD wants shuffling
         super().__init__(
             student,
             criterion=criterion,
@@ -195,6 +222,9 @@ class ProjectorDistiller(NeuralNetClassifier):
         self.logit_projector = logit_projector
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
+        self.cache_teacher = cache_teacher
+        self.memory = memory
+        self.train_transform = train_transform
         self.random_state = random_state
 
     # skorch calls the network ``module``; here it is the student.
@@ -282,6 +312,14 @@ class ProjectorDistiller(NeuralNetClassifier):
             y = check_target(y, None if is_dataset(X) else len(X))
         elif not is_dataset(X):
             raise ValueError("y is None; pass labels, or a Dataset that yields them.")
+        if self.cache_teacher not in ("auto", False) and (
+            self.train_transform is not None or is_dataset(X)
+        ):
+            raise ValueError(
+                "cache_teacher=True needs array input and no train_transform: a "
+                "random augmentation changes the teacher's output at every step. "
+                "Use cache_teacher='auto' or False."
+            )
         if reset:
             self.classes_inferred_ = self._label_space(y, classes)
             self._sample_input_ = _first_inputs(X)
@@ -327,10 +365,55 @@ class ProjectorDistiller(NeuralNetClassifier):
         """No-op: ``fit`` has already checked the data and set ``classes_``."""
 
     def get_dataset(self, X: Any, y: Any = None) -> Any:
-        """Wrap ``X`` and the *encoded* labels in skorch's dataset."""
-        if y is not None and not is_dataset(X):
+        """Arrays and tensors become an :class:`~projkd.batching.ArrayDataset`
+        of inputs, *encoded* labels and, when training with the teacher cache,
+        the teacher's outputs; a Dataset is used as is."""
+        if (
+            is_dataset(X)
+            or self.dataset is not Dataset
+            or self.get_params_for("dataset")
+        ):
+            return super().get_dataset(X, y)
+        outputs = None
+        if y is not None:
             y = self._encode(y)
-        return super().get_dataset(X, y)
+            if self._caches_teacher(X):
+                outputs = cached_teacher_outputs(
+                    self.teacher,
+                    self.teacher_,
+                    X,
+                    layer=self.teacher_layer,
+                    device=self.device or "cpu",
+                    memory=self.memory,
+                    batch_size=max(512, self.batch_size),
+                )
+        return ArrayDataset(X, y, outputs)
+
+    def _caches_teacher(self, X: Any) -> bool:
+        if self.cache_teacher == "auto":
+            return self.train_transform is None and not is_dataset(X)
+        return bool(self.cache_teacher)
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
+        """Batches sliced from arrays (:class:`~projkd.batching.ArrayBatches`)
+        when the data are arrays and the iterator is skorch's default
+        ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
+        ``drop_last`` set; otherwise skorch's iterator."""
+        source = array_source(dataset)
+        prefix = "iterator_train" if training else "iterator_valid"
+        iterator = self.iterator_train if training else self.iterator_valid
+        kwargs = self.get_params_for(prefix)
+        if source is None or iterator is not DataLoader or set(kwargs) - _SLICEABLE:
+            return super().get_iterator(dataset, training=training)
+        batch_size = kwargs.get("batch_size", self.batch_size)
+        array_dataset, indices = source
+        return ArrayBatches(
+            array_dataset,
+            indices,
+            batch_size=len(indices) if batch_size == -1 else batch_size,
+            shuffle=kwargs.get("shuffle", False),
+            drop_last=kwargs.get("drop_last", False),
+        )
 
     # -------------------------------------------------------- initialisation
     def initialize_module(self) -> ProjectorDistiller:
@@ -405,12 +488,20 @@ class ProjectorDistiller(NeuralNetClassifier):
 
     # ------------------------------------------------------------- training
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
-        """The distillation forward pass: teacher (no grad), student, projectors."""
-        x = to_tensor(x, device=self.device)
-        with torch.no_grad():
-            teacher_logits, teacher_features = forward_with_features(
-                self.teacher_, x, layer=self.teacher_layer
+        """The distillation forward pass: teacher (no grad, or looked up in the
+        cache), student, projectors."""
+        if isinstance(x, CachedTeacherBatch):
+            x, teacher_logits, teacher_features = (
+                to_tensor(t, device=self.device) for t in x
             )
+        else:
+            x = to_tensor(x, device=self.device)
+            if self.train_transform is not None and self.module_.training:
+                x = self.train_transform(x)  # one view for student and teacher
+            with torch.no_grad():
+                teacher_logits, teacher_features = forward_with_features(
+                    self.teacher_, x, layer=self.teacher_layer
+                )
         logits, features = forward_with_features(
             self.module_, x, layer=self.student_layer
         )

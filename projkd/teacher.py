@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import copy
 from itertools import chain
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["freeze_teacher", "is_frozen_on"]
+__all__ = [
+    "freeze_teacher",
+    "is_frozen_on",
+    "load_teacher",
+    "save_teacher",
+    "train_teacher",
+]
 
 
 def is_frozen_on(teacher: nn.Module, device: str | torch.device | None) -> bool:
@@ -63,3 +71,85 @@ def _same_device(actual: torch.device, target: torch.device) -> bool:
     if actual.type != target.type:
         return False
     return target.index is None or actual.index == target.index
+
+
+def train_teacher(
+    model: nn.Module,
+    X: Any,
+    y: Any,
+    *,
+    random_state: int | None = None,
+    **net_params: Any,
+) -> nn.Module:
+    """Train a teacher with skorch on class indices and return it in eval mode.
+
+    A thin wrapper over :class:`skorch.NeuralNetClassifier` with a
+    cross-entropy criterion: any skorch parameter (``max_epochs``, ``lr``,
+    ``optimizer``, ``optimizer__momentum``, ``callbacks``, ``device``, ...)
+    can be passed. ``model`` is trained in place.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        E.g. ``projkd.models.get_model("resnet32x4")``.
+    X : array-like, tensor or Dataset
+    y : array-like of int or None
+        Class indices 0..C-1 (the teacher's output ``i`` means class ``i``).
+    random_state : int or None, default=None
+        Seeds torch for the duration of training.
+    **net_params
+        skorch parameters; ``train_split=None`` and ``verbose=0`` by default.
+
+    Returns
+    -------
+    teacher : torch.nn.Module
+        ``model``, trained, in eval mode.
+
+    Examples
+    --------
+    >>> from projkd.data import load_digits
+    >>> from projkd.models import DigitsCNN
+    >>> X, y = load_digits()
+    >>> teacher = train_teacher(DigitsCNN(width=4), X, y, max_epochs=1)
+    >>> teacher.training
+    False
+    """
+    from skorch import NeuralNetClassifier
+
+    from ._random import seeded
+
+    params: dict[str, Any] = {"train_split": None, "verbose": 0, **net_params}
+    params.setdefault("criterion", nn.CrossEntropyLoss)
+    net = NeuralNetClassifier(model, **params)
+    with seeded(random_state, params.get("device", "cpu")):
+        net.fit(X, y)
+    return net.module_.eval()
+
+
+def save_teacher(model: nn.Module, path: str | Path) -> None:
+    """Save a teacher's weights as a ``state_dict`` (no pickled code)."""
+    torch.save(model.state_dict(), path)
+
+
+def load_teacher(
+    model: nn.Module, path: str | Path, *, device: Any = "cpu"
+) -> nn.Module:
+    """Load weights saved by :func:`save_teacher` into ``model``, in eval mode.
+
+    Loading goes through ``torch.load(..., weights_only=True)``: a file that
+    carries pickled code is refused, and its code never runs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The architecture, e.g. ``get_model("resnet32x4")``.
+    path : str or Path
+    device : str or torch.device, default="cpu"
+
+    Returns
+    -------
+    teacher : torch.nn.Module
+    """
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -67,12 +67,14 @@ def test_reliability_curve_bins_add_up_to_the_ece():
     rng = np.random.default_rng(1)
     y, proba = random_predictions(rng)
     curve = reliability_curve(y, proba, n_bins=10)
-    assert curve.count.sum() == len(y)
+    assert curve.counts.sum() == len(y)
     assert curve.edges.tolist() == pytest.approx(np.linspace(0, 1, 11).tolist())
-    filled = curve.count > 0
+    filled = curve.counts > 0
     assert np.isnan(curve.accuracy[~filled]).all()
     weighted = np.sum(
-        curve.count[filled] / len(y) * np.abs(curve.accuracy - curve.confidence)[filled]
+        curve.counts[filled]
+        / len(y)
+        * np.abs(curve.accuracy - curve.confidence)[filled]
     )
     assert weighted == pytest.approx(expected_calibration_error(y, proba, n_bins=10))
     conf = proba.max(1)

@@ -35,14 +35,14 @@ class ReliabilityCurve(NamedTuple):
         Mean confidence per bin (NaN where empty).
     accuracy : ndarray of shape (n_bins,)
         Accuracy per bin (NaN where empty).
-    count : ndarray of shape (n_bins,)
+    counts : ndarray of shape (n_bins,)
         Samples per bin.
     """
 
     edges: np.ndarray
     confidence: np.ndarray
     accuracy: np.ndarray
-    count: np.ndarray
+    counts: np.ndarray
 
 
 def top_label(
@@ -237,12 +237,12 @@ def reliability_curve(
     Returns
     -------
     curve : ReliabilityCurve
-        ``edges``, ``confidence``, ``accuracy`` (NaN for empty bins), ``count``.
+        ``edges``, ``confidence``, ``accuracy`` (NaN for empty bins), ``counts``.
 
     Examples
     --------
     >>> curve = reliability_curve([0, 1], [[0.9, 0.1], [0.3, 0.7]], n_bins=2)
-    >>> curve.count.tolist(), curve.accuracy.tolist()
+    >>> curve.counts.tolist(), curve.accuracy.tolist()
     ([0, 2], [nan, 1.0])
     """
     confidence, correct = top_label(y_true, y_prob, labels)
@@ -252,7 +252,7 @@ def reliability_curve(
             edges=np.linspace(0.0, 1.0, n_bins + 1),
             confidence=np.where(count > 0, confidence_sum / count, np.nan),
             accuracy=np.where(count > 0, correct_sum / count, np.nan),
-            count=count.astype(np.int64),
+            counts=count.astype(np.int64),
         )
 
 

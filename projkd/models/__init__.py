@@ -5,11 +5,23 @@ Every zoo model exposes ``forward(x)`` (logits), ``forward_features(x)`` (the
 pooled penultimate vector, after the last ReLU) and ``forward_head(f)``.
 """
 
+from . import cifar_resnet50  # noqa: F401  (registers resnet50)
 from ._registry import get_model, list_models, register_model
+from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN, digits_student, digits_teacher
+from .mobilenetv2 import MobileNetV2
+from .shufflenet import ShuffleNetV1, ShuffleNetV2
+from .vgg import VGG
+from .wrn import WideResNet
 
 __all__ = [
+    "CifarResNet",
     "DigitsCNN",
+    "MobileNetV2",
+    "ShuffleNetV1",
+    "ShuffleNetV2",
+    "VGG",
+    "WideResNet",
     "digits_student",
     "digits_teacher",
     "get_model",

@@ -1,0 +1,141 @@
+"""Batches drawn by slicing arrays, not per-sample ``__getitem__`` and collation.
+
+For array or tensor input, :class:`~projkd.ProjectorDistiller` wraps the data
+in an :class:`ArrayDataset` and iterates it with :class:`ArrayBatches`: one
+fancy-indexing operation per batch instead of ``batch_size`` Python calls and
+a collate. Precomputed teacher outputs (the teacher cache) are sliced with
+the same indices and travel with the inputs as a :class:`CachedTeacherBatch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+__all__ = ["ArrayBatches", "ArrayDataset", "CachedTeacherBatch", "TeacherOutputs"]
+
+
+class TeacherOutputs(NamedTuple):
+    """The teacher's logits and penultimate features for every sample."""
+
+    logits: Tensor
+    features: Tensor
+
+
+class CachedTeacherBatch(NamedTuple):
+    """A batch of inputs with the teacher's outputs for it, looked up, not run."""
+
+    inputs: Tensor
+    teacher_logits: Tensor
+    teacher_features: Tensor
+
+
+def _as_tensor(values: Any) -> Tensor:
+    return (
+        values if isinstance(values, Tensor) else torch.from_numpy(np.asarray(values))
+    )
+
+
+class ArrayDataset(Dataset):
+    """Inputs, encoded targets and (optionally) cached teacher outputs.
+
+    Parameters
+    ----------
+    X : ndarray or torch.Tensor of shape (N, ...)
+    y : ndarray or torch.Tensor of shape (N,) or None
+    teacher_outputs : TeacherOutputs or None
+        Per-sample teacher outputs aligned with ``X``.
+    """
+
+    def __init__(
+        self, X: Any, y: Any = None, teacher_outputs: TeacherOutputs | None = None
+    ) -> None:
+        self.X = _as_tensor(X)
+        self.y = None if y is None else _as_tensor(y)
+        self.teacher_outputs = teacher_outputs
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        batch_X, batch_y = self.batch(np.asarray([index]))
+        x = (
+            CachedTeacherBatch(*(t[0] for t in batch_X))
+            if isinstance(batch_X, CachedTeacherBatch)
+            else batch_X[0]
+        )
+        return x, (torch.zeros(()) if batch_y is None else batch_y[0])
+
+    def batch(self, index: np.ndarray) -> tuple[Any, Tensor | None]:
+        """The samples at ``index``, as one batch."""
+        positions = torch.from_numpy(index)
+        X: Any = self.X[positions]
+        y = None if self.y is None else self.y[positions]
+        if self.teacher_outputs is not None:
+            logits, features = self.teacher_outputs
+            X = CachedTeacherBatch(X, logits[positions], features[positions])
+        return X, y
+
+
+def array_source(dataset: Any) -> tuple[ArrayDataset, np.ndarray] | None:
+    """The :class:`ArrayDataset` behind ``dataset`` and the indices it covers.
+
+    Handles an ``ArrayDataset`` and (nested) ``Subset``s of one, as skorch's
+    ``ValidSplit`` makes; returns None for any other dataset.
+    """
+    indices: np.ndarray | None = None
+    while isinstance(dataset, Subset):
+        subset = np.asarray(dataset.indices, dtype=np.int64)
+        indices = subset if indices is None else subset[indices]
+        dataset = dataset.dataset
+    if not isinstance(dataset, ArrayDataset):
+        return None
+    if indices is None:
+        indices = np.arange(len(dataset))
+    return dataset, indices
+
+
+class ArrayBatches:
+    """Iterate an :class:`ArrayDataset` in batches of sliced arrays.
+
+    Parameters
+    ----------
+    dataset : ArrayDataset
+    indices : ndarray of int
+        The samples to iterate (all of them, or a split's subset).
+    batch_size : int
+    shuffle : bool, default=False
+        A new permutation each epoch, drawn from torch's global generator
+        (so ``random_state`` makes it reproducible).
+    drop_last : bool, default=False
+    """
+
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        indices: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.indices = indices
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n, size = len(self.indices), self.batch_size
+        return n // size if self.drop_last else -(-n // size)
+
+    def __iter__(self) -> Iterator[tuple[Any, Tensor | None]]:
+        order = self.indices
+        if self.shuffle:
+            order = order[torch.randperm(len(order)).numpy()]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield self.dataset.batch(order[start : start + self.batch_size])
