@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import math
 import os
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
     StrOptions,
     validate_parameter_constraints,
 )
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 from skorch.utils import is_dataset
 from torch import nn
 
 from .projectors import PROJECTORS
 
-__all__ = ["PARAMETER_CONSTRAINTS", "check_input", "check_params", "check_target"]
+__all__ = [
+    "PARAMETER_CONSTRAINTS",
+    "check_input",
+    "check_input_shape",
+    "check_params",
+    "check_target",
+]
 
 _WEIGHT = [Interval(Real, 0, None, closed="left")]
 
 PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
-    "teacher": [nn.Module],
+    "teacher": [nn.Module, HasMethods(["fit"])],
     "student": [nn.Module, type, callable],
     "n_projectors": [Interval(Integral, 0, None, closed="left")],
     "projector": [StrOptions(set(PROJECTORS)), callable],
@@ -66,36 +76,74 @@ def check_input(X: Any) -> Any:
     Raises
     ------
     TypeError
-        If ``X`` is not numeric.
+        If ``X`` is sparse or not numeric.
     ValueError
-        If ``X`` is empty, has fewer than 2 dimensions, or holds NaN or inf.
+        If ``X`` is complex, empty, has fewer than 2 dimensions, or holds NaN
+        or infinity.
     """
     if is_dataset(X):
         return X
+    if sparse.issparse(X):
+        raise TypeError(
+            "Sparse input is not supported: ProjectorDistiller feeds dense tensors "
+            "to its networks. Convert it with X.toarray()."
+        )
     if isinstance(X, torch.Tensor):
-        if X.is_complex() or X.dtype == torch.bool:
-            raise TypeError(f"X must hold real numbers, got a tensor of {X.dtype}.")
+        if X.is_complex():
+            raise ValueError("Complex data not supported; X must hold real numbers.")
+        if X.dtype == torch.bool:
+            raise TypeError("X must be numeric, got a tensor of torch.bool.")
         X = X if X.dtype == torch.float32 else X.float()
         finite = bool(torch.isfinite(X).all())
     else:
         X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
+        if X.dtype.kind == "c":
+            raise ValueError("Complex data not supported; X must hold real numbers.")
+        if X.dtype.kind not in "biufO":
             raise TypeError(
                 f"X must be numeric (float or integer), got an array of dtype "
                 f"{X.dtype}; convert it with np.asarray(X, dtype=np.float32)."
             )
-        X = X.astype(np.float32, copy=False)
+        try:
+            X = X.astype(np.float32, copy=False)
+        except (TypeError, ValueError) as error:  # an object array of non-numbers
+            raise TypeError(f"X must be numeric: {error}") from error
         finite = bool(np.isfinite(X).all())
     if X.ndim < 2:
         raise ValueError(
-            f"X must have a batch dimension and at least one feature dimension, "
-            f"got shape {tuple(X.shape)}; reshape a single sample with X[None]."
+            f"Expected a 2D or higher array, got {X.ndim}D array of shape "
+            f"{tuple(X.shape)} instead. Reshape your data either using "
+            "array.reshape(-1, 1) if your data has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
         )
     if X.shape[0] == 0:
-        raise ValueError(f"X is empty (shape {tuple(X.shape)}).")
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum "
+            "of 1 is required."
+        )
+    if math.prod(X.shape[1:]) == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
+            "of 1 is required."
+        )
     if not finite:
         raise ValueError("X contains NaN or infinity; clean or impute it before fit.")
     return X
+
+
+def check_input_shape(X: Any, expected: tuple[int, ...] | None, name: str) -> None:
+    """Raise if the samples of ``X`` differ in shape from those seen by ``fit``."""
+    if expected is None or is_dataset(X) or tuple(X.shape[1:]) == expected:
+        return
+    if X.ndim == 2 and len(expected) == 1:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {name} is expecting {expected[0]} "
+            "features as input."
+        )
+    raise ValueError(
+        f"X has samples of shape {tuple(X.shape[1:])}, but {name} was fitted on "
+        f"samples of shape {expected}."
+    )
 
 
 def check_target(y: Any, n_samples: int | None) -> np.ndarray:
@@ -104,13 +152,15 @@ def check_target(y: Any, n_samples: int | None) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``y`` is not 1-D, its length differs from ``X``'s, or it holds NaN.
+        If ``y`` is not 1-D (a column vector is raveled with a
+        ``DataConversionWarning``), its length differs from ``X``'s, it holds
+        NaN, or it is continuous rather than class labels.
     """
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
+        y = column_or_1d(y, warn=True)
     if y.ndim != 1:
         raise ValueError(f"y must be 1-D (one label per sample), got shape {y.shape}.")
     if n_samples is not None and len(y) != n_samples:
@@ -119,4 +169,5 @@ def check_target(y: Any, n_samples: int | None) -> np.ndarray:
         )
     if y.dtype.kind == "f" and np.isnan(y).any():
         raise ValueError("y contains NaN; every sample needs a label.")
+    check_classification_targets(y)
     return y

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from sklearn.base import clone
+from sklearn.utils import TransformerTags
+from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
 from skorch.dataset import Dataset, unpack_data
@@ -14,13 +19,14 @@ from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
+from ._labels import encode_labels, label_space
 from ._random import seeded
-from ._validation import check_input, check_params, check_target
+from ._validation import check_input, check_input_shape, check_params, check_target
 from .batching import ArrayBatches, ArrayDataset, CachedTeacherBatch, array_source
 from .features import feature_width, forward_with_features
 from .losses import distillation_loss
 from .projectors import ProjectorEnsemble
-from .teacher import freeze_teacher
+from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 from .teacher_cache import cached_teacher_outputs
 
 __all__ = ["DistillationOutput", "ProjectorDistiller"]
@@ -227,6 +233,32 @@ class ProjectorDistiller(NeuralNetClassifier):
         self.train_transform = train_transform
         self.random_state = random_state
 
+    def __sklearn_clone__(self) -> ProjectorDistiller:
+        """An unfitted copy that *shares* the teacher instead of deep-copying it.
+
+        The teacher is read-only (the distiller never modifies it), so every
+        candidate of a search can hold the same object: one teacher in
+        memory, and one teacher-output cache, for the whole search. Every
+        other parameter is cloned as :func:`sklearn.base.clone` does.
+        """
+        params = {
+            name: value if name == "teacher" else clone(value, safe=False)
+            for name, value in self.get_params(deep=False).items()
+        }
+        copy_ = type(self)(**params)
+        if hasattr(self, "_metadata_request"):
+            copy_._metadata_request = copy.deepcopy(self._metadata_request)
+        return copy_
+
+    def _get_param_names(self) -> list[str]:
+        # skorch lists every public attribute; its bookkeeping set is no parameter
+        return [name for name in super()._get_param_names() if not name.startswith("_")]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        return tags
+
     # skorch calls the network ``module``; here it is the student.
     @property
     def module(self) -> Any:
@@ -275,9 +307,15 @@ class ProjectorDistiller(NeuralNetClassifier):
         -------
         self : ProjectorDistiller
         """
-        X, y = self._prepare_fit(
-            X, y, reset=not (self.warm_start and self.initialized_)
-        )
+        if "sample_weight" in fit_params:
+            raise TypeError(
+                f"{type(self).__name__}.fit does not support sample_weight; "
+                "resample the training data instead."
+            )
+        reset = not (self.warm_start and self.initialized_)
+        X, y = self._prepare_fit(X, y, reset=reset)
+        if reset:
+            self._fit_teacher(X, y)
         with seeded(self.random_state, self.device):
             return super().fit(X, y, **fit_params)
 
@@ -301,7 +339,33 @@ class ProjectorDistiller(NeuralNetClassifier):
         """
         if fit_params.get("_routing_method") != "fit":  # fit has prepared X, y
             X, y = self._prepare_fit(X, y, reset=not self.initialized_, classes=classes)
+            if not self.initialized_:
+                self._fit_teacher(X, y)
         return super().partial_fit(X, y, **fit_params)
+
+    def _fit_teacher(self, X: Any, y: Any) -> None:
+        """Fit a teacher given as an estimator on this fit's training data.
+
+        Seeded on its own, so that whether the fitted teacher comes from the
+        cache or not, the student's random stream is the same.
+        """
+        if not is_teacher_estimator(self.teacher):
+            return
+        if y is not None:
+            y = self._encode(y)  # the teacher's output i is classes_[i]
+        with seeded(self.random_state, self.device):
+            self.teacher_estimator_ = fit_teacher_estimator(
+                self.teacher, X, y, params=self.get_params_for("teacher")
+            )
+
+    def _teacher_module(self) -> nn.Module:
+        if is_teacher_estimator(self.teacher):
+            return self.teacher_estimator_.module_
+        return self.teacher
+
+    def _compute_device(self) -> Any:
+        """Where the networks run (skorch's ``device``; None means the CPU)."""
+        return self.device if self.device is not None else "cpu"
 
     def _prepare_fit(
         self, X: Any, y: Any, *, reset: bool, classes: Any = None
@@ -311,7 +375,13 @@ class ProjectorDistiller(NeuralNetClassifier):
         if y is not None:
             y = check_target(y, None if is_dataset(X) else len(X))
         elif not is_dataset(X):
-            raise ValueError("y is None; pass labels, or a Dataset that yields them.")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is "
+                "None; pass labels, or a Dataset that yields them."
+            )
+        if not reset:
+            expected: tuple[int, ...] | None = getattr(self, "input_shape_", None)
+            check_input_shape(X, expected, type(self).__name__)
         if self.cache_teacher not in ("auto", False) and (
             self.train_transform is not None or is_dataset(X)
         ):
@@ -321,45 +391,19 @@ class ProjectorDistiller(NeuralNetClassifier):
                 "Use cache_teacher='auto' or False."
             )
         if reset:
-            self.classes_inferred_ = self._label_space(y, classes)
+            self.input_shape_ = None if is_dataset(X) else tuple(X.shape[1:])
+            if self.input_shape_ is not None:
+                self.n_features_in_ = math.prod(self.input_shape_)
+            self.classes_inferred_ = label_space(
+                y, self.classes if self.classes is not None else classes
+            )
             self._sample_input_ = _first_inputs(X)
         if y is not None and not is_dataset(X):
             self._encode(y)  # fail on unknown labels before any training
         return X, y
 
-    def _label_space(self, y: np.ndarray | None, classes: Any) -> np.ndarray | None:
-        classes = self.classes if self.classes is not None else classes
-        if classes is not None:
-            classes = np.asarray(classes)
-            if len(np.unique(classes)) != len(classes):
-                raise ValueError(f"classes={list(classes)} contains duplicates.")
-            return classes
-        if y is None:
-            return None  # class indices of a Dataset: sized after probing
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(
-                f"y holds a single class ({classes[0]!r}); a classifier needs at "
-                "least two."
-            )
-        return classes
-
     def _encode(self, y: Any) -> np.ndarray:
-        """Map labels to the indices of ``classes_``."""
-        classes = np.asarray(self.classes_)
-        y = np.asarray(to_numpy(y) if isinstance(y, torch.Tensor) else y)
-        sorter = np.argsort(classes, kind="stable")
-        position = np.searchsorted(classes, y, sorter=sorter).clip(0, len(classes) - 1)
-        index = sorter[position]
-        unknown = classes[index] != y
-        if unknown.any():
-            labels = sorted({str(label) for label in y[unknown]})[:5]
-            raise ValueError(
-                f"y contains labels that are not in classes_ {list(classes)}: "
-                f"{', '.join(labels)}. Pass classes= listing every label in the "
-                "order of the teacher's outputs."
-            )
-        return index.astype(np.int64)
+        return encode_labels(y, self.classes_)
 
     def check_data(self, X: Any, y: Any = None) -> None:
         """No-op: ``fit`` has already checked the data and set ``classes_``."""
@@ -383,7 +427,7 @@ class ProjectorDistiller(NeuralNetClassifier):
                     self.teacher_,
                     X,
                     layer=self.teacher_layer,
-                    device=self.device or "cpu",
+                    device=self._compute_device(),
                     memory=self.memory,
                     batch_size=max(512, self.batch_size),
                 )
@@ -428,17 +472,12 @@ class ProjectorDistiller(NeuralNetClassifier):
                 f"{type(self).__name__} sizes its projectors from the data; call "
                 "fit(X, y) or partial_fit(X, y) instead of initialize()."
             )
-        student = self.initialized_instance(
-            self.student, self.get_params_for("student")
-        )
-        if student is self.student:
-            student = copy.deepcopy(student)  # never train the user's object
-        if self.device is not None:
-            student = student.to(self.device)
-        teacher = freeze_teacher(self.teacher, self.device)
-        sample = to_tensor(sample, device=self.device)
-        d_s, n_out_s = feature_width(student, sample, layer=self.student_layer)
+        device = self._compute_device()
+        teacher = freeze_teacher(self._teacher_module(), device)
+        sample = to_tensor(sample, device=device)
         d_t, n_out_t = feature_width(teacher, sample, layer=self.teacher_layer)
+        student = self._build_student(n_out_t).to(device)
+        d_s, n_out_s = feature_width(student, sample, layer=self.student_layer)
         self._check_outputs(n_out_s, n_out_t)
 
         self.module_ = student
@@ -452,6 +491,19 @@ class ProjectorDistiller(NeuralNetClassifier):
             nn.Linear(n_out_t, n_out_t) if self.logit_projector else nn.Identity()
         )
         return self
+
+    def _build_student(self, n_classes: int) -> nn.Module:
+        """Instantiate (or copy) the student; a class whose constructor takes
+        ``num_classes`` gets the teacher's number of outputs unless
+        ``student__num_classes`` is set."""
+        kwargs = self.get_params_for("student")
+        if isinstance(self.student, type) and "num_classes" not in kwargs:
+            if "num_classes" in inspect.signature(self.student).parameters:
+                kwargs["num_classes"] = n_classes
+        student = self.initialized_instance(self.student, kwargs)
+        if student is self.student:
+            student = copy.deepcopy(student)  # never train the user's object
+        return student
 
     def _check_outputs(self, n_out_student: int, n_out_teacher: int) -> None:
         if self.classes_inferred_ is None:
@@ -568,7 +620,7 @@ class ProjectorDistiller(NeuralNetClassifier):
         -------
         proba : ndarray of shape (N, n_classes)
         """
-        return super().predict_proba(check_input(X))
+        return super().predict_proba(self._check_predict_input(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The student's predicted labels (values of ``classes_``).
@@ -581,7 +633,8 @@ class ProjectorDistiller(NeuralNetClassifier):
         -------
         labels : ndarray of shape (N,)
         """
-        return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # raises NotFittedError before fit
+        return np.asarray(self.classes_)[proba.argmax(axis=1)]
 
     def transform(self, X: Any) -> np.ndarray:
         """The student's penultimate features.
@@ -594,7 +647,7 @@ class ProjectorDistiller(NeuralNetClassifier):
         -------
         features : ndarray of shape (N, n_student_features_)
         """
-        return self._features(X, self.module_, self.student_layer)
+        return self._features(X, teacher=False)
 
     def transform_teacher(self, X: Any) -> np.ndarray:
         """The teacher's penultimate features (e.g. for CKA against :meth:`transform`).
@@ -607,12 +660,26 @@ class ProjectorDistiller(NeuralNetClassifier):
         -------
         features : ndarray of shape (N, n_teacher_features_)
         """
-        return self._features(X, self.teacher_, self.teacher_layer)
+        return self._features(X, teacher=True)
 
-    def _features(self, X: Any, model: nn.Module, layer: str | None) -> np.ndarray:
-        self.check_is_fitted()
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fit, then return the student's penultimate features of ``X``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def _check_predict_input(self, X: Any) -> Any:
+        """scikit-learn's NotFittedError before fit; then ``X`` checked against
+        the samples seen by ``fit``."""
+        check_is_fitted(self)
+        X = check_input(X)
+        check_input_shape(X, getattr(self, "input_shape_", None), type(self).__name__)
+        return X
+
+    def _features(self, X: Any, *, teacher: bool) -> np.ndarray:
+        X = self._check_predict_input(X)
+        model = self.teacher_ if teacher else self.module_
+        layer = self.teacher_layer if teacher else self.student_layer
         self._set_training(False)
-        iterator = self.get_iterator(self.get_dataset(check_input(X)), training=False)
+        iterator = self.get_iterator(self.get_dataset(X), training=False)
         chunks = []
         with torch.no_grad():
             for batch in iterator:

@@ -9,6 +9,8 @@ went in: weights, buffers, ``training`` flag, ``requires_grad`` flags, device.
 from __future__ import annotations
 
 import copy
+import threading
+import weakref
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ import torch
 from torch import nn
 
 __all__ = [
+    "fit_teacher_estimator",
     "freeze_teacher",
+    "is_teacher_estimator",
     "is_frozen_on",
     "load_teacher",
     "save_teacher",
@@ -153,3 +157,73 @@ def load_teacher(
     state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def is_teacher_estimator(teacher: Any) -> bool:
+    """Whether ``teacher`` is a scikit-learn-style estimator wrapping a torch
+    module (e.g. a skorch net), rather than a module."""
+    return not isinstance(teacher, nn.Module) and callable(
+        getattr(teacher, "fit", None)
+    )
+
+
+def _is_fitted(estimator: Any) -> bool:
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(estimator)
+    except Exception:  # NotFittedError, or an estimator without fitted state
+        return False
+    return isinstance(getattr(estimator, "module_", None), nn.Module)
+
+
+_FITTED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_FITTED_LOCK = threading.Lock()
+
+
+def fit_teacher_estimator(
+    teacher: Any, X: Any, y: Any, *, params: dict[str, Any] | None = None
+) -> Any:
+    """The fitted teacher estimator for this training data.
+
+    A fitted estimator (one with a ``module_``) is used as it is. An unfitted
+    one is cloned, given ``params``, and fitted on ``(X, y)`` -- the training
+    data of the distiller's fit alone, so that in cross-validation no teacher
+    has seen its fold's test data. Fitted clones are remembered per teacher
+    object and training data, so the candidates of a search that share a fold
+    share its teacher. ``teacher`` itself is never modified.
+
+    Parameters
+    ----------
+    teacher : estimator
+        E.g. an unfitted :class:`skorch.NeuralNetClassifier`.
+    X, y
+        Training data; ``y`` holds class indices (output ``i`` is class ``i``).
+    params : dict or None, default=None
+        Parameters set on the clone (the distiller's ``teacher__*``).
+
+    Returns
+    -------
+    fitted : estimator
+        With the trained network in ``fitted.module_``.
+    """
+    import joblib
+    from sklearn.base import clone
+
+    if _is_fitted(teacher):
+        return teacher
+    estimator = clone(teacher).set_params(**(params or {}))
+    key = joblib.hash((estimator.get_params(deep=False), X, y, torch.initial_seed()))
+    with _FITTED_LOCK:
+        fitted = _FITTED.setdefault(teacher, {})
+        if key in fitted:
+            return fitted[key]
+    estimator.fit(X, y)
+    if not isinstance(getattr(estimator, "module_", None), nn.Module):
+        raise TypeError(
+            f"The teacher estimator {type(teacher).__name__} has no torch module "
+            "in module_ after fit; pass a torch.nn.Module or a skorch net."
+        )
+    with _FITTED_LOCK:
+        _FITTED.setdefault(teacher, {})[key] = estimator
+    return estimator

@@ -287,7 +287,7 @@ def test_set_student_params_on_a_fitted_estimator_rebuilds_the_student(
             lambda y: np.where(np.arange(len(y)) == 0, 10, y),
             "teacher has 10 outputs but there are 11",
         ),
-        (None, lambda y: np.zeros_like(y), "single class"),
+        (None, lambda y: np.zeros_like(y), "only one class"),
     ],
     ids=["nan", "length", "more-classes-than-teacher", "one-class"],
 )
