@@ -47,6 +47,7 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "student_layer": [str, None],
     "train_transform": [callable, None],
     "cache_teacher": [StrOptions({"auto"}), "boolean"],
+    "nonfinite_loss": [StrOptions({"raise", "skip"})],
     "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     "random_state": ["random_state"],
 }

@@ -110,9 +110,14 @@ class ArrayBatches:
         The samples to iterate (all of them, or a split's subset).
     batch_size : int
     shuffle : bool, default=False
-        A new permutation each epoch, drawn from torch's global generator
-        (so ``random_state`` makes it reproducible).
+        A new permutation each epoch.
     drop_last : bool, default=False
+    seed : int or None, default=None
+        With a seed, epoch ``e``'s permutation depends on ``(seed, e)`` alone,
+        so a run resumed from a checkpoint at epoch ``e`` shuffles exactly as
+        the uninterrupted run; without, torch's global generator is used.
+    first_epoch : int, default=0
+        The number of epochs already trained (when resuming).
     """
 
     def __init__(
@@ -122,12 +127,16 @@ class ArrayBatches:
         batch_size: int,
         shuffle: bool = False,
         drop_last: bool = False,
+        seed: int | None = None,
+        first_epoch: int = 0,
     ) -> None:
         self.dataset = dataset
         self.indices = indices
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = first_epoch
 
     def __len__(self) -> int:
         n, size = len(self.indices), self.batch_size
@@ -136,6 +145,13 @@ class ArrayBatches:
     def __iter__(self) -> Iterator[tuple[Any, Tensor | None]]:
         order = self.indices
         if self.shuffle:
-            order = order[torch.randperm(len(order)).numpy()]
+            generator = None
+            if self.seed is not None:
+                state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(
+                    1
+                )
+                generator = torch.Generator().manual_seed(int(state[0]))
+            order = order[torch.randperm(len(order), generator=generator).numpy()]
+        self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield self.dataset.batch(order[start : start + self.batch_size])

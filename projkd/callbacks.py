@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
 from .distiller import DistillationOutput
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
 
-__all__ = ["EpochCKA", "EpochCalibration"]
+__all__ = ["EpochCKA", "EpochCalibration", "ResumableCheckpoint", "fit_key"]
 
 
 class EpochCalibration(Callback):
@@ -118,3 +119,88 @@ class EpochCKA(Callback):
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
         if self.cka_.n_batches:
             net.history.record(self.name, self.cka_.compute())
+
+
+class ResumableCheckpoint(Checkpoint):
+    """Checkpoint every epoch; on the next fit of the same run, resume from it.
+
+    Each run writes to its own folder, ``dirname/<key>``, where the key is a
+    digest of the estimator's parameters (callbacks aside), its teacher's
+    weights and the training data: the folds and candidates of a parallel
+    search never collide, and re-running a crashed fit (or a whole search)
+    with the same settings picks up each run where it stopped. The student,
+    the projectors, the optimizer and the history are saved after every
+    epoch; training stops once the history holds ``max_epochs`` epochs in
+    all. With an integer ``random_state`` the resumed run reproduces the
+    uninterrupted one (batch order depends on the epoch alone).
+
+    Parameters
+    ----------
+    dirname : str, default="checkpoints"
+    use_safetensors : bool, default=False
+        Save and load with safetensors instead of ``torch.save`` (no optimizer
+        state then). Loading always refuses pickled code.
+
+    Examples
+    --------
+    >>> from projkd.callbacks import ResumableCheckpoint
+    >>> callbacks = [ResumableCheckpoint(dirname="runs")]
+    """
+
+    def __init__(self, dirname: str = "checkpoints", use_safetensors: bool = False):
+        super().__init__(
+            monitor=None,
+            dirname=dirname,
+            f_criterion=None,
+            use_safetensors=use_safetensors,
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        # the parameters of this class, not all of skorch's Checkpoint
+        return {"dirname": self.dirname, "use_safetensors": self.use_safetensors}
+
+    def _f_kwargs(self) -> dict[str, Any]:
+        return {
+            **super()._f_kwargs(),
+            "f_projectors": "projectors.pt",
+            "f_logit_projector": "logit_projector.pt",
+        }
+
+    def on_train_begin(
+        self, net: Any, X: Any = None, y: Any = None, **kwargs: Any
+    ) -> None:
+        self.run_dirname_ = os.path.join(self.dirname, fit_key(net, X, y))
+        os.makedirs(self.run_dirname_, exist_ok=True)
+        if os.path.exists(self.f_history_):
+            net.load_params(checkpoint=self, use_safetensors=self.use_safetensors)
+
+    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+        if len(net.history) > net.max_epochs:  # resumed after the last epoch
+            del net.history[-1]
+            raise KeyboardInterrupt  # skorch's way to end training early
+
+    @property
+    def f_history_(self) -> str:
+        return os.path.join(self.run_dirname_, self.f_history)
+
+    def _format_target(self, net: Any, f: Any, idx: int) -> Any:
+        if not isinstance(f, str):
+            return f
+        return os.path.join(self.run_dirname_, f)
+
+
+def fit_key(net: Any, X: Any, y: Any) -> str:
+    """A digest of what defines a run: parameters, teacher weights, data."""
+    import joblib
+
+    from .teacher_cache import weights_fingerprint
+
+    params = {
+        name: value
+        for name, value in net.get_params(deep=False).items()
+        if name != "teacher" and not name.startswith("callbacks")
+    }
+    teacher = getattr(net, "teacher", None)
+    if isinstance(teacher, torch.nn.Module):
+        teacher = weights_fingerprint(teacher)
+    return joblib.hash((type(net).__name__, params, teacher, X, y))[:16]

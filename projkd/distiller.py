@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import warnings
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,10 +31,14 @@ from .projectors import ProjectorEnsemble
 from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 from .teacher_cache import cached_teacher_outputs
 
-__all__ = ["DistillationOutput", "ProjectorDistiller"]
+__all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
 _SLICEABLE = {"batch_size", "shuffle", "drop_last"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; no weight was updated with it."""
 
 
 class DistillationOutput(NamedTuple):
@@ -117,6 +123,10 @@ class ProjectorDistiller(NeuralNetClassifier):
     memory : str, joblib.Memory or None, default=None
         Keep the teacher's outputs in this joblib cache (a folder) instead of
         in memory: shared across processes (parallel searches) and runs.
+    nonfinite_loss : {"raise", "skip"}, default="raise"
+        What a NaN or infinite training loss does: ``"raise"`` stops with a
+        :class:`NonFiniteLossError` naming the epoch, the batch and the term,
+        keeping the last finite weights; ``"skip"`` warns and skips the batch.
     train_transform : callable or None, default=None
         Augmentation applied to each *training* batch on ``device``, e.g.
         :class:`projkd.augment.RandomCropFlip` (crop + flip, per sample). The
@@ -205,6 +215,7 @@ class ProjectorDistiller(NeuralNetClassifier):
         student_layer: str | None = None,
         cache_teacher: Any = "auto",
         memory: Any = None,
+        nonfinite_loss: str = "raise",
         train_transform: Any = None,
         random_state: Any = None,
         criterion: Any = nn.CrossEntropyLoss,
@@ -230,6 +241,7 @@ class ProjectorDistiller(NeuralNetClassifier):
         self.student_layer = student_layer
         self.cache_teacher = cache_teacher
         self.memory = memory
+        self.nonfinite_loss = nonfinite_loss
         self.train_transform = train_transform
         self.random_state = random_state
 
@@ -457,6 +469,10 @@ class ProjectorDistiller(NeuralNetClassifier):
             batch_size=len(indices) if batch_size == -1 else batch_size,
             shuffle=kwargs.get("shuffle", False),
             drop_last=kwargs.get("drop_last", False),
+            seed=int(self.random_state)
+            if isinstance(self.random_state, Integral)
+            else None,
+            first_epoch=len(self.history) if self.history else 0,
         )
 
     # -------------------------------------------------------- initialisation
@@ -475,9 +491,9 @@ class ProjectorDistiller(NeuralNetClassifier):
         device = self._compute_device()
         teacher = freeze_teacher(self._teacher_module(), device)
         sample = to_tensor(sample, device=device)
-        d_t, n_out_t = feature_width(teacher, sample, layer=self.teacher_layer)
+        d_t, n_out_t = _probe(teacher, sample, self.teacher_layer, "teacher")
         student = self._build_student(n_out_t).to(device)
-        d_s, n_out_s = feature_width(student, sample, layer=self.student_layer)
+        d_s, n_out_s = _probe(student, sample, self.student_layer, "student")
         self._check_outputs(n_out_s, n_out_t)
 
         self.module_ = student
@@ -587,12 +603,44 @@ class ProjectorDistiller(NeuralNetClassifier):
             ce_loss=self.criterion_,
         )
         accuracy = (y_pred.logits.argmax(dim=1) == y_true).float().mean()
-        values = torch.stack([*(terms[t].detach() for t in LOSS_TERMS), accuracy])
+        values = [*(terms[t].detach() for t in LOSS_TERMS), accuracy, loss.detach()]
+        *recorded, total = torch.stack(values).tolist()  # one device sync
+        if training and not math.isfinite(total):
+            return self._nonfinite_loss(
+                total, dict(zip(LOSS_TERMS, recorded, strict=False))
+            )
         prefix = "train" if training else "valid"
         names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
-        for name, value in zip(names, values.tolist(), strict=True):  # one sync
+        for name, value in zip(names, recorded, strict=True):
             self.history.record_batch(name, value)
         return loss
+
+    def _nonfinite_loss(self, total: float, terms: dict[str, float]) -> Tensor:
+        """Stop (or skip the batch) before a non-finite loss reaches the weights."""
+        epoch = len(self.history)
+        batch = len(self.history[-1]["batches"]) if self.history else 0
+        culprits = {
+            name: value for name, value in terms.items() if not math.isfinite(value)
+        }
+        what = (
+            ", ".join(f"{name} = {value}" for name, value in culprits.items())
+            or "each term is finite but their weighted sum is not"
+        )
+        where = f"at epoch {epoch}, batch {batch} ({what})"
+        if self.nonfinite_loss == "skip":
+            warnings.warn(
+                f"Skipped a training batch whose loss is {total} {where}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            # a leaf with no parameters behind it: backward leaves every
+            # gradient empty, and the optimizer step changes nothing
+            return torch.zeros((), device=self._compute_device(), requires_grad=True)
+        raise NonFiniteLossError(
+            f"The training loss became {total} {where}. The weights are those "
+            "after the last finite step, and the estimator stays usable. Lower lr, "
+            "check the inputs, or pass nonfinite_loss='skip' to skip such batches."
+        )
 
     # ----------------------------------------------------------- prediction
     def evaluation_step(self, batch: Any, training: bool = False) -> Tensor:
@@ -689,6 +737,22 @@ class ProjectorDistiller(NeuralNetClassifier):
                 )
                 chunks.append(to_numpy(features))
         return np.concatenate(chunks)
+
+
+def _probe(
+    model: nn.Module, sample: Tensor, layer: str | None, role: str
+) -> tuple[int, int]:
+    """Feature width and outputs of ``model``; a network that cannot take the
+    input fails here, before training, with the input's shape in the message."""
+    try:
+        return feature_width(model, sample, layer=layer)
+    except ValueError:
+        raise  # projkd's own message (e.g. an unknown layer name)
+    except (RuntimeError, TypeError, IndexError) as error:
+        raise ValueError(
+            f"The {role} ({type(model).__name__}) cannot take samples of shape "
+            f"{tuple(sample.shape[1:])}: {error}"
+        ) from error
 
 
 def _first_inputs(X: Any, n: int = 2) -> Tensor:
