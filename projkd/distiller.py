@@ -6,7 +6,6 @@ import copy
 import inspect
 import math
 import warnings
-from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,25 +15,23 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
-from skorch.dataset import Dataset, unpack_data
+from skorch.dataset import unpack_data
 from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, default_collate
 
+from ._data_mixin import ArrayDataMixin
 from ._labels import encode_labels, label_space
 from ._random import seeded
 from ._validation import check_input, check_input_shape, check_params, check_target
-from .batching import ArrayBatches, ArrayDataset, CachedTeacherBatch, array_source
-from .features import feature_width, forward_with_features
+from .batching import CachedTeacherBatch
+from .features import first_inputs, forward_with_features, probe
 from .losses import distillation_loss
 from .projectors import ProjectorEnsemble
 from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
-from .teacher_cache import cached_teacher_outputs
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
-_SLICEABLE = {"batch_size", "shuffle", "drop_last"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -60,7 +57,7 @@ def _softmax(logits: Tensor) -> Tensor:
     return torch.softmax(logits, dim=-1)
 
 
-class ProjectorDistiller(NeuralNetClassifier):
+class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     """Distil a frozen teacher into a student through an ensemble of projectors.
 
     The student is trained on
@@ -409,71 +406,13 @@ class ProjectorDistiller(NeuralNetClassifier):
             self.classes_inferred_ = label_space(
                 y, self.classes if self.classes is not None else classes
             )
-            self._sample_input_ = _first_inputs(X)
+            self._sample_input_ = first_inputs(X)
         if y is not None and not is_dataset(X):
             self._encode(y)  # fail on unknown labels before any training
         return X, y
 
     def _encode(self, y: Any) -> np.ndarray:
         return encode_labels(y, self.classes_)
-
-    def check_data(self, X: Any, y: Any = None) -> None:
-        """No-op: ``fit`` has already checked the data and set ``classes_``."""
-
-    def get_dataset(self, X: Any, y: Any = None) -> Any:
-        """Arrays and tensors become an :class:`~projkd.batching.ArrayDataset`
-        of inputs, *encoded* labels and, when training with the teacher cache,
-        the teacher's outputs; a Dataset is used as is."""
-        if (
-            is_dataset(X)
-            or self.dataset is not Dataset
-            or self.get_params_for("dataset")
-        ):
-            return super().get_dataset(X, y)
-        outputs = None
-        if y is not None:
-            y = self._encode(y)
-            if self._caches_teacher(X):
-                outputs = cached_teacher_outputs(
-                    self.teacher,
-                    self.teacher_,
-                    X,
-                    layer=self.teacher_layer,
-                    device=self._compute_device(),
-                    memory=self.memory,
-                    batch_size=max(512, self.batch_size),
-                )
-        return ArrayDataset(X, y, outputs)
-
-    def _caches_teacher(self, X: Any) -> bool:
-        if self.cache_teacher == "auto":
-            return self.train_transform is None and not is_dataset(X)
-        return bool(self.cache_teacher)
-
-    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
-        """Batches sliced from arrays (:class:`~projkd.batching.ArrayBatches`)
-        when the data are arrays and the iterator is skorch's default
-        ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
-        ``drop_last`` set; otherwise skorch's iterator."""
-        source = array_source(dataset)
-        prefix = "iterator_train" if training else "iterator_valid"
-        iterator = self.iterator_train if training else self.iterator_valid
-        kwargs = self.get_params_for(prefix)
-        if source is None or iterator is not DataLoader or set(kwargs) - _SLICEABLE:
-            return super().get_iterator(dataset, training=training)
-        batch_size = kwargs.get("batch_size", self.batch_size)
-        array_dataset, indices = source
-        return ArrayBatches(
-            array_dataset,
-            indices,
-            batch_size=len(indices) if batch_size == -1 else batch_size,
-            shuffle=kwargs.get("shuffle", False),
-            drop_last=kwargs.get("drop_last", False),
-            seed=int(self.random_state)
-            if isinstance(self.random_state, Integral)
-            else None,
-            first_epoch=len(self.history) if self.history else 0,
-        )
 
     # -------------------------------------------------------- initialisation
     def initialize_module(self) -> ProjectorDistiller:
@@ -491,9 +430,9 @@ class ProjectorDistiller(NeuralNetClassifier):
         device = self._compute_device()
         teacher = freeze_teacher(self._teacher_module(), device)
         sample = to_tensor(sample, device=device)
-        d_t, n_out_t = _probe(teacher, sample, self.teacher_layer, "teacher")
+        d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
         student = self._build_student(n_out_t).to(device)
-        d_s, n_out_s = _probe(student, sample, self.student_layer, "student")
+        d_s, n_out_s = probe(student, sample, self.student_layer, "student")
         self._check_outputs(n_out_s, n_out_t)
 
         self.module_ = student
@@ -737,34 +676,6 @@ class ProjectorDistiller(NeuralNetClassifier):
                 )
                 chunks.append(to_numpy(features))
         return np.concatenate(chunks)
-
-
-def _probe(
-    model: nn.Module, sample: Tensor, layer: str | None, role: str
-) -> tuple[int, int]:
-    """Feature width and outputs of ``model``; a network that cannot take the
-    input fails here, before training, with the input's shape in the message."""
-    try:
-        return feature_width(model, sample, layer=layer)
-    except ValueError:
-        raise  # projkd's own message (e.g. an unknown layer name)
-    except (RuntimeError, TypeError, IndexError) as error:
-        raise ValueError(
-            f"The {role} ({type(model).__name__}) cannot take samples of shape "
-            f"{tuple(sample.shape[1:])}: {error}"
-        ) from error
-
-
-def _first_inputs(X: Any, n: int = 2) -> Tensor:
-    """A tiny batch of inputs, on the CPU, for probing the networks."""
-    if is_dataset(X):
-        items = [X[i] for i in range(min(n, len(X)))]
-        sample = default_collate(items)
-        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
-    else:
-        sample = X[:n]
-    sample = torch.as_tensor(sample)
-    return sample.detach().to("cpu", copy=True)
 
 
 def _preview(values: Any, n: int = 5) -> str:

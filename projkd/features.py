@@ -21,11 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
+from skorch.utils import is_dataset
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
-__all__ = ["feature_width", "forward_with_features", "resolve_feature_layer"]
+__all__ = [
+    "feature_width",
+    "first_inputs",
+    "forward_with_features",
+    "probe",
+    "resolve_feature_layer",
+]
 
 
 def resolve_feature_layer(
@@ -166,3 +175,31 @@ def feature_width(
         for module, training in modes:
             module.training = training
     return features.shape[1], logits.shape[-1]
+
+
+def probe(
+    model: nn.Module, sample: Tensor, layer: str | None, role: str
+) -> tuple[int, int]:
+    """Feature width and outputs of ``model``; a network that cannot take the
+    input fails here, before training, with the input's shape in the message."""
+    try:
+        return feature_width(model, sample, layer=layer)
+    except ValueError:
+        raise  # projkd's own message (e.g. an unknown layer name)
+    except (RuntimeError, TypeError, IndexError) as error:
+        raise ValueError(
+            f"The {role} ({type(model).__name__}) cannot take samples of shape "
+            f"{tuple(sample.shape[1:])}: {error}"
+        ) from error
+
+
+def first_inputs(X: Any, n: int = 2) -> Tensor:
+    """A tiny batch of inputs, on the CPU, for probing the networks."""
+    if is_dataset(X):
+        items = [X[i] for i in range(min(n, len(X)))]
+        sample = default_collate(items)
+        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+    else:
+        sample = X[:n]
+    sample = torch.as_tensor(sample)
+    return sample.detach().to("cpu", copy=True)
