@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 from sklearn.model_selection import train_test_split
-from skorch import NeuralNetClassifier
 from tqdm.auto import tqdm
 
+from .analysis import (
+    compare,
+    format_markdown,
+    plot_cka_heatmap,
+    plot_reliability_diagrams,
+)
 from .data import load_digits
 from .distiller import ProjectorDistiller
 from .models import digits_student, digits_teacher
+from .teacher import train_teacher
 
-__all__ = ["VARIANTS", "format_table", "run_demo"]
+__all__ = ["VARIANTS", "main", "run_demo"]
 
 # name -> ProjectorDistiller parameters. The student's feature width equals the
 # teacher's, so feature distillation without a projector applies.
@@ -34,7 +41,11 @@ _TRAINING: dict[str, Any] = dict(
 
 
 def run_demo(
-    *, epochs: int = 30, random_state: int = 0, progress: bool = True
+    *,
+    epochs: int = 30,
+    random_state: int = 0,
+    progress: bool = True,
+    out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train a teacher on digits, then distil a smaller student five ways.
 
@@ -46,34 +57,37 @@ def run_demo(
         Seeds the split, the teacher and the students.
     progress : bool, default=True
         Show a progress bar on standard error.
+    out : str, Path or None, default=None
+        Folder for ``reliability.png`` (teacher, no projector, 3 projectors)
+        and ``cka_no_projector.png`` / ``cka_3_projectors.png`` (layer-wise
+        CKA with the teacher); None writes no plots.
 
     Returns
     -------
     rows : list of dict
-        One per model (the teacher first) with ``model``, ``train_acc``,
-        ``test_acc`` and ``gap`` (train minus test accuracy).
+        One per model (the teacher first): train and test accuracy, their
+        gap, ECE, over-confidence and CKA with the teacher (see
+        :func:`projkd.analysis.compare`).
     """
     X, y = load_digits()
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.5, stratify=y, random_state=random_state
     )
     bar = tqdm(total=1 + len(VARIANTS), disable=not progress, desc="projkd demo")
-
     bar.set_postfix_str("teacher")
-    torch.manual_seed(random_state)
-    teacher_net = NeuralNetClassifier(
+    teacher = train_teacher(
         digits_teacher(),
-        criterion=torch.nn.CrossEntropyLoss,
+        X_train,
+        y_train,
         max_epochs=epochs,
-        **_TRAINING,
-    ).fit(X_train, y_train)
-    teacher = teacher_net.module_.eval()
-    rows = [_row("teacher", teacher_net, X_train, y_train, X_test, y_test)]
+        random_state=random_state,
+        **{k: v for k, v in _TRAINING.items() if k not in ("train_split", "verbose")},
+    )
     bar.update()
-
+    students = {}
     for name, params in VARIANTS.items():
         bar.set_postfix_str(name)
-        student = ProjectorDistiller(
+        students[name] = ProjectorDistiller(
             teacher,
             digits_student(),
             max_epochs=epochs,
@@ -81,43 +95,52 @@ def run_demo(
             **params,
             **_TRAINING,
         ).fit(X_train, y_train)
-        rows.append(_row(name, student, X_train, y_train, X_test, y_test))
         bar.update()
     bar.close()
-    return rows
+    if out is not None:
+        _plots(Path(out), students, X_test, y_test)
+    return compare(students, X_train, y_train, X_test, y_test)
 
 
-def _row(name: str, estimator: Any, X_train, y_train, X_test, y_test) -> dict[str, Any]:
-    train_acc = estimator.score(X_train, y_train)
-    test_acc = estimator.score(X_test, y_test)
-    return {
-        "model": name,
-        "train_acc": train_acc,
-        "test_acc": test_acc,
-        "gap": train_acc - test_acc,
-    }
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a markdown table, accuracies in percent."""
-    lines = ["| model | train acc | test acc | gap |", "|---|---:|---:|---:|"]
-    for row in rows:
-        cells = [100 * row[k] for k in ("train_acc", "test_acc", "gap")]
-        lines.append(
-            f"| {row['model']} | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
+def _plots(out: Path, students: dict[str, Any], X_test, y_test) -> None:
+    plain, ensemble = (
+        students["feature, no projector"],
+        students["feature, 3 projectors"],
+    )
+    plot_reliability_diagrams(
+        {
+            "teacher": (y_test, ensemble.predict_proba_teacher(X_test)),
+            "no projector": (y_test, plain.predict_proba(X_test)),
+            "3 projectors": (y_test, ensemble.predict_proba(X_test)),
+        },
+        out / "reliability.png",
+        labels=ensemble.classes_,
+    )
+    for name, student in (("no_projector", plain), ("3_projectors", ensemble)):
+        plot_cka_heatmap(
+            student.module_, student.teacher_, X_test, out / f"cka_{name}.png"
         )
-    return "\n".join(lines)
 
 
-def main(epochs: int = 30, random_state: int = 0, out: TextIO | None = None) -> int:
-    """Run the demo and print its table (to ``out``, standard output by default)."""
-    out = sys.stdout if out is None else out
-    rows = run_demo(epochs=epochs, random_state=random_state)
-    print(format_table(rows), file=out)
+def main(
+    epochs: int = 30,
+    random_state: int = 0,
+    out: str | Path | None = None,
+    stream: TextIO | None = None,
+) -> int:
+    """Run the demo and print its table (to ``stream``, standard output by default)."""
+    stream = sys.stdout if stream is None else stream
+    rows = run_demo(epochs=epochs, random_state=random_state, out=out)
+    print(format_markdown(rows), file=stream)
     best = max(rows[1:], key=lambda row: row["test_acc"])
     print(
         f"\nBest student: {best['model']} "
         f"({100 * best['test_acc']:.2f}% test accuracy).",
-        file=out,
+        file=stream,
     )
+    if out is not None:
+        print(
+            f"Plots: {Path(out) / 'reliability.png'}, {Path(out) / 'cka_*.png'}",
+            file=stream,
+        )
     return 0

@@ -661,7 +661,20 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         check_input_shape(X, getattr(self, "input_shape_", None), type(self).__name__)
         return X
 
-    def _features(self, X: Any, *, teacher: bool) -> np.ndarray:
+    def predict_proba_teacher(self, X: Any) -> np.ndarray:
+        """The teacher's class probabilities (e.g. to compare its calibration).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or Dataset
+
+        Returns
+        -------
+        proba : ndarray of shape (N, n_classes)
+        """
+        return self._features(X, teacher=True, logits=True)
+
+    def _features(self, X: Any, *, teacher: bool, logits: bool = False) -> np.ndarray:
         X = self._check_predict_input(X)
         model = self.teacher_ if teacher else self.module_
         layer = self.teacher_layer if teacher else self.student_layer
@@ -671,10 +684,11 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         with torch.no_grad():
             for batch in iterator:
                 Xi, _ = unpack_data(batch)
-                _, features = forward_with_features(
+                outputs = forward_with_features(
                     model, to_tensor(Xi, device=self.device), layer=layer
                 )
-                chunks.append(to_numpy(features))
+                chunk = _softmax(outputs[0]) if logits else outputs[1]
+                chunks.append(to_numpy(chunk))
         return np.concatenate(chunks)
 
 

@@ -1,16 +1,76 @@
+import json
 import subprocess
 import sys
+
+import pytest
 
 from projkd.cli import main
 from projkd.demo import VARIANTS
 
+pytest.importorskip("matplotlib")
 
-def test_demo_prints_a_row_per_model(capsys):
-    assert main(["demo", "--epochs", "1"]) == 0
+
+def test_demo_prints_every_model_and_writes_plots(capsys, tmp_path):
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| model | train acc | test acc | gap |" in out
+    assert "| model | train acc % | test acc % | gap % | ECE % |" in out
     for name in ["teacher", *VARIANTS]:
         assert f"| {name} |" in out
+    for png in ("reliability.png", "cka_3_projectors.png", "cka_no_projector.png"):
+        assert (tmp_path / png).stat().st_size > 2000
+
+
+def test_teacher_distill_search_report_pipeline(tmp_path, capsys):
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    common = ["--dataset", "digits", "--epochs", "2"]
+    assert main(["train-teacher", *common, "--out", str(teacher_dir)]) == 0
+    weights = teacher_dir / "teacher.pt"
+    assert weights.exists()
+    assert (
+        main(
+            [
+                "distill",
+                *common,
+                "--teacher-weights",
+                str(weights),
+                "--n-projectors",
+                "2",
+                "--out",
+                str(student_dir),
+            ]
+        )
+        == 0
+    )
+    results = json.loads((student_dir / "results.json").read_text())
+    assert results[1]["model"] == "digits_student" and 0 <= results[1]["ece"] <= 1
+    assert (
+        main(
+            [
+                "search",
+                *common,
+                "--teacher-weights",
+                str(weights),
+                "--cv",
+                "2",
+                "--n-projectors",
+                "1,2",
+                "--param",
+                "feature_weight=1.0,25.0",
+                "--out",
+                str(tmp_path / "search"),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert len(rows) == 4 and {"mean_accuracy", "mean_cka"} <= set(rows[0])
+    assert main(["report", str(student_dir), "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "results.json").read_text())
+    # the reloaded student scores exactly as the saved one did
+    assert report[1]["test_acc"] == pytest.approx(results[1]["test_acc"])
+    for png in ("reliability.png", "accuracy.png", "cka_student.png"):
+        assert (tmp_path / "report" / png).exists()
+    assert "| student |" in capsys.readouterr().out
 
 
 def test_module_entry_point_shows_help():
@@ -18,4 +78,5 @@ def test_module_entry_point_shows_help():
         [sys.executable, "-m", "projkd", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    assert "demo" in result.stdout
+    for command in ("demo", "train-teacher", "distill", "search", "report"):
+        assert command in result.stdout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._registry import register_model
+
 __all__ = ["DigitsCNN", "digits_student", "digits_teacher"]
 
 
@@ -66,11 +68,19 @@ class DigitsCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def digits_teacher(num_classes: int = 10) -> DigitsCNN:
+@register_model
+def digits_teacher(num_classes: int = 10, in_channels: int = 1) -> DigitsCNN:
     """The demo's teacher: 32-64-64 channels, 64 features (~57k parameters)."""
-    return DigitsCNN(width=32, n_features=64, num_classes=num_classes)
+    return DigitsCNN(
+        width=32, n_features=64, num_classes=num_classes, in_channels=in_channels
+    )
 
 
-def digits_student(n_features: int = 64, num_classes: int = 10) -> DigitsCNN:
+@register_model
+def digits_student(
+    n_features: int = 64, num_classes: int = 10, in_channels: int = 1
+) -> DigitsCNN:
     """The demo's student: 4-8 channels (~6k parameters at 64 features)."""
-    return DigitsCNN(width=4, n_features=n_features, num_classes=num_classes)
+    return DigitsCNN(
+        width=4, n_features=n_features, num_classes=num_classes, in_channels=in_channels
+    )
