@@ -632,7 +632,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
 
         Returns
         -------
-        features : ndarray of shape (N, n_student_features_)
+        features : ndarray of shape (N, D)
+            ``D`` is ``n_student_features_``.
         """
         return self._features(X, teacher=False)
 
@@ -645,7 +646,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
 
         Returns
         -------
-        features : ndarray of shape (N, n_teacher_features_)
+        features : ndarray of shape (N, D)
+            ``D`` is ``n_teacher_features_``.
         """
         return self._features(X, teacher=True)
 
