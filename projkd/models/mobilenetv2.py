@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import conv_bn, init_weights
 
@@ -69,7 +70,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(PooledConvNet):
     """MobileNetV2 for 32x32 images.
 
     Parameters
@@ -129,17 +130,6 @@ class MobileNetV2(nn.Module):
         init_weights(self)
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The penultimate features: pooled, after the last ReLU."""
-        return self.features(x).mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.classifier(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import conv_bn
 
@@ -153,7 +154,7 @@ class ShuffleV2Unit(nn.Module):
         return channel_shuffle(torch.cat([kept, self.right(x)], dim=1), 2)
 
 
-class _ShuffleNet(nn.Module):
+class _ShuffleNet(PooledConvNet):
     """The stem, stages, (head) and classifier shared by both versions."""
 
     def __init__(
@@ -162,18 +163,7 @@ class _ShuffleNet(nn.Module):
         super().__init__()
         self.features = nn.Sequential(conv_bn(3, _STEM_WIDTH, relu=True), *stages, head)
         self.num_features = width
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The penultimate features: pooled, after the last ReLU."""
-        return self.features(x).mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.fc(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.classifier = nn.Linear(width, num_classes)
 
 
 class ShuffleNetV1(_ShuffleNet):

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import init_weights
 
@@ -43,7 +44,7 @@ _CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
 _POOLED_BLOCKS = 3
 
 
-class VGG(nn.Module):
+class VGG(PooledConvNet):
     """A VGG network for 32x32 images.
 
     Parameters
@@ -97,17 +98,6 @@ class VGG(nn.Module):
         init_weights(self)
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The penultimate features: pooled, after the last ReLU."""
-        return self.features(x).mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.classifier(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model
