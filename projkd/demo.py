@@ -98,7 +98,10 @@ def run_demo(
         bar.update()
     bar.close()
     if out is not None:
-        _plots(Path(out), students, X_test, y_test)
+        try:
+            _plots(Path(out), students, X_test, y_test)
+        except ImportError as error:  # matplotlib is an optional extra
+            print(f"No plots: {error}", file=sys.stderr)
     return compare(students, X_train, y_train, X_test, y_test)
 
 
