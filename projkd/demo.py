@@ -141,7 +141,7 @@ def main(
         f"({100 * best['test_acc']:.2f}% test accuracy).",
         file=stream,
     )
-    if out is not None:
+    if out is not None and (Path(out) / "reliability.png").exists():
         print(
             f"Plots: {Path(out) / 'reliability.png'}, {Path(out) / 'cka_*.png'}",
             file=stream,
