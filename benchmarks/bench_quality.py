@@ -62,11 +62,11 @@ SETUPS = {
         dict(optimizer=torch.optim.Adam, lr=3e-3, batch_size=64),
     ),
     "cifar100": (
-        "resnet56",
+        "resnet20",
         "resnet8",
         3000,
-        12,
-        8,
+        10,
+        6,
         dict(
             optimizer=torch.optim.SGD,
             lr=0.05,

@@ -120,25 +120,18 @@ def distiller_epoch(teacher, X, y, cache: bool, epochs: int = 2) -> float:
     return float(np.mean(est.history[:, "dur"][1:]))  # skip the first (cache fill)
 
 
-def peak_rss(mode: str, args: argparse.Namespace) -> float:
-    """Max RSS (MiB) of a fresh process running one fit or the whole search."""
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        mode,
-        "--data-root",
-        args.data_root,
-        "--n",
-        str(args.n),
-    ]
+def peak_rss(mode: str, subset: Path) -> float:
+    """Max RSS (MiB) of a fresh process running one fit or the whole search on
+    the subset saved at ``subset`` (so that loading CIFAR-100 does not count)."""
+    command = [sys.executable, "-W", "ignore", __file__, "--child", mode, str(subset)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["max_rss_mib"]
 
 
-def child(mode: str, args: argparse.Namespace) -> None:
+def child(mode: str, subset: str) -> None:
     torch.manual_seed(0)
-    X, y = load_subset(args.data_root, args.n)
+    data = np.load(subset)
+    X, y = data["X"], data["y"]
     teacher = get_model("resnet32x4").eval()
     if mode == "fit":
         make(teacher, True).fit(X, y)
