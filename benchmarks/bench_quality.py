@@ -152,28 +152,11 @@ def main(args):
                 flush=True,
             )
     teacher_row = compare({"any": est}, data.X_train, data.y_train, X_test, y_test)[0]
-    write(
-        args,
-        teacher_arch,
-        student_arch,
-        subset,
-        t_epochs,
-        s_epochs,
-        teacher_row,
-        per_variant,
-    )
+    write(args, subset, teacher_row, per_variant)
 
 
-def write(
-    args,
-    teacher_arch,
-    student_arch,
-    subset,
-    t_epochs,
-    s_epochs,
-    teacher_row,
-    per_variant,
-):
+def write(args, subset, teacher_row, per_variant):
+    teacher_arch, student_arch, _, t_epochs, s_epochs, _ = SETUPS[args.dataset]
     lines = [
         f"{args.dataset}: teacher {teacher_arch} ({t_epochs} epochs; test accuracy "
         f"{100 * teacher_row['test_acc']:.2f}%, "

@@ -31,6 +31,7 @@ from .data import (
 from .distiller import ProjectorDistiller
 from .models import get_model
 from .teacher import load_teacher, save_teacher, train_teacher
+from .teacher_cache import compute_teacher_outputs
 
 __all__ = [
     "DATASETS",
@@ -236,15 +237,9 @@ def train_teacher_run(
     return record
 
 
-@torch.no_grad()
 def _accuracy(model: torch.nn.Module, X: Any, y: Any, device: str) -> float:
-    correct = 0
-    for start in range(0, len(X), 512):
-        batch = torch.as_tensor(X[start : start + 512]).to(device)
-        correct += int(
-            (model(batch).argmax(1).cpu().numpy() == y[start : start + 512]).sum()
-        )
-    return correct / len(X)
+    logits = compute_teacher_outputs(model, X, device=device).logits
+    return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
 
 
 def _build(arch: str, data: Data) -> torch.nn.Module:

@@ -77,7 +77,18 @@ def test_layer_cka_of_a_network_with_itself_is_one_on_the_diagonal(fitted):
     assert rows == columns and len(rows) > 3
     np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-6)
     assert (matrix <= 1 + 1e-9).all()
-    assert all(not m.training or True for m in student.modules())
+
+
+def test_layer_cka_restores_train_mode(fitted):
+    ests, _, _, X_test, _ = fitted
+    student, teacher = ests["0 projectors"].module_, ests["0 projectors"].teacher_
+    student.train()
+    try:
+        layer_cka(student, teacher, X_test[:64], batch_size=32)
+        assert all(m.training for m in student.modules())
+        assert not any(m.training for m in teacher.modules())
+    finally:
+        student.eval()
 
 
 def test_plots_are_written(tmp_path, fitted):
