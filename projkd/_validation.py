@@ -43,6 +43,7 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "ce_weight": _WEIGHT,
     "temperature": [Interval(Real, 0, None, closed="neither")],
     "logit_projector": ["boolean"],
+    "logit_projector_init": [StrOptions({"identity", "default"})],
     "teacher_layer": [str, None],
     "student_layer": [str, None],
     "train_transform": [callable, None],

@@ -27,6 +27,7 @@ from .batching import CachedTeacherBatch
 from .features import first_inputs, forward_with_features, probe
 from .losses import distillation_loss
 from .projectors import ProjectorEnsemble
+from .projectors import logit_projector as make_logit_projector
 from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
@@ -106,6 +107,13 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     logit_projector : bool, default=False
         Compute the KD term on a learned ``Linear(C, C)`` of the student's
         logits (the paper's "projectors help logit distillation").
+        Predictions use the raw logits.
+    logit_projector_init : {"identity", "default"}, default="identity"
+        How the logit projector starts. ``"identity"`` (``W = I, b = 0``) lets
+        KD first see the raw logits, so the student keeps the teacher's class
+        order; ``"default"`` is PyTorch's random init, as in the reference code
+        (chenyd7/PEFD), which can satisfy KD in a scrambled basis while the
+        raw logits, used for prediction, learn little.
     teacher_layer, student_layer : str or None, default=None
         Name of the module whose (average-pooled) output is the network's
         feature. ``None`` uses ``forward_features``/``forward_head`` when the
@@ -208,6 +216,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         ce_weight: float = 1.0,
         temperature: float = 4.0,
         logit_projector: bool = False,
+        logit_projector_init: str = "identity",
         teacher_layer: str | None = None,
         student_layer: str | None = None,
         cache_teacher: Any = "auto",
@@ -234,6 +243,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         self.ce_weight = ce_weight
         self.temperature = temperature
         self.logit_projector = logit_projector
+        self.logit_projector_init = logit_projector_init
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
         self.cache_teacher = cache_teacher
@@ -443,7 +453,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             d_s, d_t, self.n_projectors, self.projector
         )
         self.logit_projector_ = (
-            nn.Linear(n_out_t, n_out_t) if self.logit_projector else nn.Identity()
+            make_logit_projector(n_out_t, self.logit_projector_init)
+            if self.logit_projector
+            else nn.Identity()
         )
         return self
 

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["PROJECTORS", "ProjectorEnsemble", "linear_projector", "mlp_projector"]
+__all__ = [
+    "PROJECTORS",
+    "ProjectorEnsemble",
+    "linear_projector",
+    "logit_projector",
+    "mlp_projector",
+]
 
 ProjectorFactory = Callable[[int, int], nn.Module]
 ProjectorSpec = str | ProjectorFactory
@@ -113,3 +120,39 @@ class ProjectorEnsemble(nn.Module):
             return features
         total = sum(projector(features) for projector in self.projectors)
         return total / len(self.projectors)
+
+
+def logit_projector(n_classes: int, init: str = "identity") -> nn.Module:
+    """The ``Linear(C, C)`` on the student's logits used by KD + logit projector.
+
+    Parameters
+    ----------
+    n_classes : int
+        ``C``, the number of classes.
+    init : {"identity", "default"}, default="identity"
+        ``"identity"`` starts from ``W = I, b = 0``: the KD term first sees the
+        raw logits, and the projector can only learn a correction, so
+        predictions (which use the raw logits) keep the teacher's class order.
+        ``"default"`` keeps PyTorch's random initialisation, as the reference
+        code (``Reg(C, C)`` in chenyd7/PEFD) does: KD can then be satisfied in a
+        scrambled logit basis, and with a CE weight of 0.1 the raw logits may
+        learn much less than with plain KD.
+
+    Returns
+    -------
+    projector : torch.nn.Linear
+
+    Examples
+    --------
+    >>> p = logit_projector(3)
+    >>> bool((p.weight == torch.eye(3)).all()), bool((p.bias == 0).all())
+    (True, True)
+    """
+    layer = nn.Linear(n_classes, n_classes)
+    if init == "identity":
+        with torch.no_grad():
+            layer.weight.copy_(torch.eye(n_classes))
+            layer.bias.zero_()
+    elif init != "default":
+        raise ValueError(f"init={init!r} is not known; use 'identity' or 'default'.")
+    return layer

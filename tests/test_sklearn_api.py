@@ -32,6 +32,7 @@ def test_is_a_classifier_with_the_documented_params(estimator):
         "ce_weight",
         "temperature",
         "logit_projector",
+        "logit_projector_init",
         "teacher_layer",
         "student_layer",
         "random_state",
