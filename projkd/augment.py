@@ -8,24 +8,32 @@ augments.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["RandomCropFlip"]
 
 
 class RandomCropFlip(nn.Module):
-    """Random crop with zero padding and random horizontal flip, per sample.
+    """Random crop with constant padding and random horizontal flip, per sample.
 
     The CIFAR recipe: pad by ``padding`` on each side, crop back to the
     original size at an offset drawn independently for each sample, and flip
     each sample left-right with probability ``flip_probability``.
 
+    The reference code pads the *raw* image with black. Batches reaching the
+    estimator are usually normalised already, where black is
+    ``-mean / std`` per channel, not 0 (0 is the mean colour): build the
+    transform with :meth:`for_normalization` to pad exactly as the reference.
+
     Parameters
     ----------
     padding : int, default=4
     flip_probability : float, default=0.5
+    fill : float or sequence of float, default=0.0
+        The padding value, one for all channels or one per channel.
 
     Examples
     --------
@@ -33,9 +41,16 @@ class RandomCropFlip(nn.Module):
     >>> augment = RandomCropFlip(padding=4)
     >>> augment(torch.rand(8, 3, 32, 32)).shape
     torch.Size([8, 3, 32, 32])
+    >>> RandomCropFlip.for_normalization((0.5, 0.5), (0.25, 0.5)).fill
+    (-2.0, -1.0)
     """
 
-    def __init__(self, padding: int = 4, flip_probability: float = 0.5) -> None:
+    def __init__(
+        self,
+        padding: int = 4,
+        flip_probability: float = 0.5,
+        fill: float | Sequence[float] = 0.0,
+    ) -> None:
         super().__init__()
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}.")
@@ -45,6 +60,30 @@ class RandomCropFlip(nn.Module):
             )
         self.padding = padding
         self.flip_probability = flip_probability
+        self.fill = fill if isinstance(fill, int | float) else tuple(map(float, fill))
+
+    @classmethod
+    def for_normalization(
+        cls, mean: Sequence[float], std: Sequence[float], **kwargs: float
+    ) -> RandomCropFlip:
+        """The transform for batches normalised by ``(x - mean) / std``: it pads
+        with black (raw value 0), ``-mean / std`` per channel, as the reference
+        pads raw images before normalising."""
+        fill = tuple(-m / s for m, s in zip(mean, std, strict=True))
+        return cls(fill=fill, **kwargs)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        p = self.padding
+        n, c, h, w = x.shape
+        fill = torch.as_tensor(self.fill, dtype=x.dtype, device=x.device)
+        if fill.numel() not in (1, c):
+            raise ValueError(
+                f"fill has {fill.numel()} values but the batch has {c} channels; "
+                "give one value, or one per channel."
+            )
+        padded = fill.reshape(1, -1, 1, 1).expand(n, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p : p + h, p : p + w] = x
+        return padded
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
@@ -63,10 +102,13 @@ class RandomCropFlip(nn.Module):
         flip = torch.rand(n, 1, device=device) < self.flip_probability
         cols = torch.where(flip, w - 1 - cols, cols)
         cols = cols + torch.randint(0, 2 * p + 1, (n, 1), device=device)
-        padded = F.pad(x, (p, p, p, p)) if p else x
+        padded = self._pad(x) if p else x
         batch = torch.arange(n, device=device)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
         return out.permute(0, 3, 1, 2).contiguous()
 
     def extra_repr(self) -> str:
-        return f"padding={self.padding}, flip_probability={self.flip_probability}"
+        return (
+            f"padding={self.padding}, flip_probability={self.flip_probability}, "
+            f"fill={self.fill}"
+        )

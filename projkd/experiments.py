@@ -138,7 +138,8 @@ def recipe(dataset: str, student_arch: str, epochs: int) -> dict[str, Any]:
     if dataset == "cifar100":
         lr = 0.01 if student_arch.split(":")[-1] in _SMALL_LR_STUDENTS else 0.05
         milestones, weight_decay, batch = _MILESTONES, 5e-4, 64
-        full, transform = _FULL_EPOCHS, RandomCropFlip(padding=4)
+        full = _FULL_EPOCHS
+        transform = RandomCropFlip.for_normalization(CIFAR100_MEAN, CIFAR100_STD)
     else:
         lr, milestones, weight_decay, batch = 0.1, (30, 60, 90), 1e-4, 256
         full, transform = 100, None

@@ -88,3 +88,25 @@ def test_train_transform_is_a_settable_clonable_parameter(teacher):
     copy = clone(est)
     assert isinstance(copy.train_transform, RandomCropFlip)
     assert copy.train_transform.padding == 1
+
+
+def test_padding_is_black_in_the_normalised_space():
+    """The reference pads raw images with black; after normalisation black is
+    -mean/std per channel (0 would be the mean colour)."""
+    mean, std = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+    augment = RandomCropFlip.for_normalization(mean, std, flip_probability=0.0)
+    raw = torch.rand(64, 3, 8, 8) + 0.1  # no black pixel in the image itself
+    norm = (raw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    out = augment(norm)
+    back = out * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    # every sample shifted by >= 1 pixel shows a border of exact black
+    black = back.abs().amax(dim=1) < 1e-5
+    shifted = ~torch.isclose(out, norm).all(dim=(1, 2, 3))
+    assert shifted.any()
+    assert black[shifted].flatten(1).any(dim=1).all()
+    assert not black[~shifted].any()
+
+
+def test_fill_must_match_the_channels():
+    with pytest.raises(ValueError, match="2 values but the batch has 3 channels"):
+        RandomCropFlip(fill=(0.0, 1.0))(torch.zeros(2, 3, 8, 8))
