@@ -1,7 +1,15 @@
-"""The paper's three analyses for your own models: a table and three plots.
+"""
+The paper's three analyses as plots
+===================================
 
-Writes projkd-analysis/{reliability,cka,accuracy}.png.
-Run: python examples/analysis_plots.py   (needs matplotlib: pip install 'projkd[plot]')
+A student distilled without a projector and one with three, compared the three
+ways the paper does: the train/test gap, similarity to the teacher (CKA) and
+calibration (ECE). Prints the table and writes three plots to
+``projkd-analysis/``: reliability diagrams, a layer-by-layer CKA heatmap of
+the 3-projector student against the teacher, and accuracy curves.
+
+Run: ``python examples/analysis_plots.py`` (needs matplotlib:
+``pip install 'projkd[plot]'``).
 """
 
 import os

@@ -1,8 +1,11 @@
-"""The distiller as a step of a scikit-learn Pipeline.
+"""
+The distiller in a scikit-learn Pipeline
+========================================
 
 As the last step it classifies; as a middle step it embeds inputs into the
 student's penultimate features for another estimator.
-Run: python examples/pipeline.py
+
+Run: ``python examples/pipeline.py``
 """
 
 import os

@@ -1,6 +1,12 @@
-"""Fit, predict and score: distil a digits teacher into a smaller student.
+"""
+A first distillation: fit, predict, score
+=========================================
 
-Run: python examples/quickstart.py
+Train a teacher on the built-in digits, distil it into a smaller student
+through an ensemble of three projectors, and use the student as any
+scikit-learn classifier.
+
+Run: ``python examples/quickstart.py``
 """
 
 import os
