@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .features import layer_activation
 from .metrics import (
     MinibatchCKA,
     expected_calibration_error,
@@ -314,10 +315,12 @@ def _activations(
     caught: dict[str, torch.Tensor] = {}
 
     def catcher(name: str) -> Any:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             # the first call only (a module may run twice); returns None so
-            # that the forward pass itself is left unchanged
-            caught.setdefault(name, output.flatten(1))
+            # that the forward pass itself is left unchanged. A tuple or a
+            # ModelOutput (Hugging Face blocks) counts by its first tensor.
+            if name not in caught:
+                caught[name] = layer_activation(output, name).flatten(1)
 
         return hook
 
@@ -327,6 +330,13 @@ def _activations(
     finally:
         for handle in handles:
             handle.remove()
+    uncalled = [name for name in names if name not in caught]
+    if uncalled:
+        raise ValueError(
+            f"The module(s) {uncalled} of {type(model).__name__} never ran in its "
+            "forward pass (a ModuleList is a container, not a layer); name the "
+            "layers inside them instead."
+        )
     return [caught[name] for name in names]
 
 

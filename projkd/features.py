@@ -42,6 +42,7 @@ __all__ = [
     "feature_width",
     "first_inputs",
     "forward_with_features",
+    "layer_activation",
     "logits_of",
     "probe",
     "resolve_feature_layer",
@@ -207,7 +208,7 @@ def forward_with_features(
             "forward pass; name the feature layer explicitly (teacher_layer= or "
             "student_layer=)."
         )
-    features = _first_tensor(captured[-1], layer, network)
+    features = layer_activation(captured[-1], layer, network=network)
     return logits, _pool(features, tokens=_is_transformers_model(model))
 
 
@@ -226,9 +227,31 @@ def _is_transformers_model(model: nn.Module) -> bool:
     return isinstance(base, type) and isinstance(model, base)
 
 
-def _first_tensor(output: Any, layer: str | None, network: str) -> Tensor:
-    """A layer's activation: the output itself, or the first tensor of a tuple,
-    list or mapping (``last_hidden_state`` of a ``transformers`` ModelOutput)."""
+def layer_activation(
+    output: Any, layer: str | None, *, network: str = "network"
+) -> Tensor:
+    """A layer's activation: its output, or the first tensor of the tuple, list
+    or mapping it returned (``last_hidden_state`` of a ``transformers``
+    ``ModelOutput``, whose unset fields are skipped).
+
+    Parameters
+    ----------
+    output : object
+        What the layer returned.
+    layer : str or None
+        The layer's name, for the error message.
+    network : str, default="network"
+        The network the layer belongs to, for the error message.
+
+    Returns
+    -------
+    activation : torch.Tensor
+
+    Raises
+    ------
+    UnsupportedOutputError
+        If the output holds no tensor.
+    """
     values: Any = output
     while not isinstance(values, Tensor):
         if isinstance(values, Mapping):
