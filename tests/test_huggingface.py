@@ -59,6 +59,12 @@ def vit(hidden=64):
     return transformers.ViTForImageClassification(vit_config(hidden))
 
 
+def first_block(model):
+    """The first transformer block's name: ``vit.layers.0`` in transformers 5,
+    ``vit.encoder.layer.0`` before."""
+    return next(n for n, m in model.named_modules() if type(m).__name__ == "ViTLayer")
+
+
 @pytest.fixture(scope="module")
 def vit_teacher(digits):
     X_train, _, y_train, _ = digits
@@ -100,15 +106,16 @@ def test_cnn_features_are_the_pooled_feature(x, build, trunk):
     torch.testing.assert_close(logits, expected)
 
 
-@pytest.mark.parametrize("layer", ["vit.layernorm", "vit.layers.0", "vit"])
+@pytest.mark.parametrize("layer", ["vit.layernorm", "block", "vit"])
 def test_named_vit_layer_is_averaged_over_its_tokens(x, layer):
     model = vit().eval()
-    _, features = forward_with_features(model, x, layer=layer)
+    name = first_block(model) if layer == "block" else layer
+    _, features = forward_with_features(model, x, layer=name)
     with torch.no_grad():
         hidden = model.vit(x, output_hidden_states=True)
     tokens = {
         "vit.layernorm": hidden.last_hidden_state,
-        "vit.layers.0": hidden.hidden_states[1],
+        "block": hidden.hidden_states[1],
         "vit": hidden.last_hidden_state,  # a ModelOutput: its first tensor
     }[layer]
     torch.testing.assert_close(features, tokens.mean(dim=1))
@@ -174,7 +181,7 @@ def test_named_layers_are_used_for_training(digits, vit_teacher):
         vit_teacher,
         transformers.ViTForImageClassification,
         student__config=vit_config(hidden=32),
-        teacher_layer="vit.layers.0",
+        teacher_layer=first_block(vit_teacher),
         student_layer="vit.layernorm",
         max_epochs=1,
         train_split=None,
@@ -197,7 +204,7 @@ def test_layer_cka_reads_hugging_face_blocks(digits, vit_teacher):
         vit_teacher,
         X,
         student_layers=["convnext.embeddings", "convnext.encoder.stages.1"],
-        teacher_layers=["vit.embeddings", "vit.layers.0", "vit"],
+        teacher_layers=["vit.embeddings", first_block(vit_teacher), "vit"],
     )
     assert cka.shape == (2, 3)
     assert np.isfinite(cka).all() and (cka >= 0).all() and (cka <= 1 + 1e-6).all()
