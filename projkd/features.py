@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 __all__ = [
+    "FeatureError",
     "UnsupportedOutputError",
     "feature_width",
     "first_inputs",
@@ -57,6 +58,10 @@ ACCEPTED_OUTPUTS = (
 
 class UnsupportedOutputError(TypeError):
     """A network returned something projkd cannot take its logits from."""
+
+
+class FeatureError(ValueError):
+    """The penultimate features cannot be found (e.g. an unknown layer name)."""
 
 
 def logits_of(output: Any, *, network: str = "network") -> Tensor:
@@ -142,7 +147,7 @@ def resolve_feature_layer(
         if layer not in modules:
             names = [name for name in modules if name]
             hint = ", ".join(names[-8:])
-            raise ValueError(
+            raise FeatureError(
                 f"layer {layer!r} is not a module of {type(model).__name__}; "
                 f"its last module names are: {hint}."
             )
@@ -154,7 +159,7 @@ def resolve_feature_layer(
         if isinstance(module, nn.Linear):
             last_linear = module
     if last_linear is None:
-        raise ValueError(
+        raise FeatureError(
             f"Cannot find the penultimate features of {type(model).__name__}: it has "
             "no nn.Linear and no forward_features/forward_head methods. Pass the "
             "name of the feature layer (teacher_layer= or student_layer=)."
@@ -203,7 +208,7 @@ def forward_with_features(
     with _capture(target, use_output=use_output) as captured:
         logits = logits_of(model(x), network=network)
     if not captured:
-        raise ValueError(
+        raise FeatureError(
             f"The feature layer of {type(model).__name__} was not called during its "
             "forward pass; name the feature layer explicitly (teacher_layer= or "
             "student_layer=)."
@@ -313,12 +318,13 @@ def probe(
     model: nn.Module, sample: Tensor, layer: str | None, role: str
 ) -> tuple[int, int]:
     """Feature width and outputs of ``model``; a network that cannot take the
-    input fails here, before training, with the input's shape in the message."""
+    input fails here, before training, with a ``ValueError`` naming the network
+    and the input's shape (e.g. a ViT given images of another size)."""
     try:
         return feature_width(model, sample, layer=layer, network=role)
-    except (ValueError, UnsupportedOutputError):
+    except (FeatureError, UnsupportedOutputError):
         raise  # projkd's own message (e.g. an unknown layer name)
-    except (RuntimeError, TypeError, IndexError) as error:
+    except (ValueError, RuntimeError, TypeError, IndexError) as error:
         raise ValueError(
             f"The {role} ({type(model).__name__}) cannot take samples of shape "
             f"{tuple(sample.shape[1:])}: {error}"

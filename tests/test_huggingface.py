@@ -208,3 +208,15 @@ def test_layer_cka_reads_hugging_face_blocks(digits, vit_teacher):
     )
     assert cka.shape == (2, 3)
     assert np.isfinite(cka).all() and (cka >= 0).all() and (cka <= 1 + 1e-6).all()
+
+
+def test_pixel_values_of_another_size_name_the_network(digits):
+    X_train, _, y_train, _ = digits
+    X = np.repeat(np.repeat(X_train[:20], 2, axis=2), 2, axis=3)  # 16x16 images
+    est = ProjectorDistiller(vit().eval(), DigitsCNN, max_epochs=1, verbose=0)
+    with pytest.raises(
+        ValueError,
+        match=r"teacher \(ViTForImageClassification\) cannot take samples of shape "
+        r"\(1, 16, 16\)",
+    ):
+        est.fit(X, y_train[:20])
