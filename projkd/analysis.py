@@ -237,10 +237,19 @@ def plot_reliability_diagrams(
 
 
 def _default_layers(model: nn.Module, limit: int = 12) -> list[str]:
-    """Modules two levels down (blocks of stages), evenly thinned to ``limit``."""
+    """Modules two levels down (blocks of stages; the members of a ModuleList,
+    such as a Hugging Face ViT's blocks), evenly thinned to ``limit``."""
     names = []
     for name, child in model.named_children():
-        grandchildren = [f"{name}.{n}" for n, _ in child.named_children()]
+        grandchildren = []
+        for n, grandchild in child.named_children():
+            if isinstance(grandchild, (nn.ModuleList, nn.ModuleDict)):
+                # containers never run; their members are the blocks
+                grandchildren += [
+                    f"{name}.{n}.{m}" for m, _ in grandchild.named_children()
+                ]
+            else:
+                grandchildren.append(f"{name}.{n}")
         names.extend(grandchildren if grandchildren else [name])
     if len(names) > limit:
         keep = np.linspace(0, len(names) - 1, limit).round().astype(int)

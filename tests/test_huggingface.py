@@ -220,3 +220,10 @@ def test_pixel_values_of_another_size_name_the_network(digits):
         r"\(1, 16, 16\)",
     ):
         est.fit(X, y_train[:20])
+
+
+def test_layer_cka_default_layers_of_a_vit_are_its_blocks(digits, vit_teacher):
+    X = digits[1][:32]
+    cka, _, teacher_layers = layer_cka(DigitsCNN(width=4).eval(), vit_teacher, X)
+    assert first_block(vit_teacher) in teacher_layers
+    assert np.isfinite(cka).all()
