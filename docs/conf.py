@@ -8,6 +8,7 @@ internet; set ``PROJKD_DOCS_OFFLINE=1`` to build without them. MathJax is
 loaded from its CDN; ``PROJKD_MATHJAX_PATH`` points at a local copy instead.
 """
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -63,7 +64,9 @@ sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"\.py$",  # run every example, not only plot_*.py
-    "ignore_pattern": r"__init__\.py",
+    # examples whose optional extra is not installed are listed, not run
+    "ignore_pattern": r"__init__\.py"
+    + ("" if importlib.util.find_spec("transformers") else r"|huggingface\.py"),
     "image_scrapers": ("matplotlib", "_gallery"),
     "download_all_examples": False,
     "remove_config_comments": True,

@@ -13,6 +13,7 @@ from scipy import sparse
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
+    Options,
     StrOptions,
     validate_parameter_constraints,
 )
@@ -53,20 +54,49 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "random_state": ["random_state"],
 }
 
+# skorch's batch sizes: a positive int, or -1 for the whole data set in one batch
+_BATCH_SIZE = [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1})]
+BATCH_SIZE_PARAMS = (
+    "batch_size",
+    "iterator_train__batch_size",
+    "iterator_valid__batch_size",
+)
+LOSS_WEIGHTS = ("ce_weight", "kd_weight", "feature_weight")
+
 
 def check_params(estimator: Any) -> None:
     """Validate the distillation parameters in scikit-learn's vocabulary.
+
+    The batch sizes (``batch_size``, ``iterator_train__batch_size``,
+    ``iterator_valid__batch_size``) must be positive integers or -1 (one batch
+    of everything), and at least one loss weight must be positive.
 
     Raises
     ------
     sklearn.utils._param_validation.InvalidParameterError
         A ``ValueError`` (and ``TypeError``) naming the parameter, the accepted
         values and the value received.
+    ValueError
+        If ``ce_weight``, ``kd_weight`` and ``feature_weight`` are all zero.
     """
+    caller = type(estimator).__name__
     params = {name: getattr(estimator, name) for name in PARAMETER_CONSTRAINTS}
+    validate_parameter_constraints(PARAMETER_CONSTRAINTS, params, caller_name=caller)
+    # the iterator_* sizes exist only when set; each overrides batch_size
+    sizes = {
+        name: getattr(estimator, name)
+        for name in BATCH_SIZE_PARAMS
+        if hasattr(estimator, name)
+    }
     validate_parameter_constraints(
-        PARAMETER_CONSTRAINTS, params, caller_name=type(estimator).__name__
+        dict.fromkeys(sizes, _BATCH_SIZE), sizes, caller_name=caller
     )
+    if all(params[name] == 0 for name in LOSS_WEIGHTS):
+        raise ValueError(
+            "ce_weight, kd_weight and feature_weight are all 0: the loss is zero and "
+            "there is nothing to learn from. Give at least one of them a positive "
+            "weight (e.g. ce_weight=1.0)."
+        )
 
 
 def check_input(X: Any) -> Any:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .features import layer_activation
 from .metrics import (
     MinibatchCKA,
     expected_calibration_error,
@@ -236,10 +237,19 @@ def plot_reliability_diagrams(
 
 
 def _default_layers(model: nn.Module, limit: int = 12) -> list[str]:
-    """Modules two levels down (blocks of stages), evenly thinned to ``limit``."""
+    """Modules two levels down (blocks of stages; the members of a ModuleList,
+    such as a Hugging Face ViT's blocks), evenly thinned to ``limit``."""
     names = []
     for name, child in model.named_children():
-        grandchildren = [f"{name}.{n}" for n, _ in child.named_children()]
+        grandchildren = []
+        for n, grandchild in child.named_children():
+            if isinstance(grandchild, (nn.ModuleList, nn.ModuleDict)):
+                # containers never run; their members are the blocks
+                grandchildren += [
+                    f"{name}.{n}.{m}" for m, _ in grandchild.named_children()
+                ]
+            else:
+                grandchildren.append(f"{name}.{n}")
         names.extend(grandchildren if grandchildren else [name])
     if len(names) > limit:
         keep = np.linspace(0, len(names) - 1, limit).round().astype(int)
@@ -314,10 +324,12 @@ def _activations(
     caught: dict[str, torch.Tensor] = {}
 
     def catcher(name: str) -> Any:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             # the first call only (a module may run twice); returns None so
-            # that the forward pass itself is left unchanged
-            caught.setdefault(name, output.flatten(1))
+            # that the forward pass itself is left unchanged. A tuple or a
+            # ModelOutput (Hugging Face blocks) counts by its first tensor.
+            if name not in caught:
+                caught[name] = layer_activation(output, name).flatten(1)
 
         return hook
 
@@ -327,6 +339,13 @@ def _activations(
     finally:
         for handle in handles:
             handle.remove()
+    uncalled = [name for name in names if name not in caught]
+    if uncalled:
+        raise ValueError(
+            f"The module(s) {uncalled} of {type(model).__name__} never ran in its "
+            "forward pass (a ModuleList is a container, not a layer); name the "
+            "layers inside them instead."
+        )
     return [caught[name] for name in names]
 
 

@@ -24,7 +24,7 @@ from ._labels import encode_labels, label_space
 from ._random import seeded
 from ._validation import check_input, check_input_shape, check_params, check_target
 from .batching import CachedTeacherBatch
-from .features import first_inputs, forward_with_features, probe
+from .features import first_inputs, forward_with_features, logits_of, probe
 from .losses import distillation_loss
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
@@ -600,7 +600,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         Xi, _ = unpack_data(batch)
         with torch.set_grad_enabled(training):
             self._set_training(training)
-            return self.module_(to_tensor(Xi, device=self.device))
+            output = self.module_(to_tensor(Xi, device=self.device))
+            return logits_of(output, network="student")
 
     def _get_predict_nonlinearity(self) -> Any:
         if self.predict_nonlinearity == "auto":

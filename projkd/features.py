@@ -15,11 +15,20 @@ it together with the logits from a single forward pass, found in this order:
 
 The hook is temporary on purpose: a module with a hook attached cannot be
 pickled and would carry our state into the user's object.
+
+Networks need not return a bare tensor: :func:`logits_of` takes the logits
+from any of the output types listed there (Hugging Face ``transformers``
+models return an ``ImageClassifierOutput`` with ``.logits``), and every
+place that reads a network's output goes through it. A named layer may
+return a tuple or a ``ModelOutput`` too: its first tensor is the feature
+(``last_hidden_state`` for a Hugging Face model), and the token sequences
+``(N, L, D)`` of a Hugging Face transformer are averaged over the tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,12 +38,83 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 __all__ = [
+    "FeatureError",
+    "UnsupportedOutputError",
     "feature_width",
     "first_inputs",
     "forward_with_features",
+    "layer_activation",
+    "logits_of",
     "probe",
     "resolve_feature_layer",
 ]
+
+ACCEPTED_OUTPUTS = (
+    "a tensor of logits, an object with a .logits tensor (a transformers "
+    "ModelOutput), a mapping with a 'logits' tensor, or a tuple or list whose "
+    "first element is the logits tensor"
+)
+
+
+class UnsupportedOutputError(TypeError):
+    """A network returned something projkd cannot take its logits from."""
+
+
+class FeatureError(ValueError):
+    """The penultimate features cannot be found (e.g. an unknown layer name)."""
+
+
+def logits_of(output: Any, *, network: str = "network") -> Tensor:
+    """The logits in a network's output, whatever form the output takes.
+
+    Parameters
+    ----------
+    output : object
+        What the network's ``forward`` returned: a tensor of logits; an
+        object with a ``logits`` tensor attribute (a ``transformers``
+        ``ModelOutput``, a named tuple); a mapping with a ``"logits"``
+        tensor; or a tuple or list whose first element is the logits.
+    network : str, default="network"
+        Which network returned it (``"teacher"``, ``"student"``), for the
+        error message.
+
+    Returns
+    -------
+    logits : torch.Tensor
+
+    Raises
+    ------
+    UnsupportedOutputError
+        A ``TypeError`` naming the network, the type it returned and the
+        accepted forms.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.zeros(2, 3)
+    >>> all(logits_of(out) is z for out in (z, {"logits": z}, (z, None), [z]))
+    True
+    """
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if logits is None and isinstance(output, (tuple, list)) and output:
+        logits = output[0]
+    if isinstance(logits, Tensor):
+        return logits
+    found = type(output).__name__
+    if isinstance(output, Mapping):
+        found += f" with keys {list(output)[:8]}"
+    elif isinstance(output, (tuple, list)):
+        first = type(output[0]).__name__ if output else "nothing"
+        found += f" whose first element is {first}"
+    raise UnsupportedOutputError(
+        f"The {network} returned {found}; projkd cannot find its logits. Accepted: "
+        f"{ACCEPTED_OUTPUTS}. Wrap the {network} in a module whose forward returns "
+        "the logits."
+    )
 
 
 def resolve_feature_layer(
@@ -67,7 +147,7 @@ def resolve_feature_layer(
         if layer not in modules:
             names = [name for name in modules if name]
             hint = ", ".join(names[-8:])
-            raise ValueError(
+            raise FeatureError(
                 f"layer {layer!r} is not a module of {type(model).__name__}; "
                 f"its last module names are: {hint}."
             )
@@ -79,7 +159,7 @@ def resolve_feature_layer(
         if isinstance(module, nn.Linear):
             last_linear = module
     if last_linear is None:
-        raise ValueError(
+        raise FeatureError(
             f"Cannot find the penultimate features of {type(model).__name__}: it has "
             "no nn.Linear and no forward_features/forward_head methods. Pass the "
             "name of the feature layer (teacher_layer= or student_layer=)."
@@ -88,19 +168,22 @@ def resolve_feature_layer(
 
 
 def forward_with_features(
-    model: nn.Module, x: Tensor, *, layer: str | None = None
+    model: nn.Module, x: Tensor, *, layer: str | None = None, network: str = "network"
 ) -> tuple[Tensor, Tensor]:
     """Run ``model`` once and return its logits and penultimate features.
 
     Parameters
     ----------
     model : torch.nn.Module
-        A classifier returning logits of shape ``(N, n_classes)``.
+        A classifier whose output holds logits of shape ``(N, n_classes)``, in
+        any form :func:`logits_of` accepts.
     x : torch.Tensor
-        A batch of inputs.
+        A batch of inputs (``pixel_values`` for a Hugging Face model).
     layer : str or None, default=None
         Name of the module whose output is the feature; ``None`` finds the
         penultimate features automatically.
+    network : str, default="network"
+        ``"teacher"`` or ``"student"``, named by error messages.
 
     Returns
     -------
@@ -119,17 +202,19 @@ def forward_with_features(
     target = resolve_feature_layer(model, layer)
     if target is None:
         features = model.forward_features(x)  # type: ignore[operator]
-        return model.forward_head(features), _pool(features)  # type: ignore[operator]
+        head = model.forward_head(features)  # type: ignore[operator]
+        return logits_of(head, network=network), _pool(features)
     use_output = layer is not None
     with _capture(target, use_output=use_output) as captured:
-        logits = model(x)
+        logits = logits_of(model(x), network=network)
     if not captured:
-        raise ValueError(
+        raise FeatureError(
             f"The feature layer of {type(model).__name__} was not called during its "
             "forward pass; name the feature layer explicitly (teacher_layer= or "
             "student_layer=)."
         )
-    return logits, _pool(captured[-1])
+    features = layer_activation(captured[-1], layer, network=network)
+    return logits, _pool(features, tokens=_is_transformers_model(model))
 
 
 def _has_feature_api(model: nn.Module) -> bool:
@@ -138,17 +223,69 @@ def _has_feature_api(model: nn.Module) -> bool:
     )
 
 
-def _pool(features: Tensor) -> Tensor:
+def _is_transformers_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face ``transformers`` model (whose 3-D
+    activations are token sequences ``(N, L, D)``). Never imports transformers:
+    if it is not imported, no model can come from it."""
+    transformers = sys.modules.get("transformers")
+    base = getattr(transformers, "PreTrainedModel", None)
+    return isinstance(base, type) and isinstance(model, base)
+
+
+def layer_activation(
+    output: Any, layer: str | None, *, network: str = "network"
+) -> Tensor:
+    """A layer's activation: its output, or the first tensor of the tuple, list
+    or mapping it returned (``last_hidden_state`` of a ``transformers``
+    ``ModelOutput``, whose unset fields are skipped).
+
+    Parameters
+    ----------
+    output : object
+        What the layer returned.
+    layer : str or None
+        The layer's name, for the error message.
+    network : str, default="network"
+        The network the layer belongs to, for the error message.
+
+    Returns
+    -------
+    activation : torch.Tensor
+
+    Raises
+    ------
+    UnsupportedOutputError
+        If the output holds no tensor.
+    """
+    values: Any = output
+    while not isinstance(values, Tensor):
+        if isinstance(values, Mapping):
+            values = [v for v in values.values() if v is not None]
+        if not isinstance(values, (tuple, list)) or not values:
+            raise UnsupportedOutputError(
+                f"The {network}'s layer {layer!r} returned {type(output).__name__}, "
+                "which holds no tensor; name a layer that returns a tensor, a tuple "
+                "or a ModelOutput."
+            )
+        values = values[0]
+    return values
+
+
+def _pool(features: Tensor, *, tokens: bool = False) -> Tensor:
+    """Average over everything but the batch and the channel dimension:
+    ``(N, C, ...)``, or ``(N, L, D)`` token sequences when ``tokens``."""
+    if tokens and features.ndim == 3:
+        return features.mean(dim=1)
     if features.ndim > 2:
         return features.flatten(2).mean(dim=2)
     return features
 
 
 @contextmanager
-def _capture(module: nn.Module, *, use_output: bool) -> Iterator[list[Tensor]]:
-    captured: list[Tensor] = []
+def _capture(module: nn.Module, *, use_output: bool) -> Iterator[list[Any]]:
+    captured: list[Any] = []
 
-    def hook(_module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+    def hook(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         captured.append(output if use_output else args[0])
 
     handle = module.register_forward_hook(hook)
@@ -160,7 +297,7 @@ def _capture(module: nn.Module, *, use_output: bool) -> Iterator[list[Tensor]]:
 
 @torch.no_grad()
 def feature_width(
-    model: nn.Module, x: Tensor, *, layer: str | None = None
+    model: nn.Module, x: Tensor, *, layer: str | None = None, network: str = "network"
 ) -> tuple[int, int]:
     """Return ``(n_features, n_outputs)`` of ``model`` on the sample batch ``x``.
 
@@ -170,7 +307,7 @@ def feature_width(
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        logits, features = forward_with_features(model, x, layer=layer)
+        logits, features = forward_with_features(model, x, layer=layer, network=network)
     finally:
         for module, training in modes:
             module.training = training
@@ -181,12 +318,13 @@ def probe(
     model: nn.Module, sample: Tensor, layer: str | None, role: str
 ) -> tuple[int, int]:
     """Feature width and outputs of ``model``; a network that cannot take the
-    input fails here, before training, with the input's shape in the message."""
+    input fails here, before training, with a ``ValueError`` naming the network
+    and the input's shape (e.g. a ViT given images of another size)."""
     try:
-        return feature_width(model, sample, layer=layer)
-    except ValueError:
+        return feature_width(model, sample, layer=layer, network=role)
+    except (FeatureError, UnsupportedOutputError):
         raise  # projkd's own message (e.g. an unknown layer name)
-    except (RuntimeError, TypeError, IndexError) as error:
+    except (ValueError, RuntimeError, TypeError, IndexError) as error:
         raise ValueError(
             f"The {role} ({type(model).__name__}) cannot take samples of shape "
             f"{tuple(sample.shape[1:])}: {error}"

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from skorch import NeuralNetClassifier
 from torch import nn
+
+from .features import logits_of
 
 __all__ = [
     "fit_teacher_estimator",
@@ -118,16 +121,22 @@ def train_teacher(
     >>> teacher.training
     False
     """
-    from skorch import NeuralNetClassifier
-
     from ._random import seeded
 
     params: dict[str, Any] = {"train_split": None, "verbose": 0, **net_params}
     params.setdefault("criterion", nn.CrossEntropyLoss)
-    net = NeuralNetClassifier(model, **params)
+    net = _LogitsNet(model, **params)
     with seeded(random_state, params.get("device", "cpu")):
         net.fit(X, y)
     return net.module_.eval()
+
+
+class _LogitsNet(NeuralNetClassifier):
+    """skorch's classifier on the logits of any output :func:`logits_of` reads
+    (a Hugging Face model returns an ``ImageClassifierOutput``)."""
+
+    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        return logits_of(super().infer(x, **fit_params), network="teacher")
 
 
 def save_teacher(model: nn.Module, path: str | Path) -> None:

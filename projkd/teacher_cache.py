@@ -48,7 +48,7 @@ def compute_teacher_outputs(
     logits, features = [], []
     for start in range(0, len(X), batch_size):
         batch = X[start : start + batch_size].to(device)
-        z, f = forward_with_features(teacher, batch, layer=layer)
+        z, f = forward_with_features(teacher, batch, layer=layer, network="teacher")
         logits.append(z.float().cpu())
         features.append(f.float().cpu())
     return TeacherOutputs(torch.cat(logits), torch.cat(features))

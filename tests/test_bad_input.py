@@ -171,6 +171,28 @@ FIT_CASES = {
         ValueError,
         "'nonfinite_loss'",
     ),
+    "batch_size-zero": (None, {"batch_size": 0}, ValueError, "'batch_size'"),
+    "batch_size-negative": (None, {"batch_size": -2}, ValueError, "'batch_size'"),
+    "batch_size-float": (None, {"batch_size": 32.0}, ValueError, "'batch_size'"),
+    "batch_size-none": (None, {"batch_size": None}, ValueError, "'batch_size'"),
+    "iterator_train__batch_size-zero": (
+        None,
+        {"iterator_train__batch_size": 0},
+        ValueError,
+        "'iterator_train__batch_size'",
+    ),
+    "iterator_valid__batch_size-zero": (
+        None,
+        {"iterator_valid__batch_size": 0, "train_split": 0.2},
+        ValueError,
+        "'iterator_valid__batch_size'",
+    ),
+    "weights-all-zero": (
+        None,
+        {"ce_weight": 0, "kd_weight": 0.0, "feature_weight": 0},
+        ValueError,
+        "ce_weight, kd_weight and feature_weight are all 0.*nothing to learn from",
+    ),
     "student-wrong-outputs": (
         None,
         {"student__num_classes": 7},
@@ -253,3 +275,30 @@ def test_bad_input_leaves_the_users_objects_alone(data):
         make(teacher=teacher).fit(X_nan, y)
     np.testing.assert_array_equal(X_nan, X_copy)
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("size", [1, 7, -1, np.int64(16)])
+def test_valid_batch_sizes_are_accepted(data, size):
+    X, y = data
+    est = make(max_epochs=1, batch_size=size, iterator_train__batch_size=size)
+    assert est.fit(X, y).predict(X[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        {"ce_weight": 1, "kd_weight": 0, "feature_weight": 0},
+        {"ce_weight": 0, "kd_weight": 0.5, "feature_weight": 0},
+        {"ce_weight": 0, "kd_weight": 0, "feature_weight": 1e-3},
+    ],
+    ids=["ce", "kd", "feature"],
+)
+def test_one_positive_weight_is_enough_to_train(data, weights):
+    est = make(max_epochs=1, **weights).fit(*data)
+    assert np.isfinite(est.history[-1, "train_loss"])
+
+
+def test_batch_size_set_after_construction_is_checked(data):
+    est = make().set_params(batch_size=0)
+    with pytest.raises(ValueError, match="'batch_size' parameter of ProjectorDist"):
+        est.fit(*data)

@@ -12,6 +12,8 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
 def test_example_runs(path, tmp_path, monkeypatch, capsys):
     if path.stem == "analysis_plots":
         pytest.importorskip("matplotlib")
+    if path.stem == "huggingface":
+        pytest.importorskip("transformers")
     monkeypatch.setenv("PROJKD_EXAMPLE_EPOCHS", "1")
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(path), run_name="__main__")
