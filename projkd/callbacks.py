@@ -12,6 +12,7 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
+from ._distributed import broadcast_object
 from .distiller import DistillationOutput
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
@@ -185,7 +186,9 @@ class ResumableCheckpoint(Checkpoint):
     def on_train_begin(
         self, net: Any, X: Any = None, y: Any = None, **kwargs: Any
     ) -> None:
-        self.run_dirname_ = os.path.join(self.dirname, fit_key(net, X, y))
+        # the main process's key: every process resumes and saves one run
+        key = broadcast_object(fit_key(net, X, y))
+        self.run_dirname_ = os.path.join(self.dirname, key)
         os.makedirs(self.run_dirname_, exist_ok=True)
         if os.path.exists(self.f_history_):
             try:
@@ -260,6 +263,12 @@ def fit_key(net: Any, X: Any, y: Any) -> str:
         for name, value in net.get_params(deep=False).items()
         if name != "teacher" and not name.startswith("callbacks")
     }
+    accelerator = params.pop("accelerator", None)
+    if accelerator is not None:  # where the run trains; only how many matters
+        params["accelerator"] = (
+            getattr(accelerator, "num_processes", 1),
+            str(getattr(accelerator, "mixed_precision", "no")),
+        )
     teacher = getattr(net, "teacher", None)
     if isinstance(teacher, torch.nn.Module):
         teacher = weights_fingerprint(teacher)

@@ -12,6 +12,7 @@ predictions to ``<out_dir>/<name>-<rank>.pt``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+from skorch.callbacks import Callback
 
 
 def free_port() -> int:
@@ -29,6 +31,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class SeenSamples(Callback):
+    """A skorch callback keeping, per epoch, a digest of each training sample
+    this process trained on."""
+
+    def initialize(self) -> SeenSamples:
+        self.seen_: list[list[str]] = []
+        return self
+
+    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+        self.seen_.append([])
+
+    def on_batch_end(
+        self, net: Any, batch: Any = None, training: bool = False, **kwargs: Any
+    ) -> None:
+        if training:
+            inputs = batch[0]
+            inputs = getattr(inputs, "inputs", inputs)  # a CachedTeacherBatch
+            rows = inputs.detach().cpu().numpy().reshape(len(inputs), -1)
+            digests = (hashlib.sha1(row.tobytes()).hexdigest() for row in rows)
+            self.seen_[-1].extend(digests)
+
+
 def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     """Fit one configuration in this process and save what the tests compare."""
     from accelerate import Accelerator
@@ -36,6 +60,8 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     from projkd.accelerate import AcceleratedProjectorDistiller
 
     params = dict(config["params"])
+    seen = SeenSamples()
+    params["callbacks"] = [*params.get("callbacks", []), ("seen", seen)]
     X, y = config["X"], config["y"]
     est = AcceleratedProjectorDistiller(
         config["teacher"],
@@ -47,6 +73,7 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     torch.save(
         {
+            "seen": seen.seen_,
             "state": {k: v.detach().cpu() for k, v in est.module_.state_dict().items()},
             "projectors": {
                 k: v.detach().cpu() for k, v in est.projectors_.state_dict().items()
@@ -57,6 +84,10 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
                 if key in est.history[-1]
             },
             "n_batches": [len(epoch["batches"]) for epoch in est.history],
+            "n_train_batches": [
+                sum("train_loss" in batch for batch in epoch["batches"])
+                for epoch in est.history
+            ],
             "proba": est.predict_proba(X),
             "module_type": type(est.module_).__name__,
         },
