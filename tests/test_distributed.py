@@ -48,7 +48,7 @@ def digits_cnn(batchnorm):
 def configurations(X, y, teacher, checkpoints):
     common = dict(
         batch_size=BATCH,
-        max_epochs=3,
+        max_epochs=2,
         optimizer=torch.optim.SGD,
         optimizer__momentum=0.9,
         lr=0.05,
@@ -210,3 +210,35 @@ def test_only_one_checkpoint_is_written_whole(runs):
     assert saved.keys() == final.keys()  # the bare student's names, no "module."
     for key, value in final.items():
         assert torch.equal(saved[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("n", "drop_last", "sizes"),
+    [
+        (10, False, [[3, 2], [3, 2]]),  # 6 + 4: the last global batch split evenly
+        (7, False, [[3], [3]]),  # 6 + 1: one sample cannot be shared out, dropped
+        (10, True, [[3], [3]]),
+        (12, False, [[3, 3], [3, 3]]),
+    ],
+)
+def test_sharded_batches_cover_each_global_batch_once(n, drop_last, sizes):
+    from projkd._distributed import ShardedArrayBatches
+    from projkd.batching import ArrayBatches, ArrayDataset
+
+    X = torch.arange(n, dtype=torch.float32)[:, None]
+    dataset = ArrayDataset(X, torch.zeros(n, dtype=torch.long))
+    single = ArrayBatches(dataset, np.arange(n), batch_size=6, shuffle=True, seed=3)
+    order = torch.cat([batch for batch, _ in single]).flatten()
+    shards = []
+    for rank in range(2):
+        batches = ArrayBatches(
+            dataset, np.arange(n), batch_size=3, shuffle=True, drop_last=drop_last,
+            seed=3,
+        )
+        sharded = ShardedArrayBatches(batches, num_replicas=2, rank=rank)
+        shards.append([batch.flatten() for batch, _ in sharded])
+        assert len(sharded) == len(shards[-1])
+    assert [[len(b) for b in shard] for shard in shards] == sizes
+    # global batch g is rank 0's part then rank 1's: the one-process order
+    seen = torch.cat([torch.cat(pair) for pair in zip(*shards, strict=True)])
+    torch.testing.assert_close(seen, order[: len(seen)])
