@@ -302,14 +302,14 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
     def load_params(self, **kwargs: Any) -> None:
         """Load into the bare networks (the prepared ones share their tensors)."""
         self.accelerator.wait_for_everyone()
-        device = self.device
-        if self.device is None:
-            self.device = "cpu"  # map_location; load_state_dict copies in place
+        device: Any = getattr(self, "device", None)
+        if device is None:  # map_location; load_state_dict copies in place
+            setattr(self, "device", "cpu")  # noqa: B010
         try:
             with self._bare_modules():
                 super(AccelerateMixin, self).load_params(**kwargs)
         finally:
-            self.device = device
+            setattr(self, "device", device)  # noqa: B010
 
     def _initialize_callbacks(self) -> AcceleratedProjectorDistiller:
         # skorch's "auto" sink prints even with verbose=0; keep verbose=0 quiet
@@ -362,4 +362,3 @@ def make_distiller(teacher: nn.Module, student: Any, **params: Any) -> Any:
 
 def _silent(*args: Any, **kwargs: Any) -> None:
     """A print sink that prints nothing."""
-

@@ -177,10 +177,11 @@ if __name__ == "__main__":  # torchrun --nproc_per_node 2 tests/ddp_worker.py [O
             weights_only=False,
         )
         checksum = sum(float(v.double().sum()) for v in state["state"].values())
+        losses = [round(float(v), 6) for v in state["history"]["train_loss"]]
         print(
             f"rank {os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}: "
             f"batches per epoch {state['n_batches']}, "
-            f"train_loss {[round(float(v), 6) for v in state['history']['train_loss']]}, "
+            f"train_loss {losses}, "
             f"weight checksum {checksum:.8f}",
             flush=True,
         )

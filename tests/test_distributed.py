@@ -154,10 +154,16 @@ def test_validation_split_is_sharded_for_training_only(runs):
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["mlp_cached", "mlp_uncached_valid", "zoo_cached", "zoo_uncached", "zoo_bn_unseeded"],
-)
+ALL = [
+    "mlp_cached",
+    "mlp_uncached_valid",
+    "zoo_cached",
+    "zoo_uncached",
+    "zoo_bn_unseeded",
+]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_replicas_end_identical_and_unwrapped(runs, name):
     first, second = runs["results"][name]
     for part in ("state", "projectors"):
@@ -180,9 +186,7 @@ def test_two_processes_equal_one_process_with_the_global_batch(runs, name):
     for key, value in reference.module_.state_dict().items():
         torch.testing.assert_close(result["state"][key], value, rtol=0, atol=1e-5)
     for key, value in reference.projectors_.state_dict().items():
-        torch.testing.assert_close(
-            result["projectors"][key], value, rtol=0, atol=1e-5
-        )
+        torch.testing.assert_close(result["projectors"][key], value, rtol=0, atol=1e-5)
     # the history holds every process's batch of each global batch
     steps = sum("train_loss" in batch for batch in reference.history[0]["batches"])
     assert result["n_train_batches"][0] == WORLD * steps
@@ -196,15 +200,11 @@ def test_two_processes_equal_one_process_with_the_global_batch(runs, name):
 
 
 def test_only_one_checkpoint_is_written_whole(runs):
-    folders = [
-        entry for entry in os.scandir(runs["checkpoints"]) if entry.is_dir()
-    ]
+    folders = [entry for entry in os.scandir(runs["checkpoints"]) if entry.is_dir()]
     assert len(folders) == 1  # both processes agree on the run's folder
     names = sorted(os.listdir(folders[0].path))
     assert not [name for name in names if name.endswith(".tmp")]
-    assert {"params.pt", "optimizer.pt", "projectors.pt", "history.json"} <= set(
-        names
-    )
+    assert {"params.pt", "optimizer.pt", "projectors.pt", "history.json"} <= set(names)
     saved = torch.load(os.path.join(folders[0].path, "params.pt"), weights_only=True)
     final = runs["results"]["mlp_cached"][0]["state"]
     assert saved.keys() == final.keys()  # the bare student's names, no "module."
@@ -232,7 +232,11 @@ def test_sharded_batches_cover_each_global_batch_once(n, drop_last, sizes):
     shards = []
     for rank in range(2):
         batches = ArrayBatches(
-            dataset, np.arange(n), batch_size=3, shuffle=True, drop_last=drop_last,
+            dataset,
+            np.arange(n),
+            batch_size=3,
+            shuffle=True,
+            drop_last=drop_last,
             seed=3,
         )
         sharded = ShardedArrayBatches(batches, num_replicas=2, rank=rank)
