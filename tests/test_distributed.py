@@ -16,6 +16,7 @@ import pytest
 import torch
 from skorch.dataset import ValidSplit
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from projkd import ProjectorDistiller
 from projkd.callbacks import ResumableCheckpoint
@@ -94,6 +95,14 @@ def configurations(X, y, teacher, checkpoints):
     }
     for config in configs.values():
         config.update(X=X, y=y, teacher=teacher)
+    # a Dataset: sharded by Accelerate's DataLoader instead of projkd's batches
+    configs["dataset"] = dict(
+        X=TensorDataset(torch.as_tensor(X), torch.as_tensor(y).long()),
+        y=None,
+        teacher=teacher,
+        student=mlp(),
+        params=dict(common, max_epochs=1),
+    )
     return configs
 
 
@@ -144,6 +153,18 @@ def test_each_process_trains_on_its_half_of_every_epoch(runs, name):
     assert first["seen"][0] != first["seen"][1]  # reshuffled each epoch
 
 
+def test_a_dataset_is_sharded_by_accelerate(runs):
+    config, (first, second) = runs["configs"]["dataset"], runs["results"]["dataset"]
+    X = config["X"].tensors[0].numpy()
+    mine, theirs = Counter(first["seen"][0]), Counter(second["seen"][0])
+    assert sum(mine.values()) == sum(theirs.values()) == N_SAMPLES // WORLD
+    assert mine + theirs == digests(X)
+    for key, value in first["state"].items():
+        assert torch.equal(value, second["state"][key]), key
+    assert first["proba"].shape == (N_SAMPLES, 10)
+    np.testing.assert_array_equal(first["proba"], second["proba"])
+
+
 def test_validation_split_is_sharded_for_training_only(runs):
     first, second = runs["results"]["mlp_uncached_valid"]
     n_train = N_SAMPLES * 3 // 4
@@ -160,6 +181,7 @@ ALL = [
     "zoo_cached",
     "zoo_uncached",
     "zoo_bn_unseeded",
+    "dataset",
 ]
 
 
