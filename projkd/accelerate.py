@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import zip_longest
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -215,7 +216,9 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
         # a later fit (warm_start, partial_fit) trains prepared modules again
         self._initialize_accelerator()
         seed = None
-        if self.accelerator.num_processes > 1:
+        if self.accelerator.num_processes > 1 and not isinstance(
+            self.random_state, Integral
+        ):
             # one shuffled order for all processes, even without random_state
             seed = broadcast_object(int(torch.randint(2**31 - 1, ()).item()))
         self._shared_seed_ = seed

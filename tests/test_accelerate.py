@@ -116,3 +116,21 @@ def test_make_distiller_picks_the_estimator(monkeypatch):
     )
     assert isinstance(accelerated, AcceleratedProjectorDistiller)
     assert accelerated.device is None and accelerated.batch_size == 16
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        (dict(nonfinite_loss="skip"), "nonfinite_loss='skip'"),
+        (dict(sync_batchnorm=True), "sync_batchnorm=True needs GPUs"),
+    ],
+)
+def test_settings_that_cannot_work_in_several_processes_are_refused(
+    small_digits, monkeypatch, params, match
+):
+    # one process standing in for one of two: only the count is consulted
+    monkeypatch.setattr(
+        accelerate.Accelerator, "num_processes", property(lambda self: 2)
+    )
+    with pytest.raises(ValueError, match=match):
+        make_accelerated(**params).fit(*small_digits)
