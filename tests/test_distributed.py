@@ -93,6 +93,8 @@ def configurations(X, y, teacher, checkpoints):
             params=dict(common, random_state=None, max_epochs=2),
         ),
     }
+    # the same run again: every process resumes from the finished checkpoint
+    configs["mlp_cached_resumed"] = dict(configs["mlp_cached"])
     for config in configs.values():
         config.update(X=X, y=y, teacher=teacher)
     # a Dataset: sharded by Accelerate's DataLoader instead of projkd's batches
@@ -151,6 +153,15 @@ def test_each_process_trains_on_its_half_of_every_epoch(runs, name):
         assert sum(mine.values()) == sum(theirs.values()) == N_SAMPLES // WORLD
         assert mine + theirs == everything  # disjoint halves, every sample once
     assert first["seen"][0] != first["seen"][1]  # reshuffled each epoch
+
+
+def test_every_process_resumes_a_finished_run_from_its_checkpoint(runs):
+    finished = runs["results"]["mlp_cached"][0]
+    for resumed in runs["results"]["mlp_cached_resumed"]:
+        assert resumed["seen"] == []  # no epoch trained again
+        assert len(resumed["n_batches"]) == 2
+        for key, value in finished["state"].items():
+            assert torch.equal(resumed["state"][key], value), key
 
 
 def test_a_dataset_is_sharded_by_accelerate(runs):
