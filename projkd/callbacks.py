@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from typing import Any
 
 import numpy as np
@@ -10,11 +12,18 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
+from ._distributed import broadcast_object
 from .distiller import DistillationOutput
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
 
-__all__ = ["EpochCKA", "EpochCalibration", "ResumableCheckpoint", "fit_key"]
+__all__ = [
+    "CheckpointError",
+    "EpochCKA",
+    "EpochCalibration",
+    "ResumableCheckpoint",
+    "fit_key",
+]
 
 
 class EpochCalibration(Callback):
@@ -134,6 +143,14 @@ class ResumableCheckpoint(Checkpoint):
     all. With an integer ``random_state`` the resumed run reproduces the
     uninterrupted one (batch order depends on the epoch alone).
 
+    Every file is written atomically: to a temporary file in the run's
+    folder, then renamed over the previous one (the history last, as it
+    marks the epoch done), so a process killed while saving leaves the
+    previous epoch's files intact. With several processes
+    (:class:`~projkd.accelerate.AcceleratedProjectorDistiller`) only the main
+    process writes. A file that still cannot be read at resume raises
+    :class:`CheckpointError` naming the run's folder.
+
     Parameters
     ----------
     dirname : str, default="checkpoints"
@@ -169,10 +186,41 @@ class ResumableCheckpoint(Checkpoint):
     def on_train_begin(
         self, net: Any, X: Any = None, y: Any = None, **kwargs: Any
     ) -> None:
-        self.run_dirname_ = os.path.join(self.dirname, fit_key(net, X, y))
+        # the main process's key: every process resumes and saves one run
+        key = broadcast_object(fit_key(net, X, y))
+        self.run_dirname_ = os.path.join(self.dirname, key)
         os.makedirs(self.run_dirname_, exist_ok=True)
         if os.path.exists(self.f_history_):
-            net.load_params(checkpoint=self, use_safetensors=self.use_safetensors)
+            try:
+                net.load_params(checkpoint=self, use_safetensors=self.use_safetensors)
+            except Exception as error:
+                raise CheckpointError(
+                    f"Cannot resume this run from its checkpoint folder "
+                    f"{self.run_dirname_!r}: {type(error).__name__}: {error}. A file "
+                    "in it is unreadable or does not fit this estimator. To start "
+                    f"this run afresh, delete that folder (rm -r {self.run_dirname_})."
+                ) from error
+
+    def save_model(self, net: Any) -> None:
+        """Write every file to a temporary name in the run's folder, then
+        rename them over the previous ones, the history last."""
+        targets = {
+            key: self._format_target(net, value, -1)
+            for key, value in self._f_kwargs().items()
+            if value is not None and key not in ("f_history", "f_pickle")
+        }
+        if self.f_history is not None:
+            targets["f_history"] = self.f_history_
+        temps = {name: _temporary_name(path) for name, path in targets.items()}
+        try:
+            net.save_params(**temps, use_safetensors=self.use_safetensors)
+            if _is_main_process(net):
+                for name in sorted(targets, key=lambda name: name == "f_history"):
+                    os.replace(temps[name], targets[name])
+        finally:
+            for temp in temps.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(temp)
 
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         if len(net.history) > net.max_epochs:  # resumed after the last epoch
@@ -189,6 +237,21 @@ class ResumableCheckpoint(Checkpoint):
         return os.path.join(self.run_dirname_, f)
 
 
+class CheckpointError(RuntimeError):
+    """A run's checkpoint cannot be resumed from; the message names its folder."""
+
+
+def _temporary_name(path: str) -> str:
+    """A fresh name beside ``path``: a rename within one folder is atomic."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _is_main_process(net: Any) -> bool:
+    accelerator = getattr(net, "accelerator", None)
+    return accelerator is None or bool(accelerator.is_main_process)
+
+
 def fit_key(net: Any, X: Any, y: Any) -> str:
     """A digest of what defines a run: parameters, teacher weights, data."""
     import joblib
@@ -200,6 +263,12 @@ def fit_key(net: Any, X: Any, y: Any) -> str:
         for name, value in net.get_params(deep=False).items()
         if name != "teacher" and not name.startswith("callbacks")
     }
+    accelerator = params.pop("accelerator", None)
+    if accelerator is not None:  # where the run trains; only how many matters
+        params["accelerator"] = (
+            getattr(accelerator, "num_processes", 1),
+            str(getattr(accelerator, "mixed_precision", "no")),
+        )
     teacher = getattr(net, "teacher", None)
     if isinstance(teacher, torch.nn.Module):
         teacher = weights_fingerprint(teacher)

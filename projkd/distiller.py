@@ -521,9 +521,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 teacher_logits, teacher_features = forward_with_features(
                     self.teacher_, x, layer=self.teacher_layer
                 )
-        logits, features = forward_with_features(
-            self.module_, x, layer=self.student_layer
-        )
+        logits, features = self._student_forward(x)
         return DistillationOutput(
             logits=logits,
             features=features,
@@ -532,6 +530,11 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             teacher_logits=teacher_logits,
             teacher_features=teacher_features,
         )
+
+    def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The student's logits and features (data-parallel subclasses route
+        this through DDP's forward)."""
+        return forward_with_features(self.module_, x, layer=self.student_layer)
 
     def get_loss(
         self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False

@@ -37,3 +37,100 @@ def test_one_process_fit_through_accelerate(small_digits, capsys):
         assert torch.equal(teacher.state_dict()[key], value)
     proba = est.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def make_accelerated(**params):
+    from projkd.accelerate import AcceleratedProjectorDistiller
+
+    kwargs = dict(
+        student__width=4,
+        student__n_features=16,
+        max_epochs=1,
+        batch_size=64,
+        train_split=None,
+        verbose=0,
+        random_state=0,
+    )
+    kwargs.update(params)
+    return AcceleratedProjectorDistiller(
+        DigitsCNN(width=8, n_features=32).eval(),
+        DigitsCNN,
+        accelerator=accelerate.Accelerator(cpu=True),
+        **kwargs,
+    )
+
+
+def test_only_trainable_modules_are_prepared(small_digits):
+    from projkd._distributed import FeatureForward
+
+    X, y = small_digits
+    # no projector and an identity logit projector: modules without parameters
+    est = make_accelerated(n_projectors=0, student__n_features=32).fit(X, y)
+    est._initialize_accelerator()  # as at the start of training
+    assert isinstance(est.module_, FeatureForward)
+    assert not isinstance(est.projectors_, FeatureForward)
+    assert isinstance(est.logit_projector_, torch.nn.Identity)
+    assert isinstance(est.criterion_, torch.nn.CrossEntropyLoss)
+    est._unwrap_accelerator()
+    assert isinstance(est.module_, DigitsCNN)
+
+    est = make_accelerated(logit_projector=True, kd_weight=1.0)
+    est.fit(X, y)._initialize_accelerator()
+    assert isinstance(est.projectors_, FeatureForward)
+    assert isinstance(est.logit_projector_, FeatureForward)
+
+
+@pytest.mark.filterwarnings("ignore:Setting self.device")  # skorch's, at unpickling
+def test_refit_and_partial_fit_train_again_then_unwrap(small_digits):
+    import pickle
+
+    X, y = small_digits
+    est = make_accelerated().fit(X, y)
+    before = copy.deepcopy(est.module_.state_dict())
+    est.partial_fit(X, y)
+    assert isinstance(est.module_, DigitsCNN)  # unwrapped after each fit
+    assert len(est.history) == 2
+    changed = [
+        not torch.equal(value, est.module_.state_dict()[key])
+        for key, value in before.items()
+    ]
+    assert any(changed)
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(clone.predict_proba(X), est.predict_proba(X))
+
+
+def test_make_distiller_picks_the_estimator(monkeypatch):
+    from projkd import ProjectorDistiller
+    from projkd.accelerate import AcceleratedProjectorDistiller, make_distiller
+
+    teacher = DigitsCNN(width=8).eval()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    plain = make_distiller(teacher, DigitsCNN, device="cpu", batch_size=16)
+    assert type(plain) is ProjectorDistiller and plain.device == "cpu"
+    accelerated = make_distiller(
+        teacher,
+        DigitsCNN,
+        device="cpu",
+        batch_size=16,
+        accelerator=accelerate.Accelerator(cpu=True),
+    )
+    assert isinstance(accelerated, AcceleratedProjectorDistiller)
+    assert accelerated.device is None and accelerated.batch_size == 16
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        (dict(nonfinite_loss="skip"), "nonfinite_loss='skip'"),
+        (dict(sync_batchnorm=True), "sync_batchnorm=True needs GPUs"),
+    ],
+)
+def test_settings_that_cannot_work_in_several_processes_are_refused(
+    small_digits, monkeypatch, params, match
+):
+    # one process standing in for one of two: only the count is consulted
+    monkeypatch.setattr(
+        accelerate.Accelerator, "num_processes", property(lambda self: 2)
+    )
+    with pytest.raises(ValueError, match=match):
+        make_accelerated(**params).fit(*small_digits)
