@@ -16,7 +16,7 @@ What identifies a teacher. An entry is found again only for
 - the same *state and behaviour*: a digest of its class, the ``training``
   flags, every parameter and buffer (persistent or not) and its logits and
   features on a fixed probe batch shaped like the data
-  (:func:`~projkd._fingerprint.teacher_fingerprint`). Changing a weight, a
+  (``projkd._fingerprint.teacher_fingerprint``). Changing a weight, a
   non-persistent buffer, a Python attribute or a method that alters what
   the teacher computes gives a new digest, hence new outputs, never stale
   ones. Only a change that no tensor shows *and* that leaves the outputs on

@@ -1,4 +1,5 @@
 import copy
+import functools
 import pickle
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from projkd import ProjectorDistiller
-from projkd.models import DigitsCNN
+from projkd.models import DigitsCNN, get_model
 
 from .conftest import FAST
 
@@ -223,6 +224,64 @@ def test_random_state_leaves_the_global_generator_alone(small_digits, teacher):
     torch.manual_seed(123)
     make(teacher, random_state=0).fit(*small_digits)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def _weights(est):
+    return {
+        name: value
+        for module in (est.module_, est.projectors_)
+        for name, value in module.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize(
+    "student",
+    [DigitsCNN, functools.partial(get_model, "digits_student")],
+    ids=["class", "registry-factory"],
+)
+def test_students_built_by_the_estimator_follow_random_state(
+    small_digits, teacher, student
+):
+    """Built inside the seeded fit: whatever the global generator's state."""
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        est = ProjectorDistiller(
+            teacher, student, student__n_features=16, **FAST, random_state=5
+        )
+        runs.append(_weights(est.fit(*small_digits)))
+    assert runs[0].keys() == runs[1].keys()
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
+    assert runs[0]["fc.weight"].shape == (10, 16)  # student__* reached it
+
+
+def test_a_factory_gets_the_teachers_number_of_classes(small_digits, teacher):
+    def build(num_classes=100, width=2):
+        return DigitsCNN(width=width, n_features=8, num_classes=num_classes)
+
+    est = ProjectorDistiller(teacher, build, student__width=3, **FAST)
+    est.fit(*small_digits)
+    assert est.module_.fc.out_features == 10
+    assert est.module_.features[0].out_channels == 3
+
+
+def test_a_factory_must_build_a_module(small_digits, teacher):
+    est = ProjectorDistiller(teacher, lambda num_classes: "resnet8", **FAST)
+    with pytest.raises(TypeError, match=r"student=.*returned a str, not a torch"):
+        est.fit(*small_digits)
+
+
+def test_a_first_partial_fit_builds_its_networks_under_random_state(
+    small_digits, teacher
+):
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        est = make(teacher, max_epochs=1, random_state=5)
+        runs.append(_weights(est.partial_fit(*small_digits)))
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
 
 
 def test_transform_gives_student_and_teacher_features(small_digits, teacher):
