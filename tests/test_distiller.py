@@ -150,18 +150,60 @@ def test_prediction_never_runs_the_teacher(small_digits, teacher):
     assert calls == []
 
 
-def test_history_records_every_loss_term(small_digits, teacher):
-    est = make(teacher, train_split=ValidSplit(5), kd_weight=1.0).fit(*small_digits)
-    for key in (
-        "train_loss",
-        "train_ce",
-        "train_kd",
-        "train_feat",
-        "train_acc",
-        "valid_loss",
-        "valid_acc",
-    ):
-        assert np.isfinite(est.history[-1, key]), key
+def test_history_terms_are_the_epoch_means_of_the_objective():
+    """With lr=0 the weights stay at their initial values, so each epoch's
+    recorded terms are the sample means of the objective over the training
+    part, and ``valid_*`` over the validation part (ValidSplit(5): the first
+    fifth): recompute them from the networks, across several uneven batches."""
+    from sklearn.model_selection import KFold
+
+    torch.manual_seed(0)
+    X = torch.randn(100, 6)
+    y = torch.arange(100) % 3
+    teacher = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    student = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    est = ProjectorDistiller(
+        teacher,
+        student,
+        n_projectors=2,
+        kd_weight=0.5,
+        lr=0.0,
+        max_epochs=2,
+        batch_size=32,  # 80 training samples: batches of 32, 32 and 16
+        train_split=ValidSplit(5),
+        verbose=0,
+        random_state=0,
+    ).fit(X, y)
+
+    def objective(index):
+        Xi, yi = X[index], y[index]
+        with torch.no_grad():
+            logits = est.module_(Xi)
+            s, t = est.module_[:2](Xi), teacher[:2](Xi)
+            ce = F.cross_entropy(logits, yi)
+            kd = 16 * F.kl_div(
+                F.log_softmax(logits / 4, 1),
+                F.softmax(teacher(Xi) / 4, 1),
+                reduction="batchmean",
+            )
+            feat = (1 - F.cosine_similarity(est.projectors_(s), t)).mean()
+            acc = (logits.argmax(1) == yi).float().mean()
+        return {
+            "ce": float(ce),
+            "kd": float(kd),
+            "feat": float(feat),
+            "acc": float(acc),
+            "loss": float(ce + 0.5 * kd + 25 * feat),
+        }
+
+    train_idx, valid_idx = next(KFold(5).split(X))
+    train, valid = objective(train_idx), objective(valid_idx)
+    assert train["acc"] != valid["acc"]  # the two parts are told apart
+    for epoch in est.history:
+        for term in ("ce", "kd", "feat", "acc", "loss"):
+            assert epoch[f"train_{term}"] == pytest.approx(train[term], rel=1e-5), term
+        assert epoch["valid_loss"] == pytest.approx(valid["loss"], rel=1e-5)
+        assert epoch["valid_acc"] == pytest.approx(valid["acc"], rel=1e-6)
 
 
 def test_recorded_terms_equal_the_objective_on_the_data():
