@@ -34,6 +34,7 @@ System Sciences 18(2), 1979, doi:10.1016/0022-0000(79)90044-8.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,7 +70,7 @@ def _coefficients(device: torch.device) -> Tensor:
 
 def _words(rows: Tensor) -> Tensor:
     """The bytes of each row of a 2-D tensor as int64 words below ``2**16``."""
-    raw = rows.contiguous().view(torch.uint8) if rows.numel() else rows.byte()
+    raw = rows.contiguous().view(torch.uint8)
     if raw.shape[1] % 2:
         return raw.to(torch.int64)
     return raw.view(torch.int16).to(torch.int64) & 0xFFFF
@@ -105,7 +106,9 @@ def device_row_hashes(X: Tensor) -> Tensor:
     """
     X = X.detach()
     n = len(X)
-    rows = X.reshape(n, -1)
+    rows = X.reshape(n, math.prod(X.shape[1:]))
+    if rows.shape[1] == 0:  # nothing to read: every empty row hashes alike
+        return torch.zeros((n, N_HASHES), dtype=torch.int64, device=X.device)
     per_chunk = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[1] * 2))
     chunks = []
     for start in range(0, n, per_chunk):
@@ -141,14 +144,15 @@ def sample_keys(X: Any) -> list[bytes]:
         return [row.tobytes() for row in hashes]
     rows_bytes: np.ndarray
     if isinstance(X, Tensor):
-        rows = X.detach().contiguous().reshape(len(X), -1)
+        rows = X.detach().contiguous().reshape(len(X), math.prod(X.shape[1:]))
         rows_bytes = (
             rows.view(torch.uint8).numpy()
             if rows.numel()
             else np.empty((len(X), 0), np.uint8)
         )
     else:
-        rows_bytes = np.ascontiguousarray(X).reshape(len(X), -1)
+        X = np.ascontiguousarray(X)
+        rows_bytes = X.reshape(len(X), math.prod(X.shape[1:]))
     return [
         hashlib.blake2b(memoryview(row), digest_size=16).digest() for row in rows_bytes
     ]

@@ -116,3 +116,9 @@ def test_teacher_fingerprint_sees_state_and_behaviour():
     assert second != first  # a new buffer
     teacher.unused.fill_(1.0)
     assert teacher_fingerprint(teacher, X, layer=None, device="cpu") != second
+
+
+def test_empty_inputs_hash_without_error():
+    assert device_row_hashes(torch.empty(0, 5)).shape == (0, N_HASHES)
+    assert torch.equal(device_row_hashes(torch.empty(2, 0)), torch.zeros(2, N_HASHES))
+    assert sample_keys(np.zeros((0, 3), np.float32)) == []
