@@ -131,8 +131,11 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         look them up during training and validation instead of running the
         teacher every step. ``"auto"``: on for array input without
         ``train_transform``. The cache is per sample and shared by every
-        estimator holding the same teacher object, so a cross-validated
-        search runs the teacher over each sample about once.
+        estimator holding the same teacher object in the same state (its
+        tensors, and its outputs on a probe batch), so a cross-validated
+        search runs the teacher over each sample about once, and a teacher
+        changed in place is never served old outputs. Its memory is bounded:
+        see :func:`projkd.teacher_cache.set_teacher_cache_limit`.
     memory : str, joblib.Memory or None, default=None
         Keep the teacher's outputs in this joblib cache (a folder) instead of
         in memory: shared across processes (parallel searches) and runs.
