@@ -99,10 +99,15 @@ class ArrayDataMixin:
             X, y, **fit_params
         )
         converted: dict[int, Any] = {}  # one conversion per underlying dataset
-        train = self._encoded_dataset(train, converted)
-        if valid is not None:
-            valid = self._encoded_dataset(valid, converted)
-        return train, valid
+        parts = []
+        for name, part in (("training", train), ("validation", valid)):
+            try:
+                parts.append(
+                    None if part is None else self._encoded_dataset(part, converted)
+                )
+            except ValueError as error:
+                raise ValueError(f"The {name} set: {error}") from error
+        return tuple(parts)
 
     def _encoded_dataset(self, dataset: Any, converted: dict[int, Any]) -> Any:
         """``dataset`` with its labels as indices into ``classes_``.
