@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._fingerprint import sample_keys, teacher_fingerprint, update_with_tensors
+from ._fingerprint import sample_keys, teacher_fingerprint
 from .batching import TeacherOutputs
 from .features import forward_with_features
 
@@ -94,12 +94,16 @@ def compute_teacher_outputs(
 
 
 def weights_fingerprint(model: nn.Module) -> bytes:
-    """A digest of a model's saved state (``state_dict``: names and contents).
+    """A digest of a model's parameters and buffers (and their names).
 
-    Device tensors are digested on their device.
+    The same on every device (for run keys such as
+    :class:`~projkd.callbacks.ResumableCheckpoint`'s); the teacher cache uses
+    ``projkd._fingerprint.teacher_fingerprint`` instead.
     """
     digest = hashlib.blake2b(digest_size=16)
-    update_with_tensors(digest, model.state_dict().items())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.digest()
 
 
