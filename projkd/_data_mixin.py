@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral
 from typing import Any
 
-from skorch.dataset import Dataset
+import numpy as np
+import torch
+from skorch.dataset import Dataset, check_indexing
 from skorch.utils import is_dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from ._validation import check_input, check_input_shape, check_target
 from .batching import ArrayBatches, ArrayDataset, array_source
 from .teacher_cache import cached_teacher_outputs
 
@@ -26,6 +30,12 @@ class ArrayDataMixin:
     any other dataset, or a custom iterator, goes through skorch unchanged.
     The host class provides ``_encode``, ``_compute_device`` and the teacher
     parameters.
+
+    Every dataset that reaches training or validation carries *encoded*
+    labels (indices into ``classes_``), whichever way it was made: sliced
+    from the fit's arrays by ``ValidSplit``, given by ``predefined_split``
+    (a skorch ``Dataset(X, y)`` or ``(X, y)`` arrays), or returned by a
+    callable ``train_split``. See :meth:`get_split_datasets`.
     """
 
     # provided by the host estimator (ProjectorDistiller and skorch)
@@ -44,6 +54,7 @@ class ArrayDataMixin:
     _compute_device: Any
     _encode: Any
     get_params_for: Any
+    input_shape_: tuple[int, ...] | None
 
     def check_data(self, X: Any, y: Any = None) -> None:
         """No-op: ``fit`` has already checked the data and set ``classes_``."""
@@ -51,16 +62,16 @@ class ArrayDataMixin:
     def get_dataset(self, X: Any, y: Any = None) -> Any:
         """Arrays and tensors become an :class:`~projkd.batching.ArrayDataset`
         of inputs, *encoded* labels and, when training with the teacher cache,
-        the teacher's outputs; a Dataset is used as is."""
-        if (
-            is_dataset(X)
-            or self.dataset is not Dataset
-            or self.get_params_for("dataset")
-        ):
+        the teacher's outputs; a Dataset is used as is. A custom ``dataset``
+        class receives encoded labels as well."""
+        if is_dataset(X):
+            return super().get_dataset(X, y)  # type: ignore[misc]
+        if y is not None:
+            y = self._encode(y)
+        if self.dataset is not Dataset or self.get_params_for("dataset"):
             return super().get_dataset(X, y)  # type: ignore[misc]
         outputs = None
         if y is not None:
-            y = self._encode(y)
             if self._caches_teacher(X):
                 outputs = cached_teacher_outputs(
                     self.teacher,
@@ -72,6 +83,80 @@ class ArrayDataMixin:
                     batch_size=max(512, self.batch_size),
                 )
         return ArrayDataset(X, y, outputs)
+
+    def get_split_datasets(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """skorch's split, with the labels of both parts encoded.
+
+        skorch hands ``train_split`` the dataset built by :meth:`get_dataset`
+        (labels already encoded), but ``predefined_split`` and a callable
+        split may return datasets of their own, holding the user's labels.
+        Each part is passed through :meth:`_encoded_dataset`, so the loss and
+        ``valid_acc`` always compare predictions with indices into
+        ``classes_``, and callbacks such as ``EarlyStopping`` or
+        ``Checkpoint`` on ``valid_acc`` pick the right epochs.
+        """
+        train, valid = super().get_split_datasets(  # type: ignore[misc]
+            X, y, **fit_params
+        )
+        converted: dict[int, Any] = {}  # one conversion per underlying dataset
+        parts = []
+        for name, part in (("training", train), ("validation", valid)):
+            try:
+                parts.append(
+                    None if part is None else self._encoded_dataset(part, converted)
+                )
+            except ValueError as error:
+                raise ValueError(f"The {name} set: {error}") from error
+        return tuple(parts)
+
+    def _encoded_dataset(self, dataset: Any, converted: dict[int, Any]) -> Any:
+        """``dataset`` with its labels as indices into ``classes_``.
+
+        - an :class:`~projkd.batching.ArrayDataset` (or a ``Subset`` of one)
+          was made by :meth:`get_dataset`: its labels are encoded already;
+        - ``(X, y)`` arrays, or a skorch ``Dataset`` of arrays or tensors with
+          labels, become an ``ArrayDataset`` exactly as the fit's own arrays
+          do: checked, float32, labels encoded, teacher outputs cached;
+        - a skorch ``Dataset`` of other data (dicts, lists) keeps its inputs
+          and gets its labels encoded;
+        - any other dataset yields class indices (the documented contract for
+          torch datasets) and is used as is.
+
+        ``Subset`` wrappers, as a callable split may add, are kept.
+        """
+        indices: np.ndarray | None = None
+        base = dataset
+        while isinstance(base, Subset):
+            subset = np.asarray(base.indices, dtype=np.int64)
+            indices = subset if indices is None else subset[indices]
+            base = base.dataset
+        if isinstance(base, tuple) and len(base) == 2:
+            X, y = base
+        elif isinstance(base, Dataset) and base.y is not None:
+            X, y = base.X, base.y
+        else:
+            return dataset
+        if id(base) not in converted:
+            converted[id(base)] = self._labelled_data(X, y, base)
+        encoded = converted[id(base)]
+        return encoded if indices is None else Subset(encoded, indices.tolist())
+
+    def _labelled_data(self, X: Any, y: Any, base: Any) -> Any:
+        """A dataset of ``X`` with the labels ``y`` encoded (see
+        :meth:`_encoded_dataset`)."""
+        if isinstance(X, np.ndarray | torch.Tensor):
+            X = check_input(X)
+            check_input_shape(X, self.input_shape_, type(self).__name__)
+            return self.get_dataset(X, check_target(y, len(X)))
+        if isinstance(base, tuple):
+            raise TypeError(
+                "A validation set given as (X, y) needs X to be an array or a "
+                f"tensor, got {type(X).__name__}; wrap it in skorch.dataset.Dataset."
+            )
+        encoded = copy.copy(base)
+        encoded.y = self._encode(check_target(y, len(base)))
+        encoded.y_indexing = check_indexing(encoded.y)
+        return encoded
 
     def _caches_teacher(self, X: Any) -> bool:
         if self.cache_teacher == "auto":

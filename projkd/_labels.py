@@ -52,7 +52,7 @@ def encode_labels(y: Any, classes: Any) -> np.ndarray:
     if unknown.any():
         labels = sorted({str(label) for label in y[unknown]})[:5]
         raise ValueError(
-            f"y contains labels that are not in classes_ {list(classes)}: "
+            f"y contains labels that are not in classes_ {classes.tolist()}: "
             f"{', '.join(labels)}. Pass classes= listing every label in the order "
             "of the teacher's outputs."
         )

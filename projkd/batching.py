@@ -36,9 +36,12 @@ class CachedTeacherBatch(NamedTuple):
 
 
 def _as_tensor(values: Any) -> Tensor:
-    return (
-        values if isinstance(values, Tensor) else torch.from_numpy(np.asarray(values))
-    )
+    """A tensor view of ``values``; a tensor that requires grad is detached, so
+    training never builds a graph back to (or writes ``.grad`` into) the
+    user's data."""
+    if isinstance(values, Tensor):
+        return values.detach()
+    return torch.from_numpy(np.asarray(values))
 
 
 class ArrayDataset(Dataset):

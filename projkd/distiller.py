@@ -85,10 +85,18 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         the optimizer. The object passed in is never modified; it is used
         directly when it already is in eval mode on ``device``, else a copy
         is. Its output ``i`` is taken to mean ``classes_[i]``.
-    student : torch.nn.Module class or instance
-        The network to train. A class is instantiated with the ``student__*``
-        parameters (as skorch does with ``module__*``); an instance is
-        deep-copied, so the object passed in stays as it was.
+    student : torch.nn.Module class, factory callable or instance
+        The network to train. A class or a factory -- any callable returning
+        a module, e.g. a registry entry such as
+        ``functools.partial(projkd.models.get_model, "resnet8")`` -- is
+        called *inside* ``fit``, under ``random_state``, with the
+        ``student__*`` parameters (as skorch does with ``module__*``) and
+        ``num_classes`` set to the teacher's number of outputs when it takes
+        that argument. An instance is deep-copied, so the object passed in
+        stays as it was; its initial weights are those it was built with,
+        drawn from torch's global generator outside ``random_state``'s
+        reach: for reproducible runs build it under ``torch.manual_seed``,
+        or pass a class or factory.
     n_projectors : int, default=3
         Number of projectors in the ensemble. ``0`` compares the student's
         features with the teacher's directly (the widths must then be equal).
@@ -123,8 +131,11 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         look them up during training and validation instead of running the
         teacher every step. ``"auto"``: on for array input without
         ``train_transform``. The cache is per sample and shared by every
-        estimator holding the same teacher object, so a cross-validated
-        search runs the teacher over each sample about once.
+        estimator holding the same teacher object in the same state (its
+        tensors, and its outputs on a probe batch), so a cross-validated
+        search runs the teacher over each sample about once, and a teacher
+        changed in place is never served old outputs. Its memory is bounded:
+        see :func:`projkd.teacher_cache.set_teacher_cache_limit`.
     memory : str, joblib.Memory or None, default=None
         Keep the teacher's outputs in this joblib cache (a folder) instead of
         in memory: shared across processes (parallel searches) and runs.
@@ -138,9 +149,11 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         teacher sees exactly the augmented view the student sees; validation
         and prediction never augment.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and dropout for the duration of
-        ``fit`` (torch's global generators are restored afterwards). Two fits
-        with the same seed and data give bit-identical predictions on CPU.
+        Seeds initialisation (the student when given as a class or factory,
+        and the projectors), shuffling and dropout for the duration of
+        ``fit``, and the initialisation in a first ``partial_fit`` (torch's
+        global generators are restored afterwards). Two fits with the same
+        seed and data give bit-identical predictions on CPU.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         The classification loss on the student's logits.
     predict_nonlinearity : callable, None or "auto", default="auto"
@@ -360,6 +373,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             X, y = self._prepare_fit(X, y, reset=not self.initialized_, classes=classes)
             if not self.initialized_:
                 self._fit_teacher(X, y)
+                with seeded(self.random_state, self.device):
+                    self.initialize()  # networks built under the seed, as in fit
         return super().partial_fit(X, y, **fit_params)
 
     def _fit_teacher(self, X: Any, y: Any) -> None:
@@ -460,14 +475,21 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         return self
 
     def _build_student(self, n_classes: int) -> nn.Module:
-        """Instantiate (or copy) the student; a class whose constructor takes
+        """Build (or copy) the student; a class or factory that takes
         ``num_classes`` gets the teacher's number of outputs unless
         ``student__num_classes`` is set."""
         kwargs = self.get_params_for("student")
-        if isinstance(self.student, type) and "num_classes" not in kwargs:
-            if "num_classes" in inspect.signature(self.student).parameters:
+        builds = not isinstance(self.student, nn.Module)
+        if builds and "num_classes" not in kwargs:
+            if _takes_argument(self.student, "num_classes"):
                 kwargs["num_classes"] = n_classes
         student = self.initialized_instance(self.student, kwargs)
+        if not isinstance(student, nn.Module):
+            raise TypeError(
+                f"student={_name(self.student)} returned a "
+                f"{type(student).__name__}, not a torch.nn.Module; pass a module "
+                "class, a function that builds one, or a module."
+            )
         if student is self.student:
             student = copy.deepcopy(student)  # never train the user's object
         return student
@@ -708,6 +730,23 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 chunk = _softmax(outputs[0]) if logits else outputs[1]
                 chunks.append(to_numpy(chunk))
         return np.concatenate(chunks)
+
+
+def _takes_argument(factory: Any, name: str) -> bool:
+    """Whether ``factory``'s signature names ``name`` (not just ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+def _name(value: Any) -> str:
+    return getattr(value, "__qualname__", None) or repr(value)
 
 
 def _preview(values: Any, n: int = 5) -> str:

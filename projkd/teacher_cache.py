@@ -4,15 +4,45 @@ candidates of a search, and (with ``memory=``) across processes and runs.
 Without training-time augmentation the frozen teacher's output on a sample
 never changes, so running it every step of every epoch of every fit is
 waste. :func:`cached_teacher_outputs` computes it in large no-grad batches
-and remembers it *per sample* (keyed by the sample's bytes) for each teacher
-object, so the folds of a cross-validation, whose training sets overlap, run
-the teacher on each sample about once in all. The in-process cache lives as
-long as the teacher object does; :func:`clear_teacher_cache` empties it.
+and remembers it *per sample* for each teacher, so the folds of a
+cross-validation, whose training sets overlap, run the teacher on each
+sample about once in all.
+
+What identifies a teacher. An entry is found again only for
+
+- the same teacher *object* (the user's module, or estimator): entries live
+  as long as it does, and go with it;
+- the same feature ``layer``;
+- the same *state and behaviour*: a digest of its class, the ``training``
+  flags, every parameter and buffer (persistent or not) and its logits and
+  features on a fixed probe batch shaped like the data
+  (``projkd._fingerprint.teacher_fingerprint``). Changing a weight, a
+  non-persistent buffer, a Python attribute or a method that alters what
+  the teacher computes gives a new digest, hence new outputs, never stale
+  ones. Only a change that no tensor shows *and* that leaves the outputs on
+  the probe bit-identical while changing them on real data could go
+  unnoticed: call :func:`clear_teacher_cache` after such surgery, or pass
+  ``cache_teacher=False``.
+
+What identifies a sample: a digest of its bytes, computed where it lives
+(BLAKE2b on the host; a universal hash on the device for GPU tensors, so no
+sample is copied to the host to be keyed).
+
+Memory: the cache holds at most ``max_bytes`` of outputs (2 GiB by default;
+:func:`set_teacher_cache_limit`). After each call the least recently used
+entries (one per teacher state) are dropped until it fits; an entry larger
+than the limit on its own is not kept at all. :func:`teacher_cache_info`
+reports the current use.
+
+A miss costs a recomputation, never a wrong output: on GPUs whose kernels
+are not deterministic the probe may differ from call to call, and the cache
+then recomputes instead of sharing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
 import weakref
@@ -22,10 +52,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._fingerprint import sample_keys, teacher_fingerprint
 from .batching import TeacherOutputs
 from .features import forward_with_features
 
-__all__ = ["cached_teacher_outputs", "clear_teacher_cache", "compute_teacher_outputs"]
+__all__ = [
+    "cached_teacher_outputs",
+    "clear_teacher_cache",
+    "compute_teacher_outputs",
+    "set_teacher_cache_limit",
+    "teacher_cache_info",
+]
+
+DEFAULT_MAX_BYTES = 2 * 2**30
 
 
 @torch.no_grad()
@@ -44,7 +83,7 @@ def compute_teacher_outputs(
     outputs : TeacherOutputs
         Logits and features of every sample, float32 on the CPU.
     """
-    X = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
+    X = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
     logits, features = [], []
     for start in range(0, len(X), batch_size):
         batch = X[start : start + batch_size].to(device)
@@ -54,15 +93,13 @@ def compute_teacher_outputs(
     return TeacherOutputs(torch.cat(logits), torch.cat(features))
 
 
-def sample_keys(X: Any) -> list[bytes]:
-    """A 128-bit digest of each sample's bytes."""
-    rows = X.numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    rows = np.ascontiguousarray(rows).reshape(len(rows), -1)
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
-
-
 def weights_fingerprint(model: nn.Module) -> bytes:
-    """A digest of a model's parameters and buffers (and their names)."""
+    """A digest of a model's parameters and buffers (and their names).
+
+    The same on every device (for run keys such as
+    :class:`~projkd.callbacks.ResumableCheckpoint`'s); the teacher cache uses
+    ``projkd._fingerprint.teacher_fingerprint`` instead.
+    """
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
@@ -78,6 +115,12 @@ class _SampleCache:
         self.logits: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
         self.lock = threading.Lock()
+        self.last_used = 0
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.logits, *self.features]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def lookup(self, keys: list[bytes], compute: Any) -> TeacherOutputs:
         with self.lock:
@@ -98,9 +141,89 @@ class _SampleCache:
             return TeacherOutputs(self.logits[0][index], self.features[0][index])
 
 
-_CACHES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], _SampleCache]]
+_CACHES: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _SampleCache]]
 _CACHES = weakref.WeakKeyDictionary()
 _CACHES_LOCK = threading.Lock()
+_CLOCK = itertools.count(1)
+_LIMIT: dict[str, int | None] = {"max_bytes": DEFAULT_MAX_BYTES}
+
+
+def set_teacher_cache_limit(max_bytes: int | None) -> int | None:
+    """Bound the memory of the in-process teacher cache.
+
+    Parameters
+    ----------
+    max_bytes : int or None
+        The most bytes of teacher outputs kept (2 GiB by default); ``0``
+        keeps nothing (every fit computes its own outputs once), ``None``
+        sets no bound. Applied at once: entries over the new limit are
+        dropped, least recently used first.
+
+    Returns
+    -------
+    previous : int or None
+        The limit before, to restore it.
+
+    Examples
+    --------
+    >>> from projkd.teacher_cache import set_teacher_cache_limit
+    >>> previous = set_teacher_cache_limit(512 * 2**20)  # 512 MiB
+    >>> _ = set_teacher_cache_limit(previous)
+    """
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+    ):
+        raise ValueError(
+            f"max_bytes must be a non-negative int or None, got {max_bytes!r}; "
+            "e.g. set_teacher_cache_limit(2 * 2**30) for 2 GiB."
+        )
+    with _CACHES_LOCK:
+        previous = _LIMIT["max_bytes"]
+        _LIMIT["max_bytes"] = max_bytes
+        _evict()
+    return previous
+
+
+def teacher_cache_info() -> dict[str, Any]:
+    """What the in-process teacher cache holds now.
+
+    Returns
+    -------
+    info : dict
+        ``teachers`` (live teacher objects with entries), ``entries`` (one
+        per teacher state and layer), ``samples``, ``nbytes`` and
+        ``max_bytes``.
+    """
+    with _CACHES_LOCK:
+        entries = [cache for caches in _CACHES.values() for cache in caches.values()]
+        return {
+            "teachers": sum(1 for caches in _CACHES.values() if caches),
+            "entries": len(entries),
+            "samples": sum(len(cache.rows) for cache in entries),
+            "nbytes": sum(cache.nbytes for cache in entries),
+            "max_bytes": _LIMIT["max_bytes"],
+        }
+
+
+def _evict() -> None:
+    """Drop least recently used entries until the cache fits its limit.
+
+    Called with ``_CACHES_LOCK`` held.
+    """
+    limit = _LIMIT["max_bytes"]
+    if limit is None:
+        return
+    entries = [
+        (cache.last_used, key, caches, cache.nbytes)
+        for caches in _CACHES.values()
+        for key, cache in caches.items()
+    ]
+    total = sum(entry[-1] for entry in entries)
+    for _, key, caches, nbytes in sorted(entries, key=lambda entry: entry[0]):
+        if total <= limit:
+            break
+        del caches[key]
+        total -= nbytes
 
 
 def cached_teacher_outputs(
@@ -117,49 +240,52 @@ def cached_teacher_outputs(
 
     Parameters
     ----------
-    owner : torch.nn.Module
-        The user's teacher object: the cache lives as long as it does and is
-        shared by every estimator (clone) that holds it.
+    owner : torch.nn.Module or estimator
+        The user's teacher object: its entries live as long as it does and
+        are shared by every estimator (clone) that holds it.
     teacher : torch.nn.Module
         The frozen module to run (``owner`` itself, or its frozen copy).
     X : ndarray or torch.Tensor
+        Any tensor: one that requires grad is read detached, one on a GPU
+        is keyed on the GPU.
     layer, device, batch_size
         As in :func:`compute_teacher_outputs`.
     memory : joblib.Memory, str, path or None, default=None
         A joblib cache (or its folder) to use instead of the in-process one:
         it persists across processes and runs, keyed by the teacher's
-        weights and the whole of ``X``.
+        fingerprint (see the module's notes), ``layer`` and the digests of
+        the samples of ``X``, in order.
 
     Returns
     -------
     outputs : TeacherOutputs
     """
+    if isinstance(X, torch.Tensor):
+        X = X.detach()  # never part of a graph: keys and outputs read it only
+    fingerprint = teacher_fingerprint(teacher, X, layer=layer, device=device)
+    keys = sample_keys(X)
     if memory is not None:
         import joblib
 
         if isinstance(memory, str | os.PathLike):
             memory = joblib.Memory(os.fspath(memory), verbose=0)
         cached = memory.cache(
-            _compute_on_cpu_arrays, ignore=["teacher", "device", "batch_size"]
+            _compute_on_cpu_arrays, ignore=["teacher", "X", "device", "batch_size"]
         )
+        data = hashlib.blake2b(b"".join(keys), digest_size=16).digest()
         logits, features = cached(
-            weights_fingerprint(teacher),
-            teacher,
-            np.asarray(X),
-            layer,
-            device,
-            batch_size,
+            fingerprint, data, layer, teacher, X, device, batch_size
         )
         return TeacherOutputs(torch.from_numpy(logits), torch.from_numpy(features))
 
-    key = (layer, weights_fingerprint(teacher))
     with _CACHES_LOCK:
         per_teacher = _CACHES.setdefault(owner, {})
-        cache = per_teacher.setdefault(key, _SampleCache())
+        cache = per_teacher.setdefault((layer, fingerprint), _SampleCache())
+        cache.last_used = next(_CLOCK)
 
     def compute(positions: np.ndarray) -> TeacherOutputs:
         subset = (
-            X[torch.from_numpy(positions)]
+            X[torch.from_numpy(positions).to(X.device)]
             if isinstance(X, torch.Tensor)
             else X[positions]
         )
@@ -167,18 +293,23 @@ def cached_teacher_outputs(
             teacher, subset, layer=layer, device=device, batch_size=batch_size
         )
 
-    return cache.lookup(sample_keys(X), compute)
+    outputs = cache.lookup(keys, compute)
+    with _CACHES_LOCK:
+        _evict()
+    return outputs
 
 
 def _compute_on_cpu_arrays(
     fingerprint: bytes,
-    teacher: nn.Module,
-    X: np.ndarray,
+    data: bytes,
     layer: str | None,
+    teacher: nn.Module,
+    X: Any,
     device: Any,
     batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """joblib's cache key: the weights' fingerprint, ``X`` and ``layer``."""
+    """joblib's cache key: the teacher's fingerprint, the samples' digest and
+    ``layer`` (``X`` itself is not hashed: ``data`` stands for it)."""
     outputs = compute_teacher_outputs(
         teacher, X, layer=layer, device=device, batch_size=batch_size
     )

@@ -1,4 +1,5 @@
 import copy
+import functools
 import pickle
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from projkd import ProjectorDistiller
-from projkd.models import DigitsCNN
+from projkd.models import DigitsCNN, get_model
 
 from .conftest import FAST
 
@@ -149,18 +150,60 @@ def test_prediction_never_runs_the_teacher(small_digits, teacher):
     assert calls == []
 
 
-def test_history_records_every_loss_term(small_digits, teacher):
-    est = make(teacher, train_split=ValidSplit(5), kd_weight=1.0).fit(*small_digits)
-    for key in (
-        "train_loss",
-        "train_ce",
-        "train_kd",
-        "train_feat",
-        "train_acc",
-        "valid_loss",
-        "valid_acc",
-    ):
-        assert np.isfinite(est.history[-1, key]), key
+def test_history_terms_are_the_epoch_means_of_the_objective():
+    """With lr=0 the weights stay at their initial values, so each epoch's
+    recorded terms are the sample means of the objective over the training
+    part, and ``valid_*`` over the validation part (ValidSplit(5): the first
+    fifth): recompute them from the networks, across several uneven batches."""
+    from sklearn.model_selection import KFold
+
+    torch.manual_seed(0)
+    X = torch.randn(100, 6)
+    y = torch.arange(100) % 3
+    teacher = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    student = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    est = ProjectorDistiller(
+        teacher,
+        student,
+        n_projectors=2,
+        kd_weight=0.5,
+        lr=0.0,
+        max_epochs=2,
+        batch_size=32,  # 80 training samples: batches of 32, 32 and 16
+        train_split=ValidSplit(5),
+        verbose=0,
+        random_state=0,
+    ).fit(X, y)
+
+    def objective(index):
+        Xi, yi = X[index], y[index]
+        with torch.no_grad():
+            logits = est.module_(Xi)
+            s, t = est.module_[:2](Xi), teacher[:2](Xi)
+            ce = F.cross_entropy(logits, yi)
+            kd = 16 * F.kl_div(
+                F.log_softmax(logits / 4, 1),
+                F.softmax(teacher(Xi) / 4, 1),
+                reduction="batchmean",
+            )
+            feat = (1 - F.cosine_similarity(est.projectors_(s), t)).mean()
+            acc = (logits.argmax(1) == yi).float().mean()
+        return {
+            "ce": float(ce),
+            "kd": float(kd),
+            "feat": float(feat),
+            "acc": float(acc),
+            "loss": float(ce + 0.5 * kd + 25 * feat),
+        }
+
+    train_idx, valid_idx = next(KFold(5).split(X))
+    train, valid = objective(train_idx), objective(valid_idx)
+    assert train["acc"] != valid["acc"]  # the two parts are told apart
+    for epoch in est.history:
+        for term in ("ce", "kd", "feat", "acc", "loss"):
+            assert epoch[f"train_{term}"] == pytest.approx(train[term], rel=1e-5), term
+        assert epoch["valid_loss"] == pytest.approx(valid["loss"], rel=1e-5)
+        assert epoch["valid_acc"] == pytest.approx(valid["acc"], rel=1e-6)
 
 
 def test_recorded_terms_equal_the_objective_on_the_data():
@@ -223,6 +266,64 @@ def test_random_state_leaves_the_global_generator_alone(small_digits, teacher):
     torch.manual_seed(123)
     make(teacher, random_state=0).fit(*small_digits)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def _weights(est):
+    return {
+        name: value
+        for module in (est.module_, est.projectors_)
+        for name, value in module.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize(
+    "student",
+    [DigitsCNN, functools.partial(get_model, "digits_student")],
+    ids=["class", "registry-factory"],
+)
+def test_students_built_by_the_estimator_follow_random_state(
+    small_digits, teacher, student
+):
+    """Built inside the seeded fit: whatever the global generator's state."""
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        est = ProjectorDistiller(
+            teacher, student, student__n_features=16, **FAST, random_state=5
+        )
+        runs.append(_weights(est.fit(*small_digits)))
+    assert runs[0].keys() == runs[1].keys()
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
+    assert runs[0]["fc.weight"].shape == (10, 16)  # student__* reached it
+
+
+def test_a_factory_gets_the_teachers_number_of_classes(small_digits, teacher):
+    def build(num_classes=100, width=2):
+        return DigitsCNN(width=width, n_features=8, num_classes=num_classes)
+
+    est = ProjectorDistiller(teacher, build, student__width=3, **FAST)
+    est.fit(*small_digits)
+    assert est.module_.fc.out_features == 10
+    assert est.module_.features[0].out_channels == 3
+
+
+def test_a_factory_must_build_a_module(small_digits, teacher):
+    est = ProjectorDistiller(teacher, lambda num_classes: "resnet8", **FAST)
+    with pytest.raises(TypeError, match=r"student=.*returned a str, not a torch"):
+        est.fit(*small_digits)
+
+
+def test_a_first_partial_fit_builds_its_networks_under_random_state(
+    small_digits, teacher
+):
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        est = make(teacher, max_epochs=1, random_state=5)
+        runs.append(_weights(est.partial_fit(*small_digits)))
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
 
 
 def test_transform_gives_student_and_teacher_features(small_digits, teacher):

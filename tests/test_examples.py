@@ -1,22 +1,126 @@
-"""The examples run as they are (with one epoch, in a scratch folder)."""
+"""The examples run as they are (few epochs, in a scratch folder), and what
+they print is parsed and checked: numbers in range, tables consistent with
+themselves, and the quickstart's student actually learning."""
 
+import ast
+import math
+import re
 import runpy
 from pathlib import Path
 
 import pytest
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
+NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+def check_quickstart(out):
+    """8 epochs: the distilled student must have learnt the digits."""
+    predicted = re.search(r"^predicted: \[([\d ]+)\]$", out, re.M)
+    true = re.search(r"^true: +\[([\d ]+)\]$", out, re.M)
+    assert predicted and true, out
+    predicted, true = predicted[1].split(), true[1].split()
+    assert len(predicted) == len(true) == 10
+    assert set(predicted) <= {str(d) for d in range(10)}
+    accuracy = float(re.search(rf"student test accuracy: ({NUMBER})", out)[1])
+    assert accuracy >= 0.8  # chance is 0.1
+    terms = re.search(r"loss terms of the last epoch: (\{.*\})", out)[1]
+    terms = {
+        k: float(v)
+        for k, v in re.findall(rf"'(\w+)': (?:np\.float\d+\()?({NUMBER})", terms)
+    }
+    assert set(terms) == {"train_ce", "train_feat"}
+    assert 0 < terms["train_ce"] < math.log(10)  # below the loss of chance
+    assert 0 <= terms["train_feat"] <= 2  # 1 - cos lies in [0, 2]
+
+
+def check_pipeline(out):
+    rows = dict(re.findall(r"^(.+): \[([^\]]+)\]$", out, re.M))
+    assert set(rows) == {
+        "distiller as classifier",
+        "student features + logistic regression",
+    }, out
+    for name, scores in rows.items():
+        scores = [float(s) for s in scores.split()]
+        assert len(scores) == 3, name  # cv=3
+        assert all(0 <= s <= 1 for s in scores), name
+    embedded = [
+        float(s) for s in rows["student features + logistic regression"].split()
+    ]
+    assert min(embedded) > 0.3  # a linear model on the student's features
+
+
+def check_grid_search(out):
+    rows = re.findall(
+        rf"^(\{{.*\}}): accuracy ({NUMBER}), ECE ({NUMBER}), CKA ({NUMBER})$",
+        out,
+        re.M,
+    )
+    assert [ast.literal_eval(params) for params, *_ in rows] == [
+        {"n_projectors": k} for k in (1, 2, 3, 4)
+    ], out
+    accuracy = {params: float(acc) for params, acc, _, _ in rows}
+    for _, acc, ece, cka in rows:
+        assert 0 <= float(acc) <= 1 and 0 <= float(ece) <= 1 and 0 <= float(cka) <= 1
+    best = re.search(r"^best: (\{.*\})$", out, re.M)[1]
+    assert accuracy[best] == max(accuracy.values())  # refit="accuracy"
+
+
+def check_analysis_plots(out):
+    header = "| model | train acc % | test acc % | gap % | ECE % | over-conf. % | CKA |"
+    assert header in out, out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and re.fullmatch(NUMBER, cells[1]):
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    assert set(rows) == {"teacher", "no projector", "3 projectors"}
+    for name, (train, test, gap, ece, overconfidence, cka) in rows.items():
+        assert 0 <= train <= 100 and 0 <= test <= 100, name
+        assert gap == pytest.approx(train - test, abs=0.011), name
+        assert 0 <= ece <= 100 and 0 <= cka <= 1, name
+        # |mean confidence - accuracy| is a weighted mean of the bins' gaps
+        assert abs(overconfidence) <= ece + 0.011, name
+    assert rows["teacher"][-1] == pytest.approx(1.0)  # CKA with itself
+
+
+def check_huggingface(out):
+    rows = re.findall(
+        rf"^(.+): features (\d+) -> (\d+), test accuracy ({NUMBER})$", out, re.M
+    )
+    assert len(rows) == 2, out  # a CNN and a ConvNeXt student
+    for _, d_s, d_t, acc in rows:
+        assert int(d_s) > 0 and int(d_t) > 0 and 0 <= float(acc) <= 1
+    assert len({d_t for _, _, d_t, _ in rows}) == 1  # one teacher
+    layer = re.search(
+        rf"^teacher_layer='vit.layernorm': test accuracy ({NUMBER})$", out, re.M
+    )
+    assert layer and 0 <= float(layer[1]) <= 1, out
+
+
+CHECKS = {
+    "quickstart": (8, check_quickstart),
+    "pipeline": (1, check_pipeline),
+    "grid_search": (1, check_grid_search),
+    "analysis_plots": (1, check_analysis_plots),
+    "huggingface": (1, check_huggingface),
+}
+
+
+def test_every_example_is_checked():
+    assert {path.stem for path in EXAMPLES} == set(CHECKS)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs(path, tmp_path, monkeypatch, capsys):
+def test_example_runs_and_prints_sound_numbers(path, tmp_path, monkeypatch, capsys):
     if path.stem == "analysis_plots":
         pytest.importorskip("matplotlib")
     if path.stem == "huggingface":
         pytest.importorskip("transformers")
-    monkeypatch.setenv("PROJKD_EXAMPLE_EPOCHS", "1")
+    epochs, check = CHECKS[path.stem]
+    monkeypatch.setenv("PROJKD_EXAMPLE_EPOCHS", str(epochs))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(path), run_name="__main__")
-    assert capsys.readouterr().out.strip()
+    check(capsys.readouterr().out)
     if path.stem == "analysis_plots":
         assert len(list((tmp_path / "projkd-analysis").glob("*.png"))) == 3

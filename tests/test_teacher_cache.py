@@ -1,3 +1,6 @@
+import gc
+import types
+
 import joblib
 import numpy as np
 import pytest
@@ -5,10 +8,17 @@ import torch
 from sklearn.model_selection import GridSearchCV
 
 from projkd import ProjectorDistiller
+from projkd._fingerprint import PROBE_SIZE
 from projkd.augment import RandomCropFlip
 from projkd.batching import ArrayBatches, ArrayDataset
 from projkd.models import DigitsCNN
-from projkd.teacher_cache import clear_teacher_cache
+from projkd.teacher_cache import (
+    cached_teacher_outputs,
+    clear_teacher_cache,
+    compute_teacher_outputs,
+    set_teacher_cache_limit,
+    teacher_cache_info,
+)
 
 from .conftest import FAST
 
@@ -33,6 +43,9 @@ def make(teacher, **params):
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     clear_teacher_cache()
+    previous = set_teacher_cache_limit(2 * 2**30)
+    yield
+    set_teacher_cache_limit(previous)
 
 
 def test_cached_fit_runs_the_teacher_once_per_sample(small_digits):
@@ -40,8 +53,8 @@ def test_cached_fit_runs_the_teacher_once_per_sample(small_digits):
     teacher = DigitsCNN(width=8, n_features=32).eval()
     counter = Counter(teacher.fc)  # forward_head runs fc on every batch
     make(teacher, max_epochs=3).fit(X, y)
-    probe = 2
-    assert counter.n == len(X) + probe
+    probe = 2  # sizes the projectors
+    assert counter.n == len(X) + probe + PROBE_SIZE  # + the cache's fingerprint
     counter.n = 0
     make(teacher, max_epochs=3, cache_teacher=False).fit(X, y)
     assert counter.n == 3 * len(X) + probe
@@ -66,7 +79,7 @@ def test_a_search_runs_the_teacher_about_once_per_sample(small_digits):
     teacher = DigitsCNN(width=8, n_features=32).eval()
     counter = Counter(teacher.fc)  # forward_head runs fc on every batch
     GridSearchCV(make(teacher), {"n_projectors": [1, 2, 3, 4]}, cv=3).fit(X, y)
-    probes = 2 * (3 * 4 + 1)
+    probes = (2 + PROBE_SIZE) * (3 * 4 + 1)
     assert counter.n - probes <= 1.5 * len(X)
 
 
@@ -78,7 +91,7 @@ def test_joblib_memory_persists_across_estimators(tmp_path, small_digits):
     clear_teacher_cache()
     counter = Counter(teacher.fc)  # forward_head runs fc on every batch
     make(teacher, memory=tmp_path).fit(X, y)
-    assert counter.n == 2  # the probe only
+    assert counter.n == 2 + PROBE_SIZE  # the probes only
 
 
 def test_changed_teacher_weights_invalidate_the_cache(small_digits):
@@ -89,7 +102,7 @@ def test_changed_teacher_weights_invalidate_the_cache(small_digits):
         teacher.fc.weight.add_(1.0)
     counter = Counter(teacher.fc)  # forward_head runs fc on every batch
     make(teacher).fit(X, y)
-    assert counter.n == len(X) + 2
+    assert counter.n == len(X) + 2 + PROBE_SIZE
 
 
 def test_cache_with_random_augmentation_is_refused(small_digits, teacher):
@@ -106,10 +119,25 @@ def test_auto_turns_the_cache_off_with_augmentation(small_digits):
     assert counter.n == 2 * len(X) + 2
 
 
-def test_dataloader_fallback_carries_cached_outputs(small_digits, teacher):
+def test_dataloader_fallback_carries_cached_outputs(small_digits):
+    """A custom iterator (skorch's DataLoader, per-sample __getitem__) gets
+    the same cached teacher outputs as the sliced-array path: the teacher
+    runs once per sample, and training is the same."""
     X, y = small_digits
-    est = make(teacher, iterator_train__num_workers=0).fit(X, y)
-    assert np.isfinite(est.history[-1, "train_loss"])
+    teacher = DigitsCNN(width=8, n_features=32).eval()
+    params = dict(random_state=0, iterator_train__shuffle=False, kd_weight=1.0)
+    counter = Counter(teacher.fc)
+    fallback = make(teacher, iterator_train__num_workers=0, **params).fit(X, y)
+    assert counter.n == len(X) + 2 + PROBE_SIZE  # looked up, never run per batch
+    clear_teacher_cache()
+    sliced = make(teacher, **params).fit(X, y)
+    for key in ("train_loss", "train_ce", "train_kd", "train_feat"):
+        assert fallback.history[-1, key] == pytest.approx(
+            sliced.history[-1, key], rel=1e-5
+        ), key
+    np.testing.assert_allclose(
+        fallback.predict_proba(X), sliced.predict_proba(X), atol=1e-5
+    )
 
 
 def test_array_batches_cover_every_sample_once():
@@ -123,3 +151,145 @@ def test_array_batches_cover_every_sample_once():
     assert len(dropped) == 1 and len(list(dropped)) == 1
     ordered = np.concatenate([y.numpy() for _, y in ArrayBatches(dataset, indices, 4)])
     assert ordered.tolist() == indices.tolist()
+
+
+# ------------------------------------------------ any tensor (issue #11, defect 3)
+def test_tensors_that_require_grad_are_cached_and_left_alone(small_digits):
+    X, y = small_digits
+    teacher = DigitsCNN(width=8, n_features=32).eval()
+    X_grad = torch.tensor(X, requires_grad=True)
+    from_tensor = make(teacher, random_state=0).fit(X_grad, y)
+    assert X_grad.grad is None  # no gradient ever reached the user's data
+    clear_teacher_cache()
+    from_array = make(teacher, random_state=0).fit(X, y)
+    np.testing.assert_allclose(
+        from_tensor.predict_proba(X), from_array.predict_proba(X), atol=1e-6
+    )
+    uncached = make(teacher, random_state=0, cache_teacher=False).fit(X_grad, y)
+    assert X_grad.grad is None
+    assert uncached.history[-1, "train_loss"] == pytest.approx(
+        from_tensor.history[-1, "train_loss"], rel=1e-4
+    )
+
+
+def test_joblib_memory_accepts_tensors_that_require_grad(tmp_path, small_digits):
+    X, y = small_digits
+    teacher = DigitsCNN(width=8, n_features=32).eval()
+    X_grad = torch.tensor(X, requires_grad=True)
+    make(teacher, memory=tmp_path).fit(X_grad, y)
+    clear_teacher_cache()
+    counter = Counter(teacher.fc)
+    make(teacher, memory=tmp_path).fit(X, y)  # same samples, as an array
+    assert counter.n == 2 + PROBE_SIZE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors_are_keyed_on_the_device(small_digits):
+    X, y = small_digits
+    teacher = DigitsCNN(width=8, n_features=32).eval()
+    X_cuda = torch.tensor(X, device="cuda", requires_grad=True)
+    counter = Counter(teacher.fc)
+    est = make(teacher, device="cuda", max_epochs=2).fit(X_cuda, y)
+    assert counter.n == len(X) + 2 + PROBE_SIZE
+    assert X_cuda.grad is None
+    est.fit(X_cuda, y)  # a second fit: served from the cache
+    assert counter.n == len(X) + 2 * (2 + PROBE_SIZE)
+    outputs = cached_teacher_outputs(teacher, est.teacher_, X_cuda, device="cuda")
+    expected = compute_teacher_outputs(est.teacher_, X_cuda, device="cuda")
+    torch.testing.assert_close(outputs.logits, expected.logits)
+
+
+# --------------------------------------------- no stale outputs (defect 4)
+class ScaledTeacher(DigitsCNN):
+    """A teacher whose logits depend on things its state_dict does not hold:
+    a non-persistent buffer and a Python attribute."""
+
+    def __init__(self):
+        super().__init__(width=8, n_features=32)
+        self.register_buffer("scale", torch.ones(()), persistent=False)
+        self.sharpness = 1.0
+
+    def forward_head(self, features):
+        return super().forward_head(features) * self.scale * self.sharpness
+
+
+def _kd(teacher, X, y, **params):
+    """The recorded KD term of one full-batch epoch with lr=0."""
+    est = make(
+        teacher,
+        max_epochs=1,
+        lr=0.0,
+        batch_size=len(X),
+        kd_weight=1.0,
+        random_state=0,
+        **params,
+    )
+    return est.fit(X, y).history[-1, "train_kd"]
+
+
+def _sharpen_by_patching(teacher):
+    head = teacher.forward_head
+    teacher.forward_head = types.MethodType(lambda self, f: head(f) * 20, teacher)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t.scale.fill_(20.0),
+        lambda t: setattr(t, "sharpness", 20.0),
+        _sharpen_by_patching,
+    ],
+    ids=["non-persistent-buffer", "python-attribute", "patched-method"],
+)
+def test_a_changed_teacher_never_gets_stale_outputs(small_digits, change):
+    X, y = small_digits
+    teacher = ScaledTeacher().eval()
+    before = _kd(teacher, X, y)
+    with torch.no_grad():
+        change(teacher)
+    after = _kd(teacher, X, y)
+    truth = _kd(teacher, X, y, cache_teacher=False)
+    assert after == pytest.approx(truth, rel=1e-5)
+    assert after != pytest.approx(before, rel=1e-3)
+
+
+def test_teacher_cache_is_bounded_and_dies_with_the_teacher(small_digits):
+    X, y = small_digits
+    per_entry = len(X) * (10 + 32) * 4  # float32 logits and features
+    first = DigitsCNN(width=8, n_features=32).eval()
+    second = DigitsCNN(width=8, n_features=32).eval()
+    make(first, max_epochs=1).fit(X, y)
+    make(second, max_epochs=1).fit(X, y)
+    info = teacher_cache_info()
+    assert (info["teachers"], info["entries"], info["nbytes"]) == (2, 2, 2 * per_entry)
+
+    set_teacher_cache_limit(per_entry)  # room for one: the least recent goes
+    assert teacher_cache_info()["entries"] == 1
+    counter = Counter(second.fc)
+    make(second, max_epochs=1).fit(X, y)
+    assert counter.n == 2 + PROBE_SIZE  # the most recent one was kept
+
+    make(first, max_epochs=1).fit(X, y)  # now first is the most recent
+    info = teacher_cache_info()
+    assert info["nbytes"] <= per_entry and info["entries"] == 1
+
+    del first
+    gc.collect()
+    assert teacher_cache_info()["entries"] == 0  # gone with its teacher
+
+    set_teacher_cache_limit(0)
+    make(second, max_epochs=1).fit(X, y)
+    assert teacher_cache_info()["nbytes"] == 0
+    with pytest.raises(ValueError, match="max_bytes"):
+        set_teacher_cache_limit(-1)
+
+
+def test_a_new_teacher_state_does_not_keep_old_entries_alive_forever(small_digits):
+    X, y = small_digits
+    teacher = DigitsCNN(width=8, n_features=32).eval()
+    set_teacher_cache_limit(3 * len(X) * (10 + 32) * 4)
+    for _ in range(5):
+        make(teacher, max_epochs=1).fit(X, y)
+        with torch.no_grad():
+            teacher.fc.bias.add_(0.1)
+    assert teacher_cache_info()["entries"] == 3
