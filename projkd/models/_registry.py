@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -82,8 +83,9 @@ def get_model(
         ``"timm:<name>"`` for any model of :func:`timm.create_model` (the
         ``timm`` extra; see :class:`~projkd.models.TimmModel`).
     num_classes : int or None, default=None
-        Number of outputs; ``None`` means 100 for the CIFAR zoo and the
-        library's own default for torchvision and timm models.
+        Number of outputs; ``None`` means the factory's default: 100 for the
+        CIFAR zoo, 10 for the digits networks, the library's own for
+        torchvision and timm models.
     weights : str, path, torchvision weights or None, default=None
         A checkpoint file: a plain ``state_dict``, a training checkpoint with
         the weights under ``"model"`` (RepDistiller's
@@ -108,12 +110,18 @@ def get_model(
     >>> get_model("ShuffleV2").num_features
     1024
     """
+    arguments = dict(kwargs)
+    spec: dict[str, Any] = {"name": name, "num_classes": num_classes}
+    spec["kwargs"] = arguments
     if name.startswith(_TORCHVISION):
-        return _torchvision(name[len(_TORCHVISION) :], num_classes, weights, kwargs)
+        model = _torchvision(name[len(_TORCHVISION) :], num_classes, weights, kwargs)
+        return _record(model, spec)
     if name.startswith(_TIMM):
         from ._timm import timm_model
 
-        return timm_model(name[len(_TIMM) :], num_classes, weights=weights, **kwargs)
+        arguments.pop("pretrained", None)  # the weights travel in the file
+        model = timm_model(name[len(_TIMM) :], num_classes, weights=weights, **kwargs)
+        return _record(model, spec)
     key = _ALIASES.get(name, name)
     if key not in _MODELS:
         close = difflib.get_close_matches(name, [*_MODELS, *_ALIASES], n=3)
@@ -122,20 +130,39 @@ def get_model(
             f"Unknown model {name!r}.{hint} See projkd.models.list_models(), or use "
             "'torchvision:<name>' or 'timm:<name>'."
         )
-    n_classes = 100 if num_classes is None else num_classes
-    model = _MODELS[key](num_classes=n_classes, **kwargs)
+    factory = _MODELS[key]
+    n_classes = _default_classes(factory) if num_classes is None else num_classes
+    model = factory(num_classes=n_classes, **kwargs)
     if weights is not None:
         if not _is_path(weights):
             raise ValueError(
                 f"weights for {name!r} must be the path of a checkpoint file; got "
                 f"{weights!r}."
             )
-        load_weights(model, weights, arch=_describe(key, num_classes))
+        load_weights(model, weights, arch=_describe(key, n_classes))
+    return _record(model, {**spec, "name": key, "num_classes": n_classes})
+
+
+#: Attribute under which get_model records how a model was built, so that an
+#: exported student can name its architecture (projkd.export).
+SPEC_ATTRIBUTE = "_projkd_spec"
+
+
+def _record(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
+    object.__setattr__(model, SPEC_ATTRIBUTE, spec)
     return model
 
 
-def _describe(name: str, num_classes: int | None) -> str:
-    return f"{name} (num_classes={100 if num_classes is None else num_classes})"
+def _default_classes(factory: Callable[..., nn.Module]) -> int:
+    """The factory's own default (100 for the CIFAR zoo, 10 for digits)."""
+    parameter = inspect.signature(factory).parameters.get("num_classes")
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return 100
+    return int(parameter.default)
+
+
+def _describe(name: str, num_classes: int) -> str:
+    return f"{name} (num_classes={num_classes})"
 
 
 def _torchvision(
