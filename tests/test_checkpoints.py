@@ -9,6 +9,7 @@ the reference network's logits and penultimate features.
 
 from __future__ import annotations
 
+import argparse
 import pickle
 
 import pytest
@@ -108,6 +109,8 @@ def test_checkpoint_layouts(tmp_path):
         "state_dict": {"state_dict": prefixed, "arch": "resnet8"},
         "net": {"net": state, "acc": 0.5},
         "ddp": prefixed,
+        # RepDistiller's <arch>_last.pth: the argparse options beside the weights
+        "last": {"opt": argparse.Namespace(model="resnet8", lr=0.05), "model": state},
     }
     x = torch.randn(2, 3, 32, 32)
     for layout, obj in layouts.items():

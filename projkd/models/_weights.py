@@ -3,15 +3,17 @@
 :func:`read_state_dict` accepts the layouts in use for CIFAR-100 and
 ImageNet teachers: a plain ``state_dict``; a training checkpoint with the
 weights under ``"model"`` (RepDistiller, PEFD and mdistiller save
-``{"epoch", "model", "accuracy", "optimizer"}``), ``"state_dict"`` or
-``"net"``; keys prefixed by ``module.`` (``DataParallel``/DDP) or
-``_orig_mod.`` (``torch.compile``). Files are always read with
+``{"epoch", "model", "accuracy", "optimizer"}``, and RepDistiller's last
+checkpoint adds its ``argparse`` options), ``"state_dict"`` or ``"net"``;
+keys prefixed by ``module.`` (``DataParallel``/DDP) or ``_orig_mod.``
+(``torch.compile``). Files are always read with
 ``torch.load(..., weights_only=True)``: a file that pickles code is refused
 before any of it runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,7 +92,10 @@ def read_state_dict(
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        # RepDistiller's final checkpoint stores its argparse options ("opt"),
+        # plain data that the weights-only unpickler may build safely.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise pickle.UnpicklingError(
             f"Refused to load {str(path)!r}: it holds pickled objects other than "
