@@ -219,3 +219,14 @@ def test_a_checkpoint_saved_from_cuda_loads_on_cpu(tmp_path):
     _reference_checkpoint(reference, path)
     model = get_model("resnet8", num_classes=N_CLASSES, weights=path)
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_vgg_pools_after_block3_only_for_64x64_inputs_as_the_reference(tmp_path):
+    reference = MODEL_DICT["vgg8"](num_classes=N_CLASSES)
+    _hand_made_weights(reference, seed=6)
+    path = tmp_path / "vgg8.pth"
+    torch.save({"model": reference.state_dict()}, path)
+    model = get_model("vgg8", num_classes=N_CLASSES, weights=path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.eval()(x), rtol=1e-4, atol=1e-5)
