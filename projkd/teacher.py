@@ -140,16 +140,26 @@ class _LogitsNet(NeuralNetClassifier):
 
 
 def save_teacher(model: nn.Module, path: str | Path) -> None:
-    """Save a teacher's weights as a ``state_dict`` (no pickled code)."""
+    """Save a teacher's weights as a plain ``state_dict`` (no pickled code).
+
+    The file loads back with :func:`load_teacher` or
+    ``projkd.models.get_model(name, weights=path)``.
+    """
     torch.save(model.state_dict(), path)
 
 
 def load_teacher(
     model: nn.Module, path: str | Path, *, device: Any = "cpu"
 ) -> nn.Module:
-    """Load weights saved by :func:`save_teacher` into ``model``, in eval mode.
+    """Load a teacher checkpoint into ``model``, in eval mode.
 
-    Loading goes through ``torch.load(..., weights_only=True)``: a file that
+    Reads the files of :func:`save_teacher` and the checkpoints published
+    with the CIFAR-100 benchmark: a plain ``state_dict``, or a training
+    checkpoint with the weights under ``"model"`` (RepDistiller, PEFD and
+    mdistiller save ``{"epoch", "model", "accuracy", "optimizer"}``, from
+    CUDA), ``"state_dict"`` or ``"net"``; a ``module.`` prefix
+    (DataParallel/DDP) is removed. Loading goes through
+    ``torch.load(..., weights_only=True, map_location=device)``: a file that
     carries pickled code is refused, and its code never runs.
 
     Parameters
@@ -162,9 +172,28 @@ def load_teacher(
     Returns
     -------
     teacher : torch.nn.Module
+        ``model`` with the weights, on ``device``, in eval mode.
+
+    Raises
+    ------
+    pickle.UnpicklingError
+        If the file carries code (which never runs).
+    ValueError
+        If the file holds no ``state_dict``, or its keys or shapes do not fit
+        ``model`` (the message lists the missing and unexpected keys).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from projkd.models import get_model
+    >>> path = tempfile.mkdtemp() + "/teacher.pt"
+    >>> save_teacher(get_model("resnet8"), path)
+    >>> load_teacher(get_model("resnet8"), path).training
+    False
     """
-    state = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    from .models import load_weights
+
+    load_weights(model, path, map_location=device)
     return model.to(device).eval()
 
 

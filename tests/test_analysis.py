@@ -122,3 +122,32 @@ def test_teacher_probabilities_are_a_distribution(fitted):
             ests["0 projectors"].teacher_(torch.as_tensor(X_test)), 1
         )
     np.testing.assert_allclose(proba, expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_compare_adds_costs_for_teacher_and_students(fitted):
+    from projkd.analysis import cost_summary
+    from projkd.cost import count_macs, count_parameters
+
+    ests, X_train, y_train, X_test, y_test = fitted
+    assert "macs" not in compare(ests, X_train, y_train, X_test, y_test)[0]
+    with pytest.raises(ValueError, match="cost=True"):
+        cost_summary(compare(ests, X_train, y_train, X_test, y_test))
+    records = compare(ests, X_train, y_train, X_test, y_test, cost=True, cost_repeats=2)
+    teacher_row, student_row = records[0], records[2]
+    est = ests["2 projectors"]
+    shape = X_test.shape[1:]
+    assert teacher_row["params"] == count_parameters(est.teacher_)
+    assert teacher_row["macs"] == count_macs(est.teacher_, shape)
+    assert student_row["macs"] == count_macs(est.module_, shape)
+    assert student_row["macs"] < teacher_row["macs"]
+    for row in records:
+        assert row["latency_ms"] > 0 and row["batch_size"] == 1
+        assert row["device"] == "cpu"
+    table = format_markdown(records)
+    assert "| MACs (M) |" in table and "Speed measured at batch 1 on cpu" in table
+    lines = cost_summary(records).splitlines()
+    assert len(lines) == 2 and lines[1].startswith("2 projectors: ")
+    ratio = teacher_row["macs"] / student_row["macs"]
+    assert f"{ratio:.1f}x fewer MACs" in lines[1]
+    points = 100 * (student_row["test_acc"] - teacher_row["test_acc"])
+    assert lines[1].endswith(f"{points:+.1f} points")

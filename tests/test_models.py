@@ -122,6 +122,24 @@ def test_list_models_contains_the_zoo():
     assert set(NAMES) <= set(list_models())
 
 
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("ResNet50", "resnet50"),
+        ("MobileNetV2", "mobilenetv2"),
+        ("ShuffleV1", "shufflenetv1"),
+        ("ShuffleV2", "shufflenetv2"),
+        ("vgg13_bn", "vgg13"),
+    ],
+)
+def test_reference_spellings_are_aliases(alias, name):
+    """The reference code's names build the same architecture."""
+    built, expected = get_model(alias, num_classes=10), get_model(name, num_classes=10)
+    assert type(built) is type(expected)
+    shapes = {k: v.shape for k, v in built.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in expected.state_dict().items()}
+
+
 def test_unknown_name_suggests_close_names():
     with pytest.raises(ValueError, match="Did you mean 'resnet8'"):
         get_model("resnet9")
@@ -132,7 +150,8 @@ def test_unknown_name_suggests_close_names():
 def test_factories_pass_architecture_arguments():
     wrn = get_model("wrn_16_2", num_classes=10, drop_rate=0.3)
     assert isinstance(wrn, WideResNet)
-    assert all(block.drop_rate == 0.3 for stage in wrn.stages for block in stage)
+    stages = (wrn.block1, wrn.block2, wrn.block3)
+    assert all(block.drop_rate == 0.3 for stage in stages for block in stage.layer)
     assert get_model("mobilenetv2", width_mult=1.0).num_features == 1280
     assert get_model("mobilenetv2", width_mult=1.5).num_features == 1920
     plain = get_model("vgg8", batch_norm=False)
@@ -142,19 +161,19 @@ def test_factories_pass_architecture_arguments():
 def test_wide_resnet_shortcuts_only_where_shape_changes():
     """wrn_16_1's first stage keeps 16 channels: identity shortcuts there."""
     wrn = get_model("wrn_16_1")
-    first, second = wrn.stages[0], wrn.stages[1]
-    assert all(block.shortcut is None for block in first)
-    assert second[0].shortcut is not None
-    assert all(block.shortcut is None for block in second[1:])
+    first, second = wrn.block1.layer, wrn.block2.layer
+    assert all(block.convShortcut is None for block in first)
+    assert second[0].convShortcut is not None
+    assert all(block.convShortcut is None for block in second[1:])
 
 
 def test_resnet_feature_map_sizes(batch):
     """CIFAR form: the stem keeps 32x32, stages run at 32, 16 and 8."""
     net = get_model("resnet20").eval()
     sizes = []
-    x = net.stem(batch)
+    x = net.relu(net.bn1(net.conv1(batch)))
     assert x.shape[-1] == 32
-    for stage in net.stages:
+    for stage in net.stages():
         x = stage(x)
         sizes.append(x.shape[-1])
     assert sizes == [32, 16, 8]

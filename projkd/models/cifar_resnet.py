@@ -28,6 +28,7 @@ from ._registry import register_model
 __all__ = [
     "BasicBlock",
     "CifarResNet",
+    "conv",
     "conv_bn",
     "init_weights",
     "resnet8",
@@ -92,8 +93,26 @@ def conv_bn(
     Returns
     -------
     layers : torch.nn.Sequential
+        Modules ``0`` (convolution), ``1`` (BatchNorm) and ``2`` (ReLU).
     """
-    conv = nn.Conv2d(
+    layers: list[nn.Module] = [
+        conv(in_channels, out_channels, kernel_size, stride, groups),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 1,
+    stride: int = 1,
+    groups: int = 1,
+) -> nn.Conv2d:
+    """A bias-free convolution with "same" padding (``kernel_size // 2``)."""
+    return nn.Conv2d(
         in_channels,
         out_channels,
         kernel_size,
@@ -102,10 +121,6 @@ def conv_bn(
         groups=groups,
         bias=False,
     )
-    layers: list[nn.Module] = [conv, nn.BatchNorm2d(out_channels)]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class ResidualBlock(Protocol):
@@ -125,6 +140,9 @@ class ResidualBlock(Protocol):
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers and a shortcut, then a ReLU (output ``planes``).
+
+    Module names are those of the reference code (``conv1``, ``bn1``,
+    ``conv2``, ``bn2``, ``downsample``), so its checkpoints load unchanged.
 
     Parameters
     ----------
@@ -147,12 +165,15 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = conv_bn(in_channels, planes, 3, stride, relu=True)
-        self.conv2 = conv_bn(planes, planes, 3, relu=False)
+        self.conv1 = conv(in_channels, planes, 3, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv(planes, planes, 3)
+        self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(self.conv1(x))
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu(out + shortcut)
 
@@ -164,6 +185,11 @@ class CifarResNet(nn.Module):
     stride-2 first block; a 1x1 conv-BN projection is the shortcut wherever
     stride or width changes, the identity elsewhere. The penultimate features
     are the globally average-pooled output of the last block (after its ReLU).
+
+    Modules are named as in the CRD benchmark's code (``conv1``, ``bn1``,
+    ``layer1`` ... ``layerN``, ``fc``), so its checkpoints load with
+    ``strict=True``; :attr:`head_name` names the linear layer (``"linear"``
+    for the reference ResNet-50).
 
     Parameters
     ----------
@@ -195,7 +221,12 @@ class CifarResNet(nn.Module):
     >>> net = CifarResNet(BasicBlock, layers=[1, 1, 1], widths=[16, 32, 64])
     >>> tuple(net.forward_features(torch.zeros(2, 3, 32, 32)).shape)
     (2, 64)
+    >>> list(net.state_dict())[:2]
+    ['conv1.weight', 'bn1.weight']
     """
+
+    #: Name of the final linear layer.
+    head_name: ClassVar[str] = "fc"
 
     def __init__(
         self,
@@ -211,9 +242,11 @@ class CifarResNet(nn.Module):
                 f"layers and widths need one entry per stage; got layers={layers} "
                 f"and widths={widths}."
             )
-        self.stem = conv_bn(3, stem_width, 3, relu=True)
+        self.conv1 = conv(3, stem_width, 3)
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
         in_channels = stem_width
-        stages = []
+        self.num_stages = len(layers)
         for i, (n_blocks, planes) in enumerate(zip(layers, widths, strict=True)):
             stride = 1 if i == 0 else 2
             out_channels = planes * block.expansion
@@ -222,21 +255,28 @@ class CifarResNet(nn.Module):
                 downsample = conv_bn(in_channels, out_channels, 1, stride, relu=False)
             blocks = [block(in_channels, planes, stride, downsample)]
             blocks += [block(out_channels, planes) for _ in range(n_blocks - 1)]
-            stages.append(nn.Sequential(*blocks))
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             in_channels = out_channels
-        self.stages = nn.Sequential(*stages)
         self.num_features = in_channels
-        self.fc = nn.Linear(in_channels, num_classes)
+        self.add_module(self.head_name, nn.Linear(in_channels, num_classes))
 
         init_weights(self)
 
+    def stages(self) -> list[nn.Module]:
+        """The stages ``layer1`` ... ``layerN``, in order."""
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
     def forward_features(self, x: Tensor) -> Tensor:
         """The penultimate features: pooled, after the last ReLU."""
-        return self.stages(self.stem(x)).mean(dim=(2, 3))
+        x = self.relu(self.bn1(self.conv1(x)))
+        for stage in self.stages():
+            x = stage(x)
+        return x.mean(dim=(2, 3))
 
     def forward_head(self, features: Tensor) -> Tensor:
         """Logits from penultimate features."""
-        return self.fc(features)
+        head: nn.Module = getattr(self, self.head_name)
+        return head(features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

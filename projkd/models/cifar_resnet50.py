@@ -20,16 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._registry import register_model
-from .cifar_resnet import CifarResNet, conv_bn
+from .cifar_resnet import CifarResNet, conv
 
-__all__ = ["Bottleneck", "resnet50"]
+__all__ = ["Bottleneck", "CifarResNet50", "resnet50"]
 
 
 class Bottleneck(nn.Module):
     """1x1, 3x3 and 1x1 conv-BN layers and a shortcut, then a ReLU.
 
     The output has ``4 * planes`` channels; the 3x3 convolution carries the
-    stride (the "ResNet v1.5" placement).
+    stride (the "ResNet v1.5" placement). Module names follow the reference
+    (``conv1`` ... ``bn3``, ``shortcut``; an empty ``shortcut`` is the
+    identity).
 
     Parameters
     ----------
@@ -52,20 +54,34 @@ class Bottleneck(nn.Module):
         downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = conv_bn(in_channels, planes, relu=True)
-        self.conv2 = conv_bn(planes, planes, 3, stride, relu=True)
-        self.conv3 = conv_bn(planes, planes * self.expansion, relu=False)
-        self.downsample = downsample
+        self.conv1 = conv(in_channels, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv(planes, planes, 3, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.shortcut = nn.Sequential() if downsample is None else downsample
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv3(self.conv2(self.conv1(x)))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet50(CifarResNet):
+    """:class:`CifarResNet` whose classifier is named ``linear``, as in the
+    reference ResNet-50 (``models/resnetv2.py``)."""
+
+    head_name: ClassVar[str] = "linear"
 
 
 @register_model
 def resnet50(num_classes: int = 100, **kwargs: Any) -> CifarResNet:
     """ResNet-50 for 32x32 images: 23.71M parameters, 2048 features.
+
+    The reference spells it ``ResNet50``; :func:`~projkd.models.get_model`
+    accepts both names.
 
     Examples
     --------
@@ -73,7 +89,7 @@ def resnet50(num_classes: int = 100, **kwargs: Any) -> CifarResNet:
     >>> net.num_features
     2048
     """
-    return CifarResNet(
+    return CifarResNet50(
         Bottleneck,
         layers=[3, 4, 6, 3],
         widths=[64, 128, 256, 512],

@@ -22,7 +22,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import conv_bn, init_weights
 
@@ -43,6 +42,9 @@ _STAGES = (
 class InvertedResidual(nn.Module):
     """Expand (1x1), depthwise 3x3, project (1x1, linear); residual if shapes match.
 
+    The eight layers sit in one ``conv`` sequence (conv, BN, ReLU, conv, BN,
+    ReLU, conv, BN), as in the reference code.
+
     Parameters
     ----------
     in_channels : int
@@ -60,9 +62,9 @@ class InvertedResidual(nn.Module):
         hidden = in_channels * expand_ratio
         self.use_residual = stride == 1 and in_channels == out_channels
         self.conv = nn.Sequential(
-            conv_bn(in_channels, hidden, relu=True),
-            conv_bn(hidden, hidden, 3, stride, groups=hidden, relu=True),
-            conv_bn(hidden, out_channels, relu=False),
+            *conv_bn(in_channels, hidden, relu=True),
+            *conv_bn(hidden, hidden, 3, stride, groups=hidden, relu=True),
+            *conv_bn(hidden, out_channels, relu=False),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,8 +72,12 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class MobileNetV2(PooledConvNet):
+class MobileNetV2(nn.Module):
     """MobileNetV2 for 32x32 images.
+
+    Modules are named as in the CRD benchmark's code (``conv1``,
+    ``blocks.<stage>.<block>.conv``, ``conv2``, ``classifier.0``), so its
+    checkpoints load with ``strict=True``.
 
     Parameters
     ----------
@@ -109,9 +115,11 @@ class MobileNetV2(PooledConvNet):
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive; got {width_mult}.")
         in_channels = int(32 * width_mult)
-        layers: list[nn.Module] = [conv_bn(3, in_channels, 3, 2, relu=True)]
+        self.conv1 = conv_bn(3, in_channels, 3, 2, relu=True)
+        self.blocks = nn.ModuleList()
         for stage, (channels, n_blocks, stride) in enumerate(_STAGES):
             out_channels = int(channels * width_mult)
+            layers = []
             for i in range(n_blocks):
                 layers.append(
                     InvertedResidual(
@@ -122,17 +130,36 @@ class MobileNetV2(PooledConvNet):
                     )
                 )
                 in_channels = out_channels
+            self.blocks.append(nn.Sequential(*layers))
         self.num_features = int(1280 * width_mult) if width_mult > 1 else 1280
-        layers.append(conv_bn(in_channels, self.num_features, relu=True))
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.conv2 = conv_bn(in_channels, self.num_features, relu=True)
+        linear = nn.Linear(self.num_features, num_classes)
+        self.classifier = nn.Sequential(linear)
 
         init_weights(self)
-        nn.init.normal_(self.classifier.weight, std=0.01)
-        nn.init.zeros_(self.classifier.bias)
+        nn.init.normal_(linear.weight, std=0.01)
+        nn.init.zeros_(linear.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The penultimate features: pooled, after the last ReLU."""
+        x = self.conv1(x)
+        for stage in self.blocks:
+            x = stage(x)
+        return self.conv2(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits from penultimate features."""
+        return self.classifier(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model
 def mobilenetv2(num_classes: int = 100, **kwargs: Any) -> MobileNetV2:
-    """MobileNetV2, width 0.5 (``mobile_half``): 0.81M parameters, 1280 features."""
+    """MobileNetV2, width 0.5: 0.81M parameters, 1280 features.
+
+    The reference spells it ``MobileNetV2`` (factory ``mobile_half``);
+    :func:`~projkd.models.get_model` accepts those names too.
+    """
     return MobileNetV2(num_classes=num_classes, **kwargs)

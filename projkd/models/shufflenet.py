@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import PooledConvNet
 from ._registry import register_model
-from .cifar_resnet import conv_bn
+from .cifar_resnet import conv
 
 __all__ = [
     "ShuffleNetV1",
     "ShuffleNetV2",
     "ShuffleV1Unit",
+    "ShuffleV2DownUnit",
     "ShuffleV2Unit",
     "channel_shuffle",
     "shufflenetv1",
@@ -69,10 +69,11 @@ class ShuffleV1Unit(nn.Module):
     """ShuffleNet unit: 1x1 group conv, shuffle, 3x3 depthwise, 1x1 group conv.
 
     At stride 1 the branch is added to the input; at stride 2 it is
-    concatenated with the 3x3 average-pooled input, so the unit outputs
-    ``in_channels + out_channels`` channels. A ReLU follows the sum or
-    concatenation, and (as in the CRD benchmark, unlike the paper) also the
-    depthwise convolution.
+    concatenated with the 3x3 average-pooled input (``shortcut``), so the
+    unit outputs ``in_channels + out_channels`` channels. A ReLU follows the
+    sum or concatenation, and (as in the CRD benchmark, unlike the paper) also
+    the depthwise convolution. Module names are those of the reference
+    (``conv1``, ``bn1`` ... ``conv3``, ``bn3``).
 
     Parameters
     ----------
@@ -100,70 +101,127 @@ class ShuffleV1Unit(nn.Module):
         _check_identity(in_channels, out_channels, stride)
         mid = out_channels // 4
         self.squeeze_groups = groups if squeeze_groups is None else squeeze_groups
-        self.conv1 = conv_bn(in_channels, mid, groups=self.squeeze_groups, relu=True)
-        self.conv2 = conv_bn(mid, mid, 3, stride, groups=mid, relu=True)
-        self.conv3 = conv_bn(mid, out_channels, groups=groups, relu=False)
-        self.pool = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else None
+        self.conv1 = conv(in_channels, mid, groups=self.squeeze_groups)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = conv(mid, mid, 3, stride, groups=mid)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = conv(mid, out_channels, groups=groups)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.stride = stride
+        self.shortcut = nn.Sequential()
+        if stride == 2:
+            self.shortcut.append(nn.AvgPool2d(3, stride=2, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = channel_shuffle(self.conv1(x), self.squeeze_groups)
-        out = self.conv3(self.conv2(out))
-        if self.pool is None:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = channel_shuffle(out, self.squeeze_groups)
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.stride == 1:
             return F.relu(out + x)
-        return F.relu(torch.cat([out, self.pool(x)], dim=1))
+        return F.relu(torch.cat([out, self.shortcut(x)], dim=1))
 
 
 class ShuffleV2Unit(nn.Module):
-    """ShuffleNetV2 unit, basic (stride 1) or down-sampling (stride 2).
+    """ShuffleNetV2 basic unit (stride 1).
 
-    Stride 1: half the channels pass unchanged, the other half go through
-    1x1 conv-BN-ReLU, 3x3 depthwise conv-BN, 1x1 conv-BN-ReLU. Stride 2: the
-    whole input goes through that branch and through a second one (3x3
-    depthwise conv-BN, 1x1 conv-BN-ReLU). The halves are concatenated and
-    shuffled in two groups.
+    Half the channels pass unchanged, the other half go through 1x1
+    conv-BN-ReLU, 3x3 depthwise conv-BN, 1x1 conv-BN-ReLU; the halves are
+    concatenated and shuffled in two groups. Named ``BasicBlock`` in the
+    reference (``conv1`` ... ``bn3``).
+
+    Parameters
+    ----------
+    channels : int
+        Even; input and output width.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.conv1 = conv(half, half)
+        self.bn1 = nn.BatchNorm2d(half)
+        self.conv2 = conv(half, half, 3, groups=half)
+        self.bn2 = nn.BatchNorm2d(half)
+        self.conv3 = conv(half, half)
+        self.bn3 = nn.BatchNorm2d(half)
+
+    def forward(self, x: Tensor) -> Tensor:
+        kept, x = x.chunk(2, dim=1)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn3(self.conv3(self.bn2(self.conv2(out)))))
+        return channel_shuffle(torch.cat([kept, out], dim=1), 2)
+
+
+class ShuffleV2DownUnit(nn.Module):
+    """ShuffleNetV2 down-sampling unit (stride 2).
+
+    The whole input goes through two branches: 3x3 depthwise conv-BN (stride
+    2), 1x1 conv-BN-ReLU (``conv1``, ``conv2``); and 1x1 conv-BN-ReLU, 3x3
+    depthwise conv-BN (stride 2), 1x1 conv-BN-ReLU (``conv3`` ... ``conv5``).
+    Their outputs are concatenated and shuffled in two groups. Named
+    ``DownBlock`` in the reference.
 
     Parameters
     ----------
     in_channels : int
     out_channels : int
-        Even; equal to ``in_channels`` at stride 1.
-    stride : {1, 2}, default=1
+        Even.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        _check_identity(in_channels, out_channels, stride)
         half = out_channels // 2
-        self.left: nn.Sequential | None = None
-        if stride != 1:
-            self.left = nn.Sequential(
-                conv_bn(in_channels, in_channels, 3, stride, in_channels, relu=False),
-                conv_bn(in_channels, half, relu=True),
-            )
-        self.right = nn.Sequential(
-            conv_bn(in_channels if stride != 1 else half, half, relu=True),
-            conv_bn(half, half, 3, stride, groups=half, relu=False),
-            conv_bn(half, half, relu=True),
-        )
+        self.conv1 = conv(in_channels, in_channels, 3, 2, groups=in_channels)
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv2 = conv(in_channels, half)
+        self.bn2 = nn.BatchNorm2d(half)
+        self.conv3 = conv(in_channels, half)
+        self.bn3 = nn.BatchNorm2d(half)
+        self.conv4 = conv(half, half, 3, 2, groups=half)
+        self.bn4 = nn.BatchNorm2d(half)
+        self.conv5 = conv(half, half)
+        self.bn5 = nn.BatchNorm2d(half)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.left is None:
-            kept, x = x.chunk(2, dim=1)
-        else:
-            kept = self.left(x)
-        return channel_shuffle(torch.cat([kept, self.right(x)], dim=1), 2)
+        left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
+        right = F.relu(self.bn3(self.conv3(x)))
+        right = F.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
+        return channel_shuffle(torch.cat([left, right], dim=1), 2)
 
 
-class _ShuffleNet(PooledConvNet):
-    """The stem, stages, (head) and classifier shared by both versions."""
+class _ShuffleNet(nn.Module):
+    """The stem (``conv1``, ``bn1``), stages ``layer1`` ... ``layer3`` and
+    classifier (``linear``) shared by both versions, named as in the reference.
+    """
 
-    def __init__(
-        self, stages: list[nn.Module], head: nn.Module, width: int, num_classes: int
-    ) -> None:
+    linear: nn.Linear
+
+    def __init__(self, stages: list[nn.Module], width: int, num_classes: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(conv_bn(3, _STEM_WIDTH, relu=True), *stages, head)
+        self.conv1 = conv(3, _STEM_WIDTH)
+        self.bn1 = nn.BatchNorm2d(_STEM_WIDTH)
+        for i, stage in enumerate(stages):
+            self.add_module(f"layer{i + 1}", stage)
+        self.num_stages = len(stages)
         self.num_features = width
-        self.classifier = nn.Linear(width, num_classes)
+
+    def _trunk(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The penultimate features: pooled, after the last ReLU."""
+        return self._trunk(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits from penultimate features."""
+        return self.linear(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 class ShuffleNetV1(_ShuffleNet):
@@ -224,7 +282,8 @@ class ShuffleNetV1(_ShuffleNet):
             ]
             stages.append(nn.Sequential(*units))
             in_channels = channels
-        super().__init__(stages, nn.Identity(), in_channels, num_classes)
+        super().__init__(stages, in_channels, num_classes)
+        self.linear = nn.Linear(in_channels, num_classes)
 
 
 class ShuffleNetV2(_ShuffleNet):
@@ -274,21 +333,37 @@ class ShuffleNetV2(_ShuffleNet):
         stages: list[nn.Module] = []
         in_channels = _STEM_WIDTH
         for channels, n_units in zip(stage_channels, stage_units, strict=True):
-            units = [ShuffleV2Unit(in_channels, channels, stride=2)]
-            units += [ShuffleV2Unit(channels, channels) for _ in range(n_units - 1)]
+            units: list[nn.Module] = [ShuffleV2DownUnit(in_channels, channels)]
+            units += [ShuffleV2Unit(channels) for _ in range(n_units - 1)]
             stages.append(nn.Sequential(*units))
             in_channels = channels
-        head = conv_bn(in_channels, width, relu=True)
-        super().__init__(stages, head, width, num_classes)
+        super().__init__(stages, width, num_classes)
+        # the 1x1 conv-BN-ReLU that widens the features, then the classifier
+        self.conv2 = conv(in_channels, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.linear = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The penultimate features: pooled, after the last ReLU."""
+        x = F.relu(self.bn2(self.conv2(self._trunk(x))))
+        return x.mean(dim=(2, 3))
 
 
 @register_model
 def shufflenetv1(num_classes: int = 100, **kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNetV1 (3 groups): 0.95M parameters, 960 features."""
+    """ShuffleNetV1 (3 groups): 0.95M parameters, 960 features.
+
+    The reference spells it ``ShuffleV1``; :func:`~projkd.models.get_model`
+    accepts both names.
+    """
     return ShuffleNetV1(num_classes=num_classes, **kwargs)
 
 
 @register_model
 def shufflenetv2(num_classes: int = 100, **kwargs: Any) -> ShuffleNetV2:
-    """ShuffleNetV2 (width 1): 1.36M parameters, 1024 features."""
+    """ShuffleNetV2 (width 1): 1.36M parameters, 1024 features.
+
+    The reference spells it ``ShuffleV2``; :func:`~projkd.models.get_model`
+    accepts both names.
+    """
     return ShuffleNetV2(num_classes=num_classes, **kwargs)

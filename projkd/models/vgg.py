@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import init_weights
 
@@ -40,12 +40,17 @@ _CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
         (512, 512, 512, 512),
     ),
 }
-# The reference pools after the fourth block only for 64x64 inputs.
-_POOLED_BLOCKS = 3
 
 
-class VGG(PooledConvNet):
+class VGG(nn.Module):
     """A VGG network for 32x32 images.
+
+    Modules are named as in the CRD benchmark's code: five convolution
+    blocks ``block0`` ... ``block4`` (each a sequence of conv, BN, ReLU
+    whose last ReLU is applied in ``forward``), max-pooling ``pool0`` ...
+    ``pool3`` and the linear ``classifier``, so its checkpoints load with
+    ``strict=True``. As in the reference, ``pool3`` runs only for 64x64
+    inputs.
 
     Parameters
     ----------
@@ -79,9 +84,9 @@ class VGG(PooledConvNet):
         super().__init__()
         if depth not in _CONFIGS:
             raise ValueError(f"depth must be one of {sorted(_CONFIGS)}; got {depth}.")
-        layers: list[nn.Module] = []
         in_channels = 3
         for i, block in enumerate(_CONFIGS[depth]):
+            layers: list[nn.Module] = []
             for out_channels in block:
                 # Convolutions keep their bias even before BatchNorm, as in VGG.
                 layers.append(nn.Conv2d(in_channels, out_channels, 3, padding=1))
@@ -89,15 +94,31 @@ class VGG(PooledConvNet):
                     layers.append(nn.BatchNorm2d(out_channels))
                 layers.append(nn.ReLU(inplace=True))
                 in_channels = out_channels
-            if i < _POOLED_BLOCKS:
-                layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+            self.add_module(f"block{i}", nn.Sequential(*layers[:-1]))
+        for i in range(4):
+            self.add_module(f"pool{i}", nn.MaxPool2d(2))
         self.num_features = in_channels
         self.classifier = nn.Linear(in_channels, num_classes)
 
         init_weights(self)
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The penultimate features: pooled, after the last ReLU."""
+        pool_last = x.shape[2] == 64
+        for i in range(5):
+            x = F.relu(getattr(self, f"block{i}")(x))
+            if i < 3 or (i == 3 and pool_last):
+                x = getattr(self, f"pool{i}")(x)
+        return x.mean(dim=(2, 3))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits from penultimate features."""
+        return self.classifier(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -24,6 +24,7 @@ from ._registry import register_model
 from .cifar_resnet import init_weights
 
 __all__ = [
+    "NetworkBlock",
     "WideBasicBlock",
     "WideResNet",
     "wrn_16_1",
@@ -36,8 +37,9 @@ __all__ = [
 class WideBasicBlock(nn.Module):
     """A pre-activation block: BN-ReLU-conv3x3, BN-ReLU-(dropout)-conv3x3.
 
-    Where the width or stride changes, the shortcut is a 1x1 convolution of
-    the block's pre-activated input; elsewhere it is the raw input.
+    Where the width changes, the shortcut is a 1x1 convolution
+    (``convShortcut``) of the block's pre-activated input; elsewhere it is the
+    raw input. Module names are those of the reference code.
 
     Parameters
     ----------
@@ -58,26 +60,73 @@ class WideBasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(
             in_channels, out_channels, 3, stride, padding=1, bias=False
         )
         self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.drop_rate = drop_rate
-        self.shortcut: nn.Conv2d | None = None
-        if in_channels != out_channels or stride != 1:
-            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+        # As in the reference, only a change of width gets a projection (in
+        # these networks the stride never changes without the width).
+        self.convShortcut: nn.Conv2d | None = None
+        if in_channels != out_channels:
+            self.convShortcut = nn.Conv2d(
+                in_channels, out_channels, 1, stride, bias=False
+            )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = F.relu(self.bn2(self.conv1(out)))
+        out = self.relu1(self.bn1(x))
+        shortcut = x if self.convShortcut is None else self.convShortcut(out)
+        out = self.relu2(self.bn2(self.conv1(out)))
         out = F.dropout(out, p=self.drop_rate, training=self.training)
         return self.conv2(out) + shortcut
 
 
+class NetworkBlock(nn.Module):
+    """One stage of a :class:`WideResNet`: its blocks in ``layer``.
+
+    Parameters
+    ----------
+    n_blocks : int
+    in_channels, out_channels : int
+    stride : int
+        Stride of the first block.
+    drop_rate : float, default=0.0
+    """
+
+    def __init__(
+        self,
+        n_blocks: int,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(
+            *(
+                WideBasicBlock(
+                    in_channels if i == 0 else out_channels,
+                    out_channels,
+                    stride if i == 0 else 1,
+                    drop_rate,
+                )
+                for i in range(n_blocks)
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x)
+
+
 class WideResNet(nn.Module):
     """A wide ResNet for 32x32 images.
+
+    Modules are named as in the CRD benchmark's code (``conv1``,
+    ``block1.layer.0.bn1`` ..., ``bn1``, ``fc``), so its checkpoints load
+    with ``strict=True``.
 
     Parameters
     ----------
@@ -118,34 +167,23 @@ class WideResNet(nn.Module):
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"depth must be 6n + 4 (10, 16, 22, ...); got {depth}.")
         n = (depth - 4) // 6
+        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        in_channels = 16
-        stages = []
-        for i, width in enumerate((16, 32, 64)):
-            out_channels = width * widen_factor
-            blocks = [
-                WideBasicBlock(
-                    in_channels if j == 0 else out_channels,
-                    out_channels,
-                    stride=2 if i > 0 and j == 0 else 1,
-                    drop_rate=drop_rate,
-                )
-                for j in range(n)
-            ]
-            stages.append(nn.Sequential(*blocks))
-            in_channels = out_channels
-        self.stages = nn.Sequential(*stages)
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.num_features = in_channels
-        self.fc = nn.Linear(in_channels, num_classes)
+        self.block1 = NetworkBlock(n, 16, widths[0], 1, drop_rate)
+        self.block2 = NetworkBlock(n, widths[0], widths[1], 2, drop_rate)
+        self.block3 = NetworkBlock(n, widths[1], widths[2], 2, drop_rate)
+        self.bn1 = nn.BatchNorm2d(widths[2])
+        self.relu = nn.ReLU(inplace=True)
+        self.num_features = widths[2]
+        self.fc = nn.Linear(widths[2], num_classes)
 
         init_weights(self)
         nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The penultimate features: pooled, after the last ReLU."""
-        x = self.stages(self.conv1(x))
-        return F.relu(self.bn1(x)).mean(dim=(2, 3))
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        return self.relu(self.bn1(x)).mean(dim=(2, 3))
 
     def forward_head(self, features: Tensor) -> Tensor:
         """Logits from penultimate features."""

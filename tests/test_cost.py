@@ -1,0 +1,116 @@
+"""Parameters, MACs and measured speed (projkd.cost)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from projkd.cost import (
+    ModelCost,
+    cost_sentence,
+    count_macs,
+    count_parameters,
+    measure_speed,
+    model_cost,
+)
+from projkd.models import get_model
+
+
+def _macs_by_hooks(model: nn.Module, input_shape) -> int:
+    """An independent count: each conv/linear layer's MACs from its output shape."""
+    total = 0
+
+    def hook(module, _inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_output = (module.in_channels // module.groups) * module.weight[
+                0, 0
+            ].numel()
+            total += output.numel() * per_output
+        else:
+            total += output.numel() * module.in_features
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+def test_macs_of_a_hand_computed_network():
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),  # 8*8 outputs * 4 channels * 3*3*3 = 6912
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),  # 8*8*4 * 1*3*3 = 2304
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),  # 8
+    )
+    assert count_macs(net, (3, 8, 8)) == 6912 + 2304 + 8
+    assert count_parameters(net) == (3 * 4 * 9 + 4) + (4 * 9 + 4) + (4 * 2 + 2)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2", "shufflenetv1"])
+def test_macs_of_zoo_models_match_a_layer_by_layer_count(name):
+    model = get_model(name)
+    assert count_macs(model, (3, 32, 32)) == _macs_by_hooks(model, (3, 32, 32))
+
+
+def test_speed_is_measured_and_modes_are_restored():
+    model = get_model("resnet8", num_classes=10).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    speed = measure_speed(model, (3, 32, 32), batch_size=4, warmup=1, repeats=3)
+    assert speed["batch_size"] == 4 and speed["device"] == "cpu"
+    assert speed["latency_ms"] > 0
+    assert speed["images_per_s"] == pytest.approx(4000 / speed["latency_ms"])
+    assert all(m.training for m in model.modules())
+    # BatchNorm statistics did not move: the passes ran in eval mode.
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_model_cost_counts_without_timing_when_asked():
+    model = get_model("wrn_16_1")
+    cost = model_cost(model, (3, 32, 32), measure=False)
+    assert cost.params == count_parameters(model)
+    assert cost.macs == count_macs(model, (3, 32, 32))
+    assert cost.latency_ms is None and cost.device is None
+    timed = model_cost(model, (3, 32, 32), warmup=0, repeats=1)
+    assert timed.batch_size == 1 and timed.latency_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"input_shape": ()}, "input_shape must be the shape of one sample"),
+        ({"input_shape": (3, 0, 32)}, "input_shape must be"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"repeats": 0}, "repeats must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    args = {"input_shape": (3, 32, 32), **kwargs}
+    shape = args.pop("input_shape")
+    with pytest.raises(ValueError, match=match):
+        measure_speed(get_model("resnet8"), shape, **args)
+
+
+def test_cost_sentence_reads_both_ways():
+    teacher = ModelCost(params=10, macs=600, latency_ms=8.2, batch_size=1, device="cpu")
+    student = {**teacher.as_dict(), "macs": 100, "latency_ms": 2.0}
+    assert cost_sentence(teacher, student, name="s") == (
+        "s: 6.0x fewer MACs, 4.1x faster at batch 1 on cpu"
+    )
+    bigger = {"macs": 900, "latency_ms": 16.4, "batch_size": 8, "device": "cuda:0"}
+    sentence = cost_sentence(
+        {**teacher.as_dict(), "test_acc": 0.70}, {**bigger, "test_acc": 0.725}
+    )
+    assert sentence == (
+        "student: 1.5x more MACs, 2.0x slower at batch 8 on cuda:0, +2.5 points"
+    )
