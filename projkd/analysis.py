@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import layer_activation
-
 from .cost import cost_sentence, model_cost
+from .features import layer_activation
 from .metrics import (
     MinibatchCKA,
     expected_calibration_error,
