@@ -157,7 +157,7 @@ default="state_dict"
         torch.save(_state_of(student), path)
         _sidecar(path).write_text(json.dumps(_metadata(est, student), indent=2))
         return path
-    module = _WithSoftmax(student) if output == "proba" else student
+    module = _WithSoftmax(student).eval() if output == "proba" else student
     x = _example_input(est, example_input)
     if format == "torchscript":
         with torch.no_grad():
@@ -190,6 +190,7 @@ def _export_onnx(module: nn.Module, x: Tensor, path: Path) -> None:
         dynamo=True,
         dynamic_shapes=({0: torch.export.Dim.AUTO},),
         external_data=False,
+        verbose=False,
     )
 
 

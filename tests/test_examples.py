@@ -98,12 +98,35 @@ def check_huggingface(out):
     assert layer and 0 <= float(layer[1]) <= 1, out
 
 
+def check_published_teacher(out):
+    assert re.search(
+        r"^loaded \S+/ckpt_epoch_240\.pth: same logits as saved: True$", out, re.M
+    ), out
+    for who in ("teacher", "student"):
+        accuracy = float(re.search(rf"^{who} test accuracy: ({NUMBER})$", out, re.M)[1])
+        assert 0 <= accuracy <= 1
+
+
+def check_export_student(out):
+    rows = re.findall(
+        r"^([\w.]+): student\.\w+, \d+ KiB, max \|p - predict_proba\| = (\S+)$",
+        out,
+        re.M,
+    )
+    assert {fmt for fmt, _ in rows} >= {"state_dict", "torchscript", "torch.export"}
+    for fmt, gap in rows:
+        assert float(gap) < 1e-5, fmt  # the exported file predicts as the estimator
+    assert re.search(r"^student: [\d.]+x fewer MACs", out, re.M), out
+
+
 CHECKS = {
     "quickstart": (8, check_quickstart),
     "pipeline": (1, check_pipeline),
     "grid_search": (1, check_grid_search),
     "analysis_plots": (1, check_analysis_plots),
     "huggingface": (1, check_huggingface),
+    "published_teacher": (1, check_published_teacher),
+    "export_student": (1, check_export_student),
 }
 
 
