@@ -1,0 +1,748 @@
+"""``projkd reproduce``: the paper's CIFAR-100 comparison, resumable, in one command.
+
+:func:`reproduce` trains (or loads) a teacher, then distils it into the
+student of the pair once per variant and seed -- the student alone, KD,
+feature distillation with 0, 1 and 3 projectors, and KD on a logit
+projector -- with the reference recipe of the data set, and writes
+``results.json``, ``results.md`` and plots into its output folder.
+
+Every run checkpoints each epoch (:class:`~projkd.callbacks.ResumableCheckpoint`,
+one file per state, each well under 16 MiB for the CIFAR zoo), so a call
+stopped by ``time_budget`` (or killed) continues where it stopped when the
+same command is run again, and a finished run (its ``record.json``) is never
+redone. Augmentation and shuffling are seeded per epoch, so a resumed run
+gives the same weights as an uninterrupted one.
+
+Layout of ``out``::
+
+    settings.json              what the results depend on (checked on re-runs)
+    teacher/record.json        done marker and metrics; teacher.pt (state_dict)
+    runs/<variant>-seed<s>/    record.json, test_proba.npy, checkpoints/
+    results.json, results.md, reliability.png, accuracy.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback, Checkpoint
+from skorch.utils import to_tensor
+
+from ._random import seeded
+from .batching import ArrayBatches, ArrayDataset
+from .callbacks import ResumableCheckpoint
+from .distiller import ProjectorDistiller
+from .experiments import Data, load_data, recipe
+from .metrics import expected_calibration_error, linear_cka, overconfidence
+from .models import get_model, list_models
+from .reproduce_results import format_results, summarize, write_plots
+from .teacher import load_teacher
+
+__all__ = [
+    "DEFAULT_PAIRS",
+    "FAST_SETTINGS",
+    "VARIANTS",
+    "TimeBudget",
+    "reproduce",
+]
+
+# name -> ProjectorDistiller parameters (METHOD.md; T = 4 is the default)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "alone": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=0.0, n_projectors=0),
+    "kd": dict(ce_weight=0.1, kd_weight=0.9, feature_weight=0.0, n_projectors=0),
+    "fd0": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=0),
+    "fd1": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=1),
+    "fd3": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=3),
+    "kd_lp": dict(
+        ce_weight=0.1,
+        kd_weight=0.9,
+        feature_weight=0.0,
+        n_projectors=0,
+        logit_projector=True,
+        logit_projector_init="identity",
+    ),
+}
+DEFAULT_PAIRS = {
+    "cifar100": "wrn_40_2:wrn_16_2",
+    "digits": "digits_teacher:digits_student",
+    "mnist": "digits_teacher:digits_student",
+}
+_FULL_EPOCHS = {"cifar100": 240, "digits": 20, "mnist": 20}
+_RECIPE_BATCH = 64
+# the fast GPU settings (issue "GPU-grade training"), used on CUDA unless fast=False
+FAST_SETTINGS: dict[str, Any] = {
+    "mixed_precision": "bf16",
+    "compile": True,
+    "channels_last": True,
+    "data_device": "auto",
+}
+
+
+# ------------------------------------------------------------------ budget
+class _Clock:
+    """Time spent in this call, and the longest unit of work seen so far."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.longest = 0.0
+        self.worked = False
+
+    def done(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+        self.worked = True
+
+    def out_of_time(self) -> bool:
+        """Whether the next unit of work might not end within the budget.
+
+        Every call does at least one unit (an epoch, or a run's evaluation),
+        so that each call makes progress whatever the budget.
+        """
+        if self.seconds is None or not self.worked:
+            return False
+        elapsed = time.monotonic() - self.start
+        return elapsed + 1.25 * self.longest > self.seconds
+
+
+class TimeBudget(Callback):
+    """Stop training cleanly when the next epoch might overrun a time budget.
+
+    At the end of each epoch (after the checkpoint callbacks listed before it
+    have saved it), the longest epoch so far is compared with the time left;
+    if it might not fit, training ends through skorch's ``KeyboardInterrupt``
+    path, leaving a usable estimator and a checkpoint to resume from.
+
+    Parameters
+    ----------
+    clock : object
+        Shared by every run of one :func:`reproduce` call; it has ``done``
+        and ``out_of_time`` methods.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        self.clock.done(float(net.history[-1, "dur"]))
+        if self.clock.out_of_time() and len(net.history) < net.max_epochs:
+            raise KeyboardInterrupt  # skorch ends fit here, cleanly
+
+
+class _EpochSeed(Callback):
+    """Seed torch at each epoch from ``(seed, epoch)``: augmentation and
+    dropout of epoch ``e`` do not depend on whether the run was resumed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+        state = np.random.SeedSequence([self.seed, len(net.history)]).generate_state(1)
+        torch.manual_seed(int(state[0]))
+
+
+class _TestScore(Callback):
+    """Record test top-1 and top-5 of the network after every epoch."""
+
+    def __init__(self, X: Any, y: Any, label: str = "", verbose: bool = False):
+        self.X = X
+        self.y = y
+        self.label = label
+        self.verbose = verbose
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        logits = net.forward(self.X, training=False, device="cpu").float()
+        top1, top5 = _topk(logits.numpy(), np.asarray(self.y))
+        net.history.record("test_acc", top1)
+        net.history.record("test_top5", top5)
+        if self.verbose:
+            row = net.history[-1]
+            print(
+                f"[reproduce] {self.label} epoch {row['epoch']}/{net.max_epochs}: "
+                f"train acc {100 * row.get('train_acc', float('nan')):.2f}%, "
+                f"test {100 * top1:.2f}% ({row['dur']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _topk(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    k = min(5, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top1 = float(np.mean(scores.argmax(1) == y))
+    return top1, float(np.mean((top == y[:, None]).any(1)))
+
+
+# ----------------------------------------------------------------- teacher
+class _TeacherNet(NeuralNetClassifier):
+    """A skorch classifier for the teacher: batches sliced from arrays and
+    seeded per epoch, the recipe's batch augmentation, optional bf16 autocast
+    and channels_last (CUDA)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        train_transform: Any = None,
+        seed: int = 0,
+        bf16: bool = False,
+        channels_last: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_transform = train_transform
+        self.seed = seed
+        self.bf16 = bf16
+        self.channels_last = channels_last
+
+    def initialize_module(self) -> _TeacherNet:
+        super().initialize_module()
+        if self.channels_last:
+            self.module_.to(memory_format=torch.channels_last)
+        return self
+
+    def get_dataset(self, X: Any, y: Any = None) -> Any:
+        return ArrayDataset(X, y)
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
+        return ArrayBatches(
+            dataset,
+            np.arange(len(dataset)),
+            batch_size=self.batch_size,
+            shuffle=training,
+            seed=self.seed,
+            first_epoch=len(self.history) if self.history else 0,
+        )
+
+    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        x = to_tensor(x, device=self.device)
+        if self.train_transform is not None and self.module_.training:
+            x = self.train_transform(x)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        device_type = torch.device(self.device or "cpu").type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.module_(x, **fit_params)
+        return logits.float()
+
+
+class _TeacherCheckpoint(ResumableCheckpoint):
+    """ResumableCheckpoint for a plain skorch net (no projectors to save)."""
+
+    def _f_kwargs(self) -> dict[str, Any]:
+        return Checkpoint._f_kwargs(self)
+
+
+# ----------------------------------------------------------------- helpers
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)  # a done marker is either whole or absent
+
+
+def _build(arch: str, data: Data, seed: int, device: str) -> torch.nn.Module:
+    """Build a network under the run's seed (the same weights in every process)."""
+    kwargs: dict[str, Any] = {}
+    if arch.startswith("digits_"):
+        kwargs["in_channels"] = data.in_channels
+    with seeded(seed, device):
+        return get_model(arch, num_classes=data.n_classes, **kwargs)
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
+def _supported(name: str) -> bool:
+    """Whether the installed ProjectorDistiller knows parameter ``name``."""
+    import inspect
+
+    from skorch import NeuralNet
+
+    return any(
+        name in inspect.signature(cls.__init__).parameters
+        for cls in (ProjectorDistiller, NeuralNet)
+    )
+
+
+def _metrics(proba_train, y_train, proba_test, y_test) -> dict[str, float]:
+    train_acc = float(np.mean(proba_train.argmax(1) == y_train))
+    top1, top5 = _topk(proba_test, y_test)
+    return {
+        "test_acc": top1,
+        "test_top5": top5,
+        "train_acc": train_acc,
+        "gap": train_acc - top1,
+        "ece": expected_calibration_error(
+            y_test, proba_test, labels=np.arange(proba_test.shape[1])
+        ),
+        "overconfidence": overconfidence(
+            y_test, proba_test, labels=np.arange(proba_test.shape[1])
+        ),
+    }
+
+
+def _curve_fields(history: Any, n_train: int) -> dict[str, Any]:
+    test = [float(row["test_acc"]) for row in history]
+    top5 = [float(row["test_top5"]) for row in history]
+    best = int(np.argmax(test))
+    seconds = float(sum(row["dur"] for row in history))
+    return {
+        "best_test_acc": test[best],
+        "best_test_top5": top5[best],
+        "best_epoch": best + 1,
+        "epochs": len(history),
+        "train_time_s": seconds,
+        "images_per_s": n_train * len(history) / seconds if seconds else None,
+        "curve_test_acc": test,
+        "curve_train_acc": [float(row.get("train_acc", np.nan)) for row in history],
+    }
+
+
+def _save_proba(folder: Path, proba: np.ndarray) -> None:
+    np.save(folder / "test_proba.npy", proba.astype(np.float16))
+
+
+class _Context:
+    """What every run of one call shares."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.__dict__.update(kwargs)
+
+
+# --------------------------------------------------------------- the runs
+def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | None:
+    folder = ctx.out / "teacher"
+    done = folder / "record.json"
+    data = ctx.data
+    if done.exists():
+        record = json.loads(done.read_text())
+        model = _build(ctx.teacher_arch, data, 0, ctx.device)
+        return record, load_teacher(model, record["weights"], device=ctx.device)
+    if ctx.clock.out_of_time():
+        return None
+    model = _build(ctx.teacher_arch, data, 0, ctx.device)
+    started = time.monotonic()
+    record: dict[str, Any] = {"model": f"teacher ({ctx.teacher_arch})"}
+    if ctx.teacher_weights is not None:
+        weights = Path(ctx.teacher_weights).resolve()
+        teacher = load_teacher(model, weights, device=ctx.device)
+        record.update(source="given", weights=str(weights))
+    else:
+        teacher = _train_teacher(ctx, model, folder)
+        if teacher is None:
+            return None
+        weights = folder / "teacher.pt"
+        state = {k: v.detach().float().cpu() for k, v in teacher.state_dict().items()}
+        torch.save(state, weights)
+        teacher = load_teacher(
+            _build(ctx.teacher_arch, data, 0, ctx.device), weights, device=ctx.device
+        )
+        record.update(source="trained", weights=str(weights.resolve()))
+        record.update(ctx.teacher_curve)
+    record["sha256"] = _sha256(weights)
+    proba = {
+        name: torch.softmax(ctx.forward(teacher, X).float(), dim=1).numpy()
+        for name, X in (("train", data.X_train), ("test", data.X_test))
+    }
+    record.update(
+        _metrics(proba["train"], data.y_train, proba["test"], data.y_test), cka=1.0
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_proba(folder, proba["test"])
+    ctx.clock.done(time.monotonic() - started)
+    _write_json(done, record)
+    return record, teacher
+
+
+def _train_teacher(
+    ctx: _Context, model: torch.nn.Module, folder: Path
+) -> torch.nn.Module | None:
+    params = ctx.recipe(ctx.teacher_arch)
+    callbacks = _callbacks(ctx, params.pop("callbacks", []), folder, 0, "teacher")
+    callbacks[1] = ("checkpoint", _TeacherCheckpoint(dirname=str(folder / "ckpt")))
+    fast = ctx.fast
+    net = _TeacherNet(
+        model,
+        criterion=torch.nn.CrossEntropyLoss,
+        max_epochs=ctx.epochs,
+        device=ctx.device,
+        classes=np.arange(ctx.data.n_classes),
+        train_split=None,
+        verbose=0,
+        callbacks=callbacks,
+        seed=0,
+        bf16=fast.get("mixed_precision") == "bf16",
+        channels_last=bool(fast.get("channels_last")),
+        compile=bool(fast.get("compile")),
+        **params,
+    )
+    with seeded(0, ctx.device):
+        net.fit(ctx.data.X_train, ctx.data.y_train)
+    if len(net.history) < ctx.epochs:
+        return None  # stopped on the budget; resumes on the next call
+    ctx.teacher_curve = _curve_fields(net.history, len(ctx.data.y_train))
+    module = net.module_
+    return getattr(module, "_orig_mod", module).eval()
+
+
+def _callbacks(
+    ctx: _Context, recipe_callbacks: list[Any], folder: Path, seed: int, label: str
+) -> list[Any]:
+    # order matters: the test score is recorded before the checkpoint saves the
+    # history; the checkpoint loads before, and saves before, the lr scheduler
+    # steps (skorch rebuilds the scheduler from the history's length); the
+    # budget stops only after the epoch is saved
+    return [
+        (
+            "test_score",
+            _TestScore(ctx.data.X_test, ctx.data.y_test, label, ctx.verbose),
+        ),
+        ("checkpoint", ResumableCheckpoint(dirname=str(folder / "ckpt"))),
+        *recipe_callbacks,
+        ("epoch_seed", _EpochSeed(seed)),
+        ("time_budget", TimeBudget(ctx.clock)),
+    ]
+
+
+def _student_run(
+    ctx: _Context, teacher: torch.nn.Module, variant: str, seed: int
+) -> dict[str, Any] | None:
+    folder = ctx.out / "runs" / f"{variant}-seed{seed}"
+    done = folder / "record.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if ctx.clock.out_of_time():
+        return None
+    data = ctx.data
+    student = _build(ctx.student_arch, data, seed, ctx.device)
+    params = ctx.recipe(ctx.student_arch)
+    callbacks = _callbacks(
+        ctx, params.pop("callbacks", []), folder, seed, f"{variant} seed {seed}"
+    )
+    variant_params = dict(VARIANTS[variant])
+    if variant_params["feature_weight"] == 0 and not ctx.equal_widths:
+        variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
+    estimator = ProjectorDistiller(
+        teacher,
+        student,
+        max_epochs=ctx.epochs,
+        device=ctx.device,
+        random_state=seed,
+        classes=np.arange(data.n_classes),
+        train_split=None,
+        verbose=0,
+        callbacks=callbacks,
+        **params,
+        **variant_params,
+        **ctx.fast,
+    )
+    estimator.fit(data.X_train, data.y_train)
+    if len(estimator.history) < ctx.epochs or ctx.clock.out_of_time():
+        return None  # stopped on the budget (or no time to evaluate): resumes
+    started = time.monotonic()
+    proba_test = estimator.predict_proba(data.X_test)
+    record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
+    record.update(
+        _metrics(
+            estimator.predict_proba(data.X_train), data.y_train, proba_test, data.y_test
+        )
+    )
+    record["cka"] = linear_cka(
+        estimator.transform(data.X_test), estimator.transform_teacher(data.X_test)
+    )
+    record.update(_curve_fields(estimator.history, len(data.y_train)))
+    record["params"] = variant_params
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_proba(folder, proba_test)
+    ctx.clock.done(time.monotonic() - started)
+    _write_json(done, record)
+    return record
+
+
+def _forward(device: str) -> Any:
+    from .teacher_cache import compute_teacher_outputs
+
+    def forward(model: torch.nn.Module, X: Any) -> torch.Tensor:
+        return compute_teacher_outputs(model, X, device=device).logits
+
+    return forward
+
+
+# ------------------------------------------------------------- validation
+def _parse_pair(pair: str) -> tuple[str, str]:
+    teacher, sep, student = pair.partition(":")
+    if not sep or not teacher or not student:
+        raise ValueError(
+            f"pair={pair!r} is not TEACHER:STUDENT; e.g. 'wrn_40_2:wrn_16_2'."
+        )
+    known = list_models()
+    for role, name in (("teacher", teacher), ("student", student)):
+        if name not in known and not name.startswith("torchvision:"):
+            raise ValueError(
+                f"pair={pair!r}: the {role} {name!r} is not a projkd model; "
+                f"choose from {', '.join(known)}."
+            )
+    return teacher, student
+
+
+def _check_variants(variants: Sequence[str]) -> list[str]:
+    variants = list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(
+            f"variants={variants!r}: unknown {unknown}; choose from "
+            f"{', '.join(VARIANTS)}."
+        )
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"variants={variants!r} lists a variant twice.")
+    return variants
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to mix runs of other settings in one output folder."""
+    path = out / "settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        differ = {
+            k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v
+        }
+        if differ:
+            details = "; ".join(
+                f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items()
+            )
+            raise ValueError(
+                f"{out} holds runs made with other settings ({details}). Re-run "
+                "with the same settings to resume, or choose another out folder."
+            )
+    else:
+        _write_json(path, settings)
+
+
+def _recipe_factory(
+    dataset: str, epochs: int, batch_size: int | None
+) -> tuple[Any, list[str]]:
+    """The recipe of each network, with the opt-in deviations applied."""
+    deviations: list[str] = []
+
+    def make(arch: str) -> dict[str, Any]:
+        params = recipe(dataset, arch, epochs)
+        if batch_size is not None and batch_size != params["batch_size"]:
+            scale = batch_size / params["batch_size"]
+            params["lr"] = params["lr"] * scale
+            params["batch_size"] = batch_size
+        return params
+
+    if batch_size is not None:
+        base = recipe(dataset, "x", epochs)
+        if batch_size != base["batch_size"]:
+            deviations.append(
+                f"batch {batch_size} instead of {base['batch_size']}, lr scaled "
+                f"linearly by {batch_size / base['batch_size']:g}"
+            )
+    return make, deviations
+
+
+# ------------------------------------------------------------------ entry
+def reproduce(
+    *,
+    dataset: str = "cifar100",
+    data_root: str | Path | None = None,
+    pair: str | None = None,
+    variants: Sequence[str] = tuple(VARIANTS),
+    epochs: int | None = None,
+    seeds: int = 1,
+    out: str | Path = "runs/repro",
+    teacher_weights: str | Path | None = None,
+    time_budget: float | None = None,
+    subset: int | None = None,
+    device: str = "auto",
+    fast: bool = True,
+    batch_size: int | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run (or continue) the paper's comparison of variants and write results.
+
+    Parameters
+    ----------
+    dataset : {"cifar100", "digits", "mnist"}, default="cifar100"
+    data_root : str, Path or None
+        The data set's folder (CIFAR-100: the shared ``.npy.xz`` parts or
+        torchvision's layout); not needed for digits.
+    pair : str or None
+        ``"TEACHER:STUDENT"`` model names; default ``wrn_40_2:wrn_16_2`` for
+        CIFAR-100 (equal feature widths, 128 and 128, so ``fd0`` applies),
+        the digits pair otherwise.
+    variants : sequence of str, default=all of VARIANTS
+        ``alone`` (CE), ``kd`` (0.1 CE + 0.9 KD, T = 4), ``fd0``/``fd1``/``fd3``
+        (feature distillation, beta 25, with 0, 1 or 3 projectors), ``kd_lp``
+        (KD on a logit projector, identity init).
+    epochs : int or None
+        Epochs of the teacher and of each student; the lr milestones scale
+        with it. ``None``: the recipe's (240 for CIFAR-100).
+    seeds : int, default=1
+        Students are trained with seeds ``0 .. seeds - 1`` (the teacher with 0).
+    out : str or Path, default="runs/repro"
+    teacher_weights : str, Path or None
+        A teacher ``state_dict`` (:func:`~projkd.teacher.save_teacher`) to use
+        instead of training one.
+    time_budget : float or None
+        Seconds this call may take: it stops when the next epoch might not
+        fit (at least one epoch or evaluation per call) and the same call
+        continues later.
+    subset : int or None
+        Train on this many images (a fixed random subset).
+    device : str, default="auto"
+        ``"auto"``: CUDA when available.
+    fast : bool, default=True
+        On CUDA, the fast settings of :data:`FAST_SETTINGS` (those the
+        installed estimator supports; listed in the results).
+    batch_size : int or None
+        Opt-in deviation from the recipe's batch (lr scaled linearly); it is
+        written into the results.
+    verbose : bool, default=False
+        A line per epoch on standard error.
+
+    Returns
+    -------
+    results : dict
+        What ``results.json`` holds; ``complete`` says whether every run
+        has finished.
+
+    Examples
+    --------
+    >>> from projkd.reproduce import reproduce
+    >>> # reproduce(dataset="cifar100", data_root="data/cifar100", epochs=60,
+    >>> #           out="runs/repro", time_budget=500)
+    """
+    clock = _Clock(time_budget)
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(f"time_budget={time_budget!r} must be a positive number.")
+    if dataset not in DEFAULT_PAIRS:
+        raise ValueError(
+            f"dataset={dataset!r} is not supported; use one of {list(DEFAULT_PAIRS)}."
+        )
+    for name, value in (
+        ("seeds", seeds),
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+    ):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}={value!r} must be a positive integer.")
+    variants = _check_variants(variants)
+    teacher_arch, student_arch = _parse_pair(pair or DEFAULT_PAIRS[dataset])
+    if teacher_weights is not None and not Path(teacher_weights).is_file():
+        raise ValueError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    epochs = epochs or _FULL_EPOCHS[dataset]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = load_data(
+        dataset, None if data_root is None else str(data_root), subset=subset
+    )
+    widths = [
+        getattr(_build(arch, data, 0, "cpu"), "num_features", None)
+        for arch in (teacher_arch, student_arch)
+    ]
+    equal_widths = widths[0] is not None and widths[0] == widths[1]
+    if "fd0" in variants and not equal_widths:
+        raise ValueError(
+            f"fd0 needs equal feature widths, but {teacher_arch} has {widths[0]} and "
+            f"{student_arch} {widths[1]}; drop fd0 from variants or change the pair."
+        )
+    on_cuda = torch.device(device).type == "cuda"
+    requested = FAST_SETTINGS if (on_cuda and fast) else {}
+    fast_params = {k: v for k, v in requested.items() if _supported(k)}
+    make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
+    settings = {
+        "dataset": dataset,
+        "subset": subset,
+        "pair": f"{teacher_arch}:{student_arch}",
+        "epochs": epochs,
+        "device_type": torch.device(device).type,
+        "fast_settings": fast_params,
+        "deviations": deviations,
+        "teacher_weights": None
+        if teacher_weights is None
+        else _sha256(Path(teacher_weights)),
+    }
+    _check_settings(out, settings)
+    ctx = _Context(
+        out=out,
+        data=data,
+        clock=clock,
+        device=device,
+        epochs=epochs,
+        teacher_arch=teacher_arch,
+        student_arch=student_arch,
+        teacher_weights=teacher_weights,
+        fast=fast_params,
+        recipe=make_recipe,
+        equal_widths=equal_widths,
+        verbose=verbose,
+        forward=_forward(device),
+        teacher_curve={},
+    )
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on_cuda or benchmark
+    try:
+        records, pending = _run_all(ctx, variants, seeds)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+    results = summarize(
+        settings=settings,
+        variants=variants,
+        seeds=seeds,
+        records=records,
+        pending=pending,
+        device_name=_device_name(device),
+        fast_requested=requested,
+        fast_unavailable=sorted(set(requested) - set(fast_params)),
+    )
+    _write_json(out / "results.json", results)
+    (out / "results.md").write_text(format_results(results) + "\n")
+    results["plots"] = write_plots(out, results, data.y_test)
+    _write_json(out / "results.json", results)
+    return results
+
+
+def _run_all(
+    ctx: _Context, variants: list[str], seeds: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    records: list[dict[str, Any]] = []
+    pending: list[str] = []
+    teacher = _teacher_phase(ctx)
+    if teacher is None:
+        return records, [
+            "teacher",
+            *(f"{v}-seed{s}" for s in range(seeds) for v in variants),
+        ]
+    records.append(teacher[0])
+    for seed in range(seeds):
+        for variant in variants:
+            record = _student_run(ctx, teacher[1], variant, seed)
+            if record is None:
+                pending.append(f"{variant}-seed{seed}")
+            else:
+                records.append(record)
+    return records, pending
