@@ -23,6 +23,8 @@ Layout of ``out``::
 
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -52,6 +54,8 @@ __all__ = [
     "FAST_SETTINGS",
     "VARIANTS",
     "TimeBudget",
+    "add_subcommand",
+    "fast_settings",
     "reproduce",
 ]
 
@@ -167,7 +171,7 @@ class _TestScore(Callback):
             row = net.history[-1]
             print(
                 f"[reproduce] {self.label} epoch {row['epoch']}/{net.max_epochs}: "
-                f"train acc {100 * row.get('train_acc', float('nan')):.2f}%, "
+                f"train loss {row.get('train_loss', float('nan')):.3f}, "
                 f"test {100 * top1:.2f}% ({row['dur']:.1f} s)",
                 file=sys.stderr,
                 flush=True,
@@ -186,6 +190,9 @@ class _TeacherNet(NeuralNetClassifier):
     """A skorch classifier for the teacher: batches sliced from arrays and
     seeded per epoch, the recipe's batch augmentation, optional bf16 autocast
     and channels_last (CUDA)."""
+
+    # a module-valued parameter, not a skorch component (as in the distiller)
+    prefixes_ = NeuralNetClassifier.prefixes_ + ["train_transform"]
 
     def __init__(
         self,
@@ -265,6 +272,16 @@ def _build(arch: str, data: Data, seed: int, device: str) -> torch.nn.Module:
         return get_model(arch, num_classes=data.n_classes, **kwargs)
 
 
+def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
+    """The network as a factory and its arguments, for the estimator to build
+    inside its seeded fit (its checkpoint key then names the recipe, not
+    the weights of one instance)."""
+    kwargs = {f"{prefix}__num_classes": data.n_classes}
+    if arch.startswith("digits_"):
+        kwargs[f"{prefix}__in_channels"] = data.in_channels
+    return {prefix: functools.partial(get_model, arch), **kwargs}
+
+
 def _device_name(device: str) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
@@ -281,6 +298,27 @@ def _supported(name: str) -> bool:
         name in inspect.signature(cls.__init__).parameters
         for cls in (ProjectorDistiller, NeuralNet)
     )
+
+
+def fast_settings(
+    device: str, fast: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fast settings requested for ``device``, and those this install supports.
+
+    On CUDA with ``fast``, :data:`FAST_SETTINGS` are requested; an estimator
+    parameter that the installed :class:`~projkd.ProjectorDistiller` does
+    not know is left out (and listed as unavailable in the results) rather
+    than failing. Elsewhere nothing is requested: fp32, eager.
+
+    Returns
+    -------
+    requested, applied : dict
+    """
+    if torch.device(device).type != "cuda" or not fast:
+        return {}, {}
+    return dict(FAST_SETTINGS), {
+        k: v for k, v in FAST_SETTINGS.items() if _supported(k)
+    }
 
 
 def _metrics(proba_train, y_train, proba_test, y_test) -> dict[str, float]:
@@ -313,7 +351,9 @@ def _curve_fields(history: Any, n_train: int) -> dict[str, Any]:
         "train_time_s": seconds,
         "images_per_s": n_train * len(history) / seconds if seconds else None,
         "curve_test_acc": test,
-        "curve_train_acc": [float(row.get("train_acc", np.nan)) for row in history],
+        "curve_train_acc": [
+            float(row["train_acc"]) if "train_acc" in row else None for row in history
+        ],
     }
 
 
@@ -336,27 +376,28 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
     if done.exists():
         record = json.loads(done.read_text())
         model = _build(ctx.teacher_arch, data, 0, ctx.device)
-        return record, load_teacher(model, record["weights"], device=ctx.device)
+        weights = ctx.out / record["weights"]  # relative to out, or absolute
+        return record, load_teacher(model, weights, device=ctx.device)
     if ctx.clock.out_of_time():
         return None
-    model = _build(ctx.teacher_arch, data, 0, ctx.device)
     started = time.monotonic()
     record: dict[str, Any] = {"model": f"teacher ({ctx.teacher_arch})"}
     if ctx.teacher_weights is not None:
         weights = Path(ctx.teacher_weights).resolve()
+        model = _build(ctx.teacher_arch, data, 0, ctx.device)
         teacher = load_teacher(model, weights, device=ctx.device)
         record.update(source="given", weights=str(weights))
     else:
-        teacher = _train_teacher(ctx, model, folder)
-        if teacher is None:
-            return None
+        teacher = _train_teacher(ctx, folder)
+        if teacher is None or ctx.clock.out_of_time():
+            return None  # stopped on the budget (or no time to evaluate): resumes
         weights = folder / "teacher.pt"
         state = {k: v.detach().float().cpu() for k, v in teacher.state_dict().items()}
         torch.save(state, weights)
         teacher = load_teacher(
             _build(ctx.teacher_arch, data, 0, ctx.device), weights, device=ctx.device
         )
-        record.update(source="trained", weights=str(weights.resolve()))
+        record.update(source="trained", weights="teacher/teacher.pt")
         record.update(ctx.teacher_curve)
     record["sha256"] = _sha256(weights)
     proba = {
@@ -373,15 +414,13 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
     return record, teacher
 
 
-def _train_teacher(
-    ctx: _Context, model: torch.nn.Module, folder: Path
-) -> torch.nn.Module | None:
+def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
     params = ctx.recipe(ctx.teacher_arch)
     callbacks = _callbacks(ctx, params.pop("callbacks", []), folder, 0, "teacher")
     callbacks[1] = ("checkpoint", _TeacherCheckpoint(dirname=str(folder / "ckpt")))
     fast = ctx.fast
     net = _TeacherNet(
-        model,
+        **_factory(ctx.teacher_arch, ctx.data, "module"),
         criterion=torch.nn.CrossEntropyLoss,
         max_epochs=ctx.epochs,
         device=ctx.device,
@@ -433,7 +472,6 @@ def _student_run(
     if ctx.clock.out_of_time():
         return None
     data = ctx.data
-    student = _build(ctx.student_arch, data, seed, ctx.device)
     params = ctx.recipe(ctx.student_arch)
     callbacks = _callbacks(
         ctx, params.pop("callbacks", []), folder, seed, f"{variant} seed {seed}"
@@ -443,7 +481,7 @@ def _student_run(
         variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
     estimator = ProjectorDistiller(
         teacher,
-        student,
+        **_factory(ctx.student_arch, data, "student"),
         max_epochs=ctx.epochs,
         device=ctx.device,
         random_state=seed,
@@ -671,8 +709,7 @@ def reproduce(
             f"{student_arch} {widths[1]}; drop fd0 from variants or change the pair."
         )
     on_cuda = torch.device(device).type == "cuda"
-    requested = FAST_SETTINGS if (on_cuda and fast) else {}
-    fast_params = {k: v for k, v in requested.items() if _supported(k)}
+    requested, fast_params = fast_settings(device, fast)
     make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
     settings = {
         "dataset": dataset,
@@ -746,3 +783,85 @@ def _run_all(
             else:
                 records.append(record)
     return records, pending
+
+
+# -------------------------------------------------------------------- CLI
+def _names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_subcommand(parser: argparse.ArgumentParser) -> None:
+    """Register ``projkd reproduce`` on the ``projkd`` parser.
+
+    The parsed namespace's ``handler`` runs the command.
+    """
+    # argparse has no public accessor for the subcommands of a built parser
+    commands = next(
+        action
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    sub = commands.add_parser(
+        "reproduce",
+        help="the paper's comparison of variants, resumable (CIFAR-100)",
+        description="Train (or load) a teacher, distil it into the student of "
+        "the pair once per variant and seed, and write results.json, results.md "
+        "and plots. Re-running the same command continues where it stopped.",
+    )
+    sub.add_argument("--dataset", choices=list(DEFAULT_PAIRS), default="cifar100")
+    sub.add_argument("--data-root", help="folder of the data set's files")
+    sub.add_argument(
+        "--pair", help="TEACHER:STUDENT (default wrn_40_2:wrn_16_2 for cifar100)"
+    )
+    sub.add_argument(
+        "--variants",
+        type=_names,
+        default=list(VARIANTS),
+        help=f"comma-separated, of {','.join(VARIANTS)} (all)",
+    )
+    sub.add_argument(
+        "--epochs", type=int, help="epochs per network (the recipe's: 240 on cifar100)"
+    )
+    sub.add_argument("--seeds", type=int, default=1, help="students per variant (1)")
+    sub.add_argument("--out", default="runs/repro", help="output folder")
+    sub.add_argument("--teacher-weights", help="a teacher state_dict; skips training")
+    sub.add_argument(
+        "--time-budget",
+        type=float,
+        help="seconds this call may take; run it again to continue",
+    )
+    sub.add_argument("--subset", type=int, help="use this many training images")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sub.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="on CUDA: fp32, eager, no channels_last (the fast settings are default)",
+    )
+    sub.add_argument(
+        "--batch-size",
+        type=int,
+        help="deviate from the recipe's batch (lr scaled linearly; recorded)",
+    )
+    sub.add_argument("--quiet", action="store_true", help="no line per epoch")
+    sub.set_defaults(handler=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    results = reproduce(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        pair=args.pair,
+        variants=args.variants,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        out=args.out,
+        teacher_weights=args.teacher_weights,
+        time_budget=args.time_budget,
+        subset=args.subset,
+        device=args.device,
+        fast=not args.no_fast,
+        batch_size=args.batch_size,
+        verbose=not args.quiet,
+    )
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if results["complete"] else 3
