@@ -29,7 +29,8 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -358,60 +359,73 @@ def _curve_fields(history: Any, n_train: int) -> dict[str, Any]:
 
 
 def _save_proba(folder: Path, proba: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "test_proba.npy", proba.astype(np.float16))
 
 
+@dataclass
 class _Context:
     """What every run of one call shares."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.__dict__.update(kwargs)
+    out: Path
+    data: Data
+    clock: _Clock
+    device: str
+    epochs: int
+    teacher_arch: str
+    student_arch: str
+    teacher_weights: str | Path | None
+    fast: dict[str, Any]
+    recipe: Callable[[str], dict[str, Any]]
+    equal_widths: bool
+    verbose: bool
+    forward: Callable[[torch.nn.Module, Any], torch.Tensor]
+    teacher_curve: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------- the runs
 def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | None:
+    """The teacher and its record: loaded when done, else given or trained."""
     folder = ctx.out / "teacher"
     done = folder / "record.json"
-    data = ctx.data
     if done.exists():
         record = json.loads(done.read_text())
-        model = _build(ctx.teacher_arch, data, 0, ctx.device)
         weights = ctx.out / record["weights"]  # relative to out, or absolute
-        return record, load_teacher(model, weights, device=ctx.device)
+        return record, _load(ctx, weights)
     if ctx.clock.out_of_time():
         return None
     started = time.monotonic()
-    record: dict[str, Any] = {"model": f"teacher ({ctx.teacher_arch})"}
+    record = {"model": f"teacher ({ctx.teacher_arch})"}
     if ctx.teacher_weights is not None:
         weights = Path(ctx.teacher_weights).resolve()
-        model = _build(ctx.teacher_arch, data, 0, ctx.device)
-        teacher = load_teacher(model, weights, device=ctx.device)
         record.update(source="given", weights=str(weights))
     else:
-        teacher = _train_teacher(ctx, folder)
-        if teacher is None or ctx.clock.out_of_time():
+        trained = _train_teacher(ctx, folder)
+        if trained is None or ctx.clock.out_of_time():
             return None  # stopped on the budget (or no time to evaluate): resumes
         weights = folder / "teacher.pt"
-        state = {k: v.detach().float().cpu() for k, v in teacher.state_dict().items()}
+        state = {k: v.detach().float().cpu() for k, v in trained.state_dict().items()}
         torch.save(state, weights)
-        teacher = load_teacher(
-            _build(ctx.teacher_arch, data, 0, ctx.device), weights, device=ctx.device
-        )
         record.update(source="trained", weights="teacher/teacher.pt")
         record.update(ctx.teacher_curve)
+    teacher = _load(ctx, weights)  # trained or not, students see the saved weights
     record["sha256"] = _sha256(weights)
+    data = ctx.data
     proba = {
         name: torch.softmax(ctx.forward(teacher, X).float(), dim=1).numpy()
         for name, X in (("train", data.X_train), ("test", data.X_test))
     }
-    record.update(
-        _metrics(proba["train"], data.y_train, proba["test"], data.y_test), cka=1.0
-    )
-    folder.mkdir(parents=True, exist_ok=True)
+    record.update(_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
+    record["cka"] = 1.0
     _save_proba(folder, proba["test"])
     ctx.clock.done(time.monotonic() - started)
     _write_json(done, record)
     return record, teacher
+
+
+def _load(ctx: _Context, weights: Path) -> torch.nn.Module:
+    model = _build(ctx.teacher_arch, ctx.data, 0, ctx.device)
+    return load_teacher(model, weights, device=ctx.device)
 
 
 def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
@@ -439,7 +453,7 @@ def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
     if len(net.history) < ctx.epochs:
         return None  # stopped on the budget; resumes on the next call
     ctx.teacher_curve = _curve_fields(net.history, len(ctx.data.y_train))
-    module = net.module_
+    module: torch.nn.Module = net.module_
     return getattr(module, "_orig_mod", module).eval()
 
 
@@ -509,7 +523,6 @@ def _student_run(
     )
     record.update(_curve_fields(estimator.history, len(data.y_train)))
     record["params"] = variant_params
-    folder.mkdir(parents=True, exist_ok=True)
     _save_proba(folder, proba_test)
     ctx.clock.done(time.monotonic() - started)
     _write_json(done, record)
@@ -738,7 +751,6 @@ def reproduce(
         equal_widths=equal_widths,
         verbose=verbose,
         forward=_forward(device),
-        teacher_curve={},
     )
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = on_cuda or benchmark
