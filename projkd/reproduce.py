@@ -45,6 +45,7 @@ from .batching import ArrayBatches, ArrayDataset
 from .callbacks import ResumableCheckpoint
 from .distiller import ProjectorDistiller
 from .experiments import Data, load_data, recipe
+from .lockstep import EpochSeed, fit_lockstep
 from .metrics import expected_calibration_error, linear_cka, overconfidence
 from .models import get_model, list_models
 from .reproduce_results import format_results, summarize, write_plots
@@ -82,7 +83,6 @@ DEFAULT_PAIRS = {
     "mnist": "digits_teacher:digits_student",
 }
 _FULL_EPOCHS = {"cifar100": 240, "digits": 20, "mnist": 20}
-_RECIPE_BATCH = 64
 # the fast GPU settings (issue "GPU-grade training"), used on CUDA unless fast=False
 FAST_SETTINGS: dict[str, Any] = {
     "mixed_precision": "bf16",
@@ -140,18 +140,6 @@ class TimeBudget(Callback):
         self.clock.done(float(net.history[-1, "dur"]))
         if self.clock.out_of_time() and len(net.history) < net.max_epochs:
             raise KeyboardInterrupt  # skorch ends fit here, cleanly
-
-
-class _EpochSeed(Callback):
-    """Seed torch at each epoch from ``(seed, epoch)``: augmentation and
-    dropout of epoch ``e`` do not depend on whether the run was resumed."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
-        state = np.random.SeedSequence([self.seed, len(net.history)]).generate_state(1)
-        torch.manual_seed(int(state[0]))
 
 
 class _TestScore(Callback):
@@ -266,20 +254,23 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _build(arch: str, data: Data, seed: int, device: str) -> torch.nn.Module:
     """Build a network under the run's seed (the same weights in every process)."""
-    kwargs: dict[str, Any] = {}
-    if arch.startswith("digits_"):
-        kwargs["in_channels"] = data.in_channels
+    factory = _factory(arch, data, "module")
+    kwargs = {
+        k.removeprefix("module__"): v for k, v in factory.items() if k != "module"
+    }
     with seeded(seed, device):
-        return get_model(arch, num_classes=data.n_classes, **kwargs)
+        return factory["module"](**kwargs)
 
 
 def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
     """The network as a factory and its arguments, for the estimator to build
     inside its seeded fit (its checkpoint key then names the recipe, not
     the weights of one instance)."""
-    kwargs = {f"{prefix}__num_classes": data.n_classes}
+    kwargs: dict[str, Any] = {f"{prefix}__num_classes": data.n_classes}
     if arch.startswith("digits_"):
         kwargs[f"{prefix}__in_channels"] = data.in_channels
+    if arch.startswith("torchvision:"):
+        kwargs[f"{prefix}__weights"] = None  # never download weights
     return {prefix: functools.partial(get_model, arch), **kwargs}
 
 
@@ -380,6 +371,7 @@ class _Context:
     equal_widths: bool
     verbose: bool
     forward: Callable[[torch.nn.Module, Any], torch.Tensor]
+    lockstep: bool = False
     teacher_curve: dict[str, Any] = field(default_factory=dict)
 
 
@@ -471,35 +463,42 @@ def _callbacks(
         ),
         ("checkpoint", ResumableCheckpoint(dirname=str(folder / "ckpt"))),
         *recipe_callbacks,
-        ("epoch_seed", _EpochSeed(seed)),
+        ("epoch_seed", EpochSeed(seed)),
         ("time_budget", TimeBudget(ctx.clock)),
     ]
 
 
-def _student_run(
+def _folder(ctx: _Context, variant: str, seed: int) -> Path:
+    return ctx.out / "runs" / f"{variant}-seed{seed}"
+
+
+def _done(ctx: _Context, variant: str, seed: int) -> dict[str, Any] | None:
+    done = _folder(ctx, variant, seed) / "record.json"
+    return json.loads(done.read_text()) if done.exists() else None
+
+
+def _student(
     ctx: _Context, teacher: torch.nn.Module, variant: str, seed: int
-) -> dict[str, Any] | None:
-    folder = ctx.out / "runs" / f"{variant}-seed{seed}"
-    done = folder / "record.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    if ctx.clock.out_of_time():
-        return None
-    data = ctx.data
+) -> ProjectorDistiller:
+    """The (unfitted) estimator of one variant and seed, with its callbacks."""
     params = ctx.recipe(ctx.student_arch)
     callbacks = _callbacks(
-        ctx, params.pop("callbacks", []), folder, seed, f"{variant} seed {seed}"
+        ctx,
+        params.pop("callbacks", []),
+        _folder(ctx, variant, seed),
+        seed,
+        f"{variant} seed {seed}",
     )
     variant_params = dict(VARIANTS[variant])
     if variant_params["feature_weight"] == 0 and not ctx.equal_widths:
         variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
-    estimator = ProjectorDistiller(
+    return ProjectorDistiller(
         teacher,
-        **_factory(ctx.student_arch, data, "student"),
+        **_factory(ctx.student_arch, ctx.data, "student"),
         max_epochs=ctx.epochs,
         device=ctx.device,
         random_state=seed,
-        classes=np.arange(data.n_classes),
+        classes=np.arange(ctx.data.n_classes),
         train_split=None,
         verbose=0,
         callbacks=callbacks,
@@ -507,9 +506,15 @@ def _student_run(
         **variant_params,
         **ctx.fast,
     )
-    estimator.fit(data.X_train, data.y_train)
+
+
+def _finish(
+    ctx: _Context, estimator: ProjectorDistiller, variant: str, seed: int
+) -> dict[str, Any] | None:
+    """Evaluate a fitted run and mark it done; None if it has not finished."""
     if len(estimator.history) < ctx.epochs or ctx.clock.out_of_time():
         return None  # stopped on the budget (or no time to evaluate): resumes
+    data = ctx.data
     started = time.monotonic()
     proba_test = estimator.predict_proba(data.X_test)
     record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
@@ -522,11 +527,50 @@ def _student_run(
         estimator.transform(data.X_test), estimator.transform_teacher(data.X_test)
     )
     record.update(_curve_fields(estimator.history, len(data.y_train)))
-    record["params"] = variant_params
+    record["params"] = _variant_params(estimator)
+    record["lockstep"] = ctx.lockstep
+    folder = _folder(ctx, variant, seed)
     _save_proba(folder, proba_test)
     ctx.clock.done(time.monotonic() - started)
-    _write_json(done, record)
+    _write_json(folder / "record.json", record)
     return record
+
+
+def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
+    names = [
+        "ce_weight",
+        "kd_weight",
+        "feature_weight",
+        "n_projectors",
+        "temperature",
+        "logit_projector",
+        "logit_projector_init",
+    ]
+    return {name: getattr(estimator, name) for name in names}
+
+
+def _seed_runs(
+    ctx: _Context, teacher: torch.nn.Module, variants: list[str], seed: int
+) -> dict[str, dict[str, Any] | None]:
+    """The records of one seed's variants (None: not finished yet)."""
+    records = {v: _done(ctx, v, seed) for v in variants}
+    todo = [v for v in variants if records[v] is None]
+    if not todo or ctx.clock.out_of_time():
+        return records
+    data = ctx.data
+    if ctx.lockstep:
+        estimators = [_student(ctx, teacher, v, seed) for v in todo]
+        fit_lockstep(estimators, data.X_train, data.y_train)
+        for variant, estimator in zip(todo, estimators, strict=True):
+            records[variant] = _finish(ctx, estimator, variant, seed)
+        return records
+    for variant in todo:
+        if ctx.clock.out_of_time():
+            break
+        estimator = _student(ctx, teacher, variant, seed)
+        estimator.fit(data.X_train, data.y_train)
+        records[variant] = _finish(ctx, estimator, variant, seed)
+    return records
 
 
 def _forward(device: str) -> Any:
@@ -628,6 +672,7 @@ def reproduce(
     device: str = "auto",
     fast: bool = True,
     batch_size: int | None = None,
+    lockstep: bool = False,
     verbose: bool = False,
 ) -> dict[str, Any]:
     """Run (or continue) the paper's comparison of variants and write results.
@@ -669,6 +714,11 @@ def reproduce(
     batch_size : int or None
         Opt-in deviation from the recipe's batch (lr scaled linearly); it is
         written into the results.
+    lockstep : bool, default=False
+        Train the variants of each seed together on the same batches, one
+        augmentation and one teacher forward per batch
+        (:func:`~projkd.lockstep.fit_lockstep`; each result equals its separate
+        fit). Times and images/s are then those of the joint epochs.
     verbose : bool, default=False
         A line per epoch on standard error.
 
@@ -751,6 +801,7 @@ def reproduce(
         equal_widths=equal_widths,
         verbose=verbose,
         forward=_forward(device),
+        lockstep=lockstep,
     )
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = on_cuda or benchmark
@@ -778,18 +829,14 @@ def reproduce(
 def _run_all(
     ctx: _Context, variants: list[str], seeds: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    records: list[dict[str, Any]] = []
-    pending: list[str] = []
+    names = [f"{v}-seed{s}" for s in range(seeds) for v in variants]
     teacher = _teacher_phase(ctx)
     if teacher is None:
-        return records, [
-            "teacher",
-            *(f"{v}-seed{s}" for s in range(seeds) for v in variants),
-        ]
-    records.append(teacher[0])
+        return [], ["teacher", *names]
+    records: list[dict[str, Any]] = [teacher[0]]
+    pending: list[str] = []
     for seed in range(seeds):
-        for variant in variants:
-            record = _student_run(ctx, teacher[1], variant, seed)
+        for variant, record in _seed_runs(ctx, teacher[1], variants, seed).items():
             if record is None:
                 pending.append(f"{variant}-seed{seed}")
             else:
@@ -854,6 +901,11 @@ def add_subcommand(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="deviate from the recipe's batch (lr scaled linearly; recorded)",
     )
+    sub.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="train each seed's variants together, one teacher forward per batch",
+    )
     sub.add_argument("--quiet", action="store_true", help="no line per epoch")
     sub.set_defaults(handler=_run_command)
 
@@ -873,6 +925,7 @@ def _run_command(args: argparse.Namespace) -> int:
         device=args.device,
         fast=not args.no_fast,
         batch_size=args.batch_size,
+        lockstep=args.lockstep,
         verbose=not args.quiet,
     )
     print((Path(args.out) / "results.md").read_text())

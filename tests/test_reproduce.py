@@ -91,6 +91,29 @@ def test_stop_on_budget_then_resume_equals_the_uninterrupted_run(
     assert max(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 2**24
 
 
+def test_lockstep_resumed_on_a_budget_equals_separate_runs(
+    tiny_cifar, uninterrupted, tmp_path
+):
+    _, full = uninterrupted
+    calls, results = 0, {"complete": False}
+    while not results["complete"] and calls < 20:
+        calls += 1
+        results = _cifar_run(tiny_cifar, tmp_path, time_budget=1e-6, lockstep=True)
+    # teacher: 2 epochs + evaluation; students: 2 joint epochs + 3 evaluations
+    assert calls == 8
+    for joint, alone in zip(results["runs"], full["runs"], strict=True):
+        assert joint["lockstep"] and not alone["lockstep"]
+        for key in (
+            "test_acc",
+            "test_top5",
+            "train_acc",
+            "ece",
+            "cka",
+            "curve_test_acc",
+        ):
+            assert joint[key] == alone[key], (joint["variant"], key)
+
+
 def test_finished_runs_are_never_redone(tiny_cifar, uninterrupted, monkeypatch):
     out, full = uninterrupted
 
