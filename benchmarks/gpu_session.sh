@@ -14,13 +14,15 @@
 # (wrn_40_2 -> wrn_16_2, --epochs 60 by default) under a time budget and copies
 # the results, the plots and the teacher's weights (with a SOURCE note) to $OUT.
 # If the budget stopped it early, "run" again (same warm machine) continues.
+# "bench" (a separate call, if device time is left) measures lockstep against
+# separate fits (benchmarks/bench_lockstep.py) and writes $OUT/lockstep.md.
 #
 # Settings (environment): EPOCHS (60), BUDGET seconds (480), DATA
 # (/root/cifar100), RUNS (/root/repro_e$EPOCHS), PAIR (wrn_40_2:wrn_16_2),
 # DATASET (cifar100), EXTRA (more reproduce flags, e.g. "--subset 5000").
 set -euo pipefail
 
-stage=${1:?usage: gpu_session.sh stage|run}
+stage=${1:?usage: gpu_session.sh stage|run|bench}
 EPOCHS=${EPOCHS:-60}
 PAIR=${PAIR:-wrn_40_2:wrn_16_2}
 DATASET=${DATASET:-cifar100}
@@ -43,6 +45,10 @@ fi
 echo "data in $DATA:"; ls -l "$DATA"
 
 if [ "$stage" = stage ]; then
+    exit 0
+fi
+if [ "$stage" = bench ]; then
+    python3 benchmarks/bench_lockstep.py --out "$OUT/lockstep.md"
     exit 0
 fi
 [ "$stage" = run ] || { echo "unknown stage $stage"; exit 2; }
