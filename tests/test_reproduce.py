@@ -307,3 +307,22 @@ def test_variants_are_the_papers():
     assert [VARIANTS[v]["n_projectors"] for v in ("fd0", "fd1", "fd3")] == [0, 1, 3]
     assert all(VARIANTS[v]["feature_weight"] == 25.0 for v in ("fd0", "fd1", "fd3"))
     assert VARIANTS["kd_lp"]["logit_projector_init"] == "identity"
+
+
+def test_teacher_fast_path_runs_on_cpu(small_digits):
+    """bf16 autocast and channels_last, as used for the teacher on CUDA."""
+    X, y = small_digits
+    net = rep._TeacherNet(
+        rep.functools.partial(rep.get_model, "digits_student"),
+        criterion=torch.nn.CrossEntropyLoss,
+        classes=np.arange(10),
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+        bf16=True,
+        channels_last=True,
+    ).fit(X, y)
+    conv = net.module_.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    logits = net.forward(X[:4])
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
