@@ -95,7 +95,7 @@ Path(target).write_text(
 - training images: {s["subset"] or "all"}
 - recipe (CIFAR-100): SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, lr x 0.1 at 5/8, 6/8
   and 7/8 of {epochs} epochs, random crop 32 (pad 4, black) + horizontal flip,
-  normalised with the CIFAR-100 mean/std; seed 0; deviations: {results["deviations"] or "none"}
+  normalised with the CIFAR-100 mean/std; seed {t.get("seed")}; deviations: {results["deviations"] or "none"}
 - fast settings: {results["fast_settings"]["applied"] or "none"}
 - card: {results["device"]}
 - command: projkd reproduce --dataset {s["dataset"]} --pair {s["pair"]} --epochs {epochs}

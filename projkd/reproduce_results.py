@@ -305,8 +305,7 @@ def write_plots(out: Path, results: dict[str, Any], y_test: Any) -> list[str]:
     for name, (folder, _) in folders.items():
         path = folder / "test_proba.npy"
         if path.exists():
-            proba = np.load(path).astype(np.float64)
-            predictions[name] = (y_test, proba / proba.sum(1, keepdims=True))
+            predictions[name] = (y_test, np.load(path))  # as the table's ECE
     written = []
     if predictions:
         n_classes = next(iter(predictions.values()))[1].shape[1]
