@@ -16,8 +16,8 @@ gives the same weights as an uninterrupted one.
 Layout of ``out``::
 
     settings.json              what the results depend on (checked on re-runs)
-    teacher/record.json        done marker and metrics; teacher.pt (state_dict)
-    runs/<variant>-seed<s>/    record.json, test_proba.npy, checkpoints/
+    teacher/                   record.json (done marker, metrics), teacher.pt, ckpt/
+    runs/<variant>-seed<s>/    record.json, test_proba.npy, ckpt/ (epoch checkpoints)
     results.json, results.md, reliability.png, accuracy.png
 """
 
