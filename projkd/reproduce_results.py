@@ -200,8 +200,11 @@ def format_results(results: dict[str, Any]) -> str:
         "",
     ]
     columns = list(_METRICS)
-    lines.append("| model | " + " | ".join(_LABELS[c] for c in columns) + " |")
-    lines.append("|---|" + "---:|" * len(columns))
+    header = [
+        "| model | " + " | ".join(_LABELS[c] for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    lines += header
     teacher = results["teacher"]
     if teacher is not None:
         cells = [_cell(c, teacher.get(c)) for c in columns]
@@ -210,6 +213,12 @@ def format_results(results: dict[str, Any]) -> str:
         n = stats["n_seeds"]
         cells = [_cell(c, stats.get(c), n) for c in columns]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    if len(results["seeds"]) > 1:
+        lines += ["", "Per seed:", "", *header]
+        for run in results["runs"]:
+            cells = [_cell(c, run.get(c)) for c in columns]
+            name = f"{run['variant']} (seed {run['seed']})"
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _published_lines(results)
     lines += _finding_lines(results)
     return "\n".join(lines)

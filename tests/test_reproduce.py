@@ -274,7 +274,7 @@ def test_published_numbers_and_findings_in_the_table():
         fast_settings={},
         deviations=[],
     )
-    results = summarize(
+    summary_args = dict(
         settings=settings,
         variants=["alone", "fd0", "fd1"],
         seeds=1,
@@ -288,6 +288,7 @@ def test_published_numbers_and_findings_in_the_table():
         fast_requested={},
         fast_unavailable=[],
     )
+    results = summarize(**summary_args)
     assert results["published"] == PUBLISHED["wrn_40_2:wrn_16_2"]
     by_metric = {row["metric"]: row for row in results["findings"]}
     assert by_metric["test_acc"]["fd1_minus_fd0"] == pytest.approx(0.02)
@@ -300,6 +301,13 @@ def test_published_numbers_and_findings_in_the_table():
     assert "| 1 | test top-1 % | higher | 72.00 | 74.00 | – | 2.00 | – | yes, – |" in (
         markdown
     )
+    assert "Per seed" not in markdown  # one seed: the summary is the table
+
+    two = [r | {"seed": s} for r in results["runs"] for s in (0, 1)]
+    results = summarize(**(summary_args | {"seeds": 2, "records": two}))
+    markdown = format_results(results)
+    assert "| fd1 | 74.00 ± 0.00 |" in markdown
+    assert "| fd1 (seed 1) | 74.00 |" in markdown
 
 
 def test_variants_are_the_papers():
