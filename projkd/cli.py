@@ -96,7 +96,13 @@ def _values(text: str) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``projkd`` and ``python -m projkd``."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    from .reproduce import add_subcommand  # `projkd reproduce` (issue 13)
+
+    add_subcommand(parser)
+    args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        return int(args.handler(args))
     if args.command == "demo":
         from .demo import main as demo_main
 

@@ -1,0 +1,338 @@
+"""``projkd reproduce`` end to end in a tiny CPU mode."""
+
+from __future__ import annotations
+
+import json
+import lzma
+
+import numpy as np
+import pytest
+import torch
+
+from projkd import reproduce as rep
+from projkd.cli import main
+from projkd.reproduce import VARIANTS, fast_settings, reproduce
+from projkd.reproduce_results import PUBLISHED, format_results, summarize
+
+_TIMES = {"train_time_s", "images_per_s"}
+# 150 images of 100 classes: sklearn's "looks like regression" warning is noise
+pytestmark = pytest.mark.filterwarnings("ignore:The number of unique classes")
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    """CIFAR-100 in the shared numpy layout: 150 train and 60 test images."""
+    root = tmp_path_factory.mktemp("cifar100")
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (150, 3072), dtype=np.uint8)
+    for i, part in enumerate(np.array_split(train, 3)):
+        with lzma.open(root / f"train_data.part{i}.npy.xz", "wb") as f:
+            np.save(f, part)
+    with lzma.open(root / "test_data.npy.xz", "wb") as f:
+        np.save(f, rng.integers(0, 256, (60, 3072), dtype=np.uint8))
+    np.savez(
+        root / "labels.npz",
+        train_fine_labels=rng.integers(0, 100, 150).astype(np.uint8),
+        test_fine_labels=rng.integers(0, 100, 60).astype(np.uint8),
+        fine_label_names=np.array([f"c{i}" for i in range(100)]),
+    )
+    return root
+
+
+def _cifar_run(root, out, **kwargs):
+    return reproduce(
+        dataset="cifar100",
+        data_root=root,
+        pair="resnet8:digits_student",  # tiny, both 64 features wide
+        variants=["kd", "fd0", "fd3"],
+        epochs=2,  # the scaled milestones put an lr step after epoch 1
+        out=out,
+        device="cpu",
+        **kwargs,
+    )
+
+
+def _without_times(record):
+    return {k: v for k, v in record.items() if k not in _TIMES}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_cifar, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, _cifar_run(tiny_cifar, out)
+
+
+def test_stop_on_budget_then_resume_equals_the_uninterrupted_run(
+    tiny_cifar, uninterrupted, tmp_path
+):
+    full_out, full = uninterrupted
+    assert full["complete"] and full["pending"] == []
+    calls = 0
+    while True:
+        calls += 1
+        # a budget too small for anything: each call does one unit of work (an
+        # epoch or an evaluation), saves it and stops
+        results = _cifar_run(tiny_cifar, tmp_path, time_budget=1e-6)
+        if results["complete"]:
+            break
+        assert results["pending"], "an incomplete call names what is left"
+        assert calls < 30
+    # 4 networks x (2 epochs + 1 evaluation); the last call also finds all done
+    assert calls == 12
+    assert _without_times(results["teacher"]) == _without_times(full["teacher"])
+    for resumed, whole in zip(results["runs"], full["runs"], strict=True):
+        assert _without_times(resumed) == _without_times(whole), resumed["variant"]
+    for run in ("teacher", *(f"runs/{v}-seed0" for v in ("kd", "fd0", "fd3"))):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / run / "test_proba.npy"),
+            np.load(full_out / run / "test_proba.npy"),
+        )
+    # every file a lent GPU machine would hand back stays under 16 MiB
+    assert max(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 2**24
+
+
+def test_lockstep_resumed_on_a_budget_equals_separate_runs(
+    tiny_cifar, uninterrupted, tmp_path
+):
+    _, full = uninterrupted
+    calls, results = 0, {"complete": False}
+    while not results["complete"] and calls < 20:
+        calls += 1
+        results = _cifar_run(tiny_cifar, tmp_path, time_budget=1e-6, lockstep=True)
+    # teacher: 2 epochs + evaluation; students: 2 joint epochs + 3 evaluations
+    assert calls == 8
+    for joint, alone in zip(results["runs"], full["runs"], strict=True):
+        assert joint["lockstep"] and not alone["lockstep"]
+        for key in (
+            "test_acc",
+            "test_top5",
+            "train_acc",
+            "ece",
+            "cka",
+            "curve_test_acc",
+        ):
+            assert joint[key] == alone[key], (joint["variant"], key)
+
+
+def test_finished_runs_are_never_redone(tiny_cifar, uninterrupted, monkeypatch):
+    out, full = uninterrupted
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(rep.ProjectorDistiller, "fit", no_training)
+    monkeypatch.setattr(rep._TeacherNet, "fit", no_training)
+    again = _cifar_run(tiny_cifar, out)
+    assert again["runs"] == full["runs"] and again["teacher"] == full["teacher"]
+
+
+def test_results_hold_every_figure_and_the_findings(uninterrupted):
+    out, results = uninterrupted
+    assert json.loads((out / "results.json").read_text())["complete"]
+    assert results["device"] == "cpu"
+    assert results["fast_settings"]["applied"] == {}  # CPU: fp32, eager
+    assert results["deviations"] == []
+    fields = {
+        "test_acc",
+        "test_top5",
+        "best_test_acc",
+        "best_test_top5",
+        "train_acc",
+        "gap",
+        "ece",
+        "overconfidence",
+        "cka",
+        "train_time_s",
+        "images_per_s",
+    }
+    for run in results["runs"]:
+        assert fields <= set(run)
+        assert run["best_test_acc"] == max(run["curve_test_acc"])
+        assert run["test_acc"] == run["curve_test_acc"][-1]
+        assert run["test_acc"] <= run["test_top5"]
+        assert run["gap"] == pytest.approx(run["train_acc"] - run["test_acc"])
+    assert results["teacher"]["source"] == "trained"
+    weights = out / "teacher" / "teacher.pt"
+    assert results["teacher"]["sha256"] == rep._sha256(weights)
+    assert all(
+        t.dtype == torch.float32
+        for t in torch.load(weights).values()
+        if t.is_floating_point()
+    )
+    fd0, fd3 = (results["summary"][v]["cka"]["mean"] for v in ("fd0", "fd3"))
+    cka_row = next(r for r in results["findings"] if r["metric"] == "cka")
+    assert cka_row["fd3_minus_fd0"] == pytest.approx(fd3 - fd0)
+    assert cka_row["fd3_as_paper"] == (fd3 > fd0)
+    markdown = (out / "results.md").read_text()
+    assert "| fd3 |" in markdown and "## The paper's findings" in markdown
+    if results["plots"]:  # matplotlib installed
+        assert {"reliability.png", "accuracy.png"} <= set(results["plots"])
+        assert (out / "reliability.png").stat().st_size > 2000
+
+
+def test_cli_digits_mode_and_given_teacher_weights(tmp_path, capsys, monkeypatch):
+    common = ["reproduce", "--dataset", "digits", "--epochs", "1", "--subset", "200"]
+    first = tmp_path / "first"
+    argv = [*common, "--variants", "alone,fd1", "--out", str(first)]
+    assert main([*argv, "--time-budget", "1e-6", "--quiet"]) == 3  # stopped
+    assert main(argv) == 0  # the same command continues and completes
+    assert "| alone |" in capsys.readouterr().out
+    trained = json.loads((first / "results.json").read_text())["teacher"]
+
+    monkeypatch.setattr(
+        rep._TeacherNet, "fit", lambda *a, **k: pytest.fail("teacher trained")
+    )
+    weights = first / "teacher" / "teacher.pt"
+    second = tmp_path / "second"
+    argv = [*common, "--variants", "alone", "--teacher-weights", str(weights)]
+    assert main([*argv, "--out", str(second)]) == 0
+    given = json.loads((second / "results.json").read_text())["teacher"]
+    assert given["source"] == "given" and given["sha256"] == trained["sha256"]
+    assert given["test_acc"] == trained["test_acc"]
+
+
+def test_batch_size_deviation_is_opt_in_and_recorded():
+    make, deviations = rep._recipe_factory("cifar100", 240, 256)
+    params = make("wrn_16_2")
+    assert params["batch_size"] == 256 and params["lr"] == pytest.approx(0.2)
+    assert deviations and "256" in deviations[0]
+    make, deviations = rep._recipe_factory("cifar100", 240, None)
+    assert make("wrn_16_2")["lr"] == 0.05 and deviations == []
+
+
+def test_reference_recipe_scales_with_epochs():
+    params = rep._recipe_factory("cifar100", 60, None)[0]("wrn_16_2")
+    scheduler = dict(params["callbacks"])["lr_scheduler"]
+    assert scheduler.kwargs["milestones"] == [38, 45, 52]  # 5/8, 6/8, 7/8 of 60
+    assert params["optimizer__momentum"] == 0.9
+    assert params["optimizer__weight_decay"] == 5e-4
+    assert params["train_transform"] is not None  # crop + flip
+
+
+def test_fast_settings_only_on_cuda():
+    assert fast_settings("cpu") == ({}, {})
+    assert fast_settings("cuda", fast=False) == ({}, {})
+    requested, applied = fast_settings("cuda")
+    assert requested == rep.FAST_SETTINGS
+    assert applied["compile"] is True  # skorch's own parameter
+    assert set(applied) <= set(requested)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(variants=["kd", "fd2"]), "fd2"),
+        (dict(pair="digits_teacher"), "TEACHER:STUDENT"),
+        (dict(pair="digits_teacher:nonet"), "nonet"),
+        (dict(seeds=0), "seeds"),
+        (dict(time_budget=0), "time_budget"),
+        (dict(teacher_weights="missing.pt"), "missing.pt"),
+    ],
+)
+def test_bad_input_is_refused_before_training(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        reproduce(dataset="digits", out=tmp_path, epochs=1, **kwargs)
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_fd0_needs_equal_widths(tmp_path):
+    with pytest.raises(ValueError, match="equal feature widths"):
+        reproduce(
+            dataset="digits",
+            pair="resnet8:resnet8x4",
+            variants=["fd0"],
+            out=tmp_path,
+            epochs=1,
+        )
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(rep, "_run_all", lambda ctx, variants, seeds: ([], []))
+    reproduce(dataset="digits", out=tmp_path, epochs=1, variants=["alone"])
+    with pytest.raises(ValueError, match="epochs: 1 there, 2 now"):
+        reproduce(dataset="digits", out=tmp_path, epochs=2, variants=["alone"])
+
+
+def test_published_numbers_and_findings_in_the_table():
+    def run(variant, test_acc, cka, ece):
+        return dict(
+            model=variant,
+            variant=variant,
+            seed=0,
+            test_acc=test_acc,
+            best_test_acc=test_acc + 0.01,
+            train_acc=0.9,
+            gap=0.9 - test_acc,
+            ece=ece,
+            overconfidence=ece,
+            cka=cka,
+        )
+
+    settings = dict(
+        dataset="cifar100",
+        subset=None,
+        pair="wrn_40_2:wrn_16_2",
+        epochs=240,
+        fast_settings={},
+        deviations=[],
+    )
+    summary_args = dict(
+        settings=settings,
+        variants=["alone", "fd0", "fd1"],
+        seeds=1,
+        records=[
+            run("alone", 0.70, 0.5, 0.1),
+            run("fd0", 0.72, 0.6, 0.10),
+            run("fd1", 0.74, 0.55, 0.05),
+        ],
+        pending=[],
+        device_name="NVIDIA H100",
+        fast_requested={},
+        fast_unavailable=[],
+    )
+    results = summarize(**summary_args)
+    assert results["published"] == PUBLISHED["wrn_40_2:wrn_16_2"]
+    by_metric = {row["metric"]: row for row in results["findings"]}
+    assert by_metric["test_acc"]["fd1_minus_fd0"] == pytest.approx(0.02)
+    assert by_metric["test_acc"]["fd1_as_paper"] is True
+    assert by_metric["cka"]["fd1_as_paper"] is False
+    assert by_metric["ece"]["fd1_as_paper"] is True
+    markdown = format_results(results)
+    assert "| alone (student) | 73.26 | 71.00 | 70.00 |" in markdown
+    assert "CRD 75.48" in markdown and "NVIDIA H100" in markdown
+    assert "| 1 | test top-1 % | higher | 72.00 | 74.00 | – | 2.00 | – | yes, – |" in (
+        markdown
+    )
+    assert "Per seed" not in markdown  # one seed: the summary is the table
+
+    two = [r | {"seed": s} for r in results["runs"] for s in (0, 1)]
+    results = summarize(**(summary_args | {"seeds": 2, "records": two}))
+    markdown = format_results(results)
+    assert "| fd1 | 74.00 ± 0.00 |" in markdown
+    assert "| fd1 (seed 1) | 74.00 |" in markdown
+
+
+def test_variants_are_the_papers():
+    assert VARIANTS["kd"]["ce_weight"] == 0.1 and VARIANTS["kd"]["kd_weight"] == 0.9
+    assert [VARIANTS[v]["n_projectors"] for v in ("fd0", "fd1", "fd3")] == [0, 1, 3]
+    assert all(VARIANTS[v]["feature_weight"] == 25.0 for v in ("fd0", "fd1", "fd3"))
+    assert VARIANTS["kd_lp"]["logit_projector_init"] == "identity"
+
+
+def test_teacher_fast_path_runs_on_cpu(small_digits):
+    """bf16 autocast and channels_last, as used for the teacher on CUDA."""
+    X, y = small_digits
+    net = rep._TeacherNet(
+        rep.functools.partial(rep.get_model, "digits_student"),
+        criterion=torch.nn.CrossEntropyLoss,
+        classes=np.arange(10),
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+        bf16=True,
+        channels_last=True,
+    ).fit(X, y)
+    conv = net.module_.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    logits = net.forward(X[:4])
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
