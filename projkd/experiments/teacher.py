@@ -33,6 +33,8 @@ class TeacherNet(NeuralNetClassifier):
     ----------
     module, **kwargs
         As for :class:`skorch.NeuralNetClassifier`.
+    criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
+        On the logits (skorch's default, ``NLLLoss``, expects probabilities).
     train_transform : callable or None, default=None
         Applied to each training batch on ``device`` (e.g.
         :class:`projkd.augment.RandomCropFlip`); never to evaluation.
@@ -49,12 +51,13 @@ class TeacherNet(NeuralNetClassifier):
         self,
         module: Any,
         *args: Any,
+        criterion: Any = torch.nn.CrossEntropyLoss,
         train_transform: Any = None,
         mixed_precision: str | None = None,
         channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(module, *args, **kwargs)
+        super().__init__(module, *args, criterion=criterion, **kwargs)
         self.train_transform = train_transform
         self.mixed_precision = mixed_precision
         self.channels_last = channels_last
@@ -139,7 +142,6 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     ]
     net = TeacherNet(
         model,
-        criterion=torch.nn.CrossEntropyLoss,
         max_epochs=spec.epochs,
         device=spec.device,
         train_split=None,
