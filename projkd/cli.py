@@ -27,6 +27,11 @@ def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
         help="epochs (default: the data set's recipe, CIFAR-100 240; the lr "
         "milestones are scaled to it)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch size per process (default: the recipe's, CIFAR-100 64)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="projkd-runs", help="output folder")
@@ -37,23 +42,20 @@ def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
         )
         parser.add_argument("--student-arch", help="a projkd.models name")
     fast = parser.add_argument_group(
-        "speed", "on CUDA the fast settings (bf16, compile, channels_last, data "
-        "on the device) are on unless --no-fast"
+        "speed",
+        "on CUDA the fast settings (bf16, compile, channels_last, data "
+        "on the device) are on unless --no-fast",
     )
     fast.add_argument("--mixed-precision", choices=["bf16", "fp16"])
     fast.add_argument("--compile", action="store_const", const=True, default=None)
-    fast.add_argument(
-        "--channels-last", action="store_const", const=True, default=None
-    )
+    fast.add_argument("--channels-last", action="store_const", const=True, default=None)
     fast.add_argument(
         "--no-fast", action="store_true", help="no fast settings by default on CUDA"
     )
     parser.add_argument(
         "--tensorboard", metavar="DIR", help="write TensorBoard event files to DIR"
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar"
-    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     if student:
         parser.add_argument(
             "--epoch-metrics",
@@ -118,6 +120,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         data_root=args.data_root,
         subset=args.subset,
         epochs=args.epochs,
+        batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
         out=args.out,

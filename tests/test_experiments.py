@@ -68,6 +68,10 @@ def test_cli_defaults_to_the_recipe_length():
     assert (spec.teacher_arch, spec.student_arch) == ("resnet32x4", "resnet8x4")
     assert _spec("train-teacher", "--dataset", "cifar100").resolve().epochs == 240
     assert _spec("distill", "--epochs", "7", *weights).resolve().epochs == 7
+    assert spec.training_params("resnet8x4")["batch_size"] == 64
+    wide = _spec("distill", "--dataset", "cifar100", "--batch-size", "256", *weights)
+    params = wide.resolve().training_params("resnet8x4")
+    assert params["batch_size"] == 256 and _milestones(params) == [150, 180, 210]
 
 
 def test_speed_flags_map_to_estimator_parameters():

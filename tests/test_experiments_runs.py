@@ -58,7 +58,7 @@ def test_cli_and_demo_runs_are_identical_in_separate_processes(tmp_path):
     # the printed tables (teacher, students, demo) are the same, byte for byte
     a, b = (
         text.replace(str(folder), "OUT")
-        for text, folder in zip(printed, (first, second))
+        for text, folder in zip(printed, (first, second), strict=True)
     )
     assert "| feature, 3 projectors |" in a
     assert a == b

@@ -20,7 +20,6 @@ from ..distiller import ProjectorDistiller
 from ..teacher import load_teacher
 from .data import Data, load_data
 from .io import save_json, write_results
-from .recipes import recipe
 from .spec import RunSpec, build_model, launched_world_size, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
@@ -80,7 +79,9 @@ def _estimator(
     callbacks: list[Any],
     world_size: int | None = None,
 ) -> ProjectorDistiller:
-    params = recipe(config["dataset"], config["student_arch"], config["epochs"])
+    params = dataclasses.replace(spec, epochs=config["epochs"]).training_params(
+        config["student_arch"]
+    )
     params["callbacks"] = [*params.get("callbacks", []), *callbacks]
     params.update(config["params"])
     cls, speed = distiller_setup(spec, world_size)

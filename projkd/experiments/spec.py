@@ -21,7 +21,7 @@ import torch
 from .._random import seeded
 from ..models import get_model
 from .data import DEFAULT_ARCHS, Data
-from .recipes import default_epochs
+from .recipes import default_epochs, recipe
 
 __all__ = [
     "FAST_SETTINGS",
@@ -52,6 +52,9 @@ class RunSpec:
     epochs : int or None, default=None
         ``None``: the data set's recipe (CIFAR-100: 240); the lr milestones
         are scaled to it.
+    batch_size : int or None, default=None
+        ``None``: the recipe's (CIFAR-100: 64). Per process under a
+        multi-process launch.
     device : str, default="cpu"
     seed : int, default=0
         Seeds the data split, every network's initialisation and training.
@@ -85,6 +88,7 @@ class RunSpec:
     data_root: str | None = None
     subset: int | None = None
     epochs: int | None = None
+    batch_size: int | None = None
     device: str = "cpu"
     seed: int = 0
     out: str | Path = "projkd-runs"
@@ -107,6 +111,8 @@ class RunSpec:
             )
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
 
     def resolve(self) -> RunSpec:
         """This specification with the data set's defaults filled in."""
@@ -117,6 +123,15 @@ class RunSpec:
             teacher_arch=self.teacher_arch or teacher,
             student_arch=self.student_arch or student,
         )
+
+    def training_params(self, arch: str) -> dict[str, Any]:
+        """The recipe's skorch parameters for training ``arch``, with this
+        run's deviations (``batch_size``) applied."""
+        assert self.epochs is not None, "resolve() the specification first"
+        params = recipe(self.dataset, arch, self.epochs)
+        if self.batch_size is not None:
+            params["batch_size"] = self.batch_size
+        return params
 
     def to_json(self) -> dict[str, Any]:
         """The fields as JSON values (for ``config.json``)."""

@@ -16,7 +16,6 @@ from ..teacher import save_teacher
 from ..teacher_cache import compute_teacher_outputs
 from .data import load_data
 from .io import save_json, write_results
-from .recipes import recipe
 from .spec import RunSpec, build_model, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
@@ -135,7 +134,7 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
     model = build_model(spec.teacher_arch, data, seed=spec.seed, device=spec.device)
-    params = recipe(spec.dataset, spec.teacher_arch, spec.epochs)
+    params = spec.training_params(spec.teacher_arch)
     params["callbacks"] = [
         *params.get("callbacks", []),
         *run_callbacks(spec, data.X_test, data.y_test, distiller=False),
