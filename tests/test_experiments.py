@@ -206,3 +206,15 @@ def test_demo_summary_states_what_the_table_shows():
     assert "1 projector vs no projector: test accuracy -2.00 points" in text
     assert "3 projectors vs no projector: test accuracy +4.00 points, gap -3.00" in text
     assert "ECE -6.00, CKA +0.100" in text
+
+
+def test_only_the_main_process_logs(monkeypatch, tmp_path):
+    from projkd.experiments.tracking import run_callbacks
+
+    spec = RunSpec(tensorboard=str(tmp_path / "tb"), progress=True)
+    monkeypatch.setenv("RANK", "1")
+    names = [name for name, _ in run_callbacks(spec, None, None, distiller=True)]
+    assert names == ["test_acc", "record_lr"]
+    monkeypatch.setenv("RANK", "0")
+    names = [name for name, _ in run_callbacks(spec, None, None, distiller=True)]
+    assert names == ["test_acc", "record_lr", "tensorboard", "progress"]

@@ -8,6 +8,7 @@ published tables (METHOD.md).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -60,8 +61,10 @@ def run_callbacks(
     """The callbacks of a run: test accuracy and lr each epoch, the training
     batches' ECE and CKA when ``spec.epoch_metrics`` (distillers only),
     TensorBoard when ``spec.tensorboard``, a progress bar when
-    ``spec.progress``. TensorBoard comes after the others, so that it sees
-    every value they record."""
+    ``spec.progress`` (both on the main process of a parallel launch only).
+    TensorBoard comes after the others, so that it sees every value they
+    record."""
+    main_process = os.environ.get("RANK", "0") == "0"
     callbacks: list[tuple[str, Any]] = [
         ("test_acc", EpochTestAccuracy(X_test, y_test)),
         ("record_lr", RecordLR()),
@@ -71,11 +74,11 @@ def run_callbacks(
             ("train_ece", EpochCalibration(name="train_ece", on_train=True)),
             ("train_cka", EpochCKA(name="train_cka", on_train=True)),
         ]
-    if spec.tensorboard:
+    if spec.tensorboard and main_process:
         from skorch.callbacks import TensorBoard
         from torch.utils.tensorboard import SummaryWriter
 
         callbacks.append(("tensorboard", TensorBoard(SummaryWriter(spec.tensorboard))))
-    if spec.progress:
+    if spec.progress and main_process:
         callbacks.append(("progress", ProgressBar()))
     return callbacks
