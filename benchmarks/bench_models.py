@@ -16,6 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from projkd._random import seeded
 from projkd.augment import RandomCropFlip
 from projkd.models import get_model
 
@@ -34,7 +35,8 @@ def measure(
     name: str, x_train, y_train, x_eval, repeat: int
 ) -> tuple[float, float, float]:
     """Parameters (M), seconds per training step, seconds per inference batch."""
-    model = get_model(name)
+    with seeded(0, "cpu"):  # the same weights in every process
+        model = get_model(name)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
     def train_step():

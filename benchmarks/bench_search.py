@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import GridSearchCV
 
 from projkd import ProjectorDistiller
+from projkd._random import seeded
 from projkd.data import CIFAR100_MEAN, CIFAR100_STD, load_cifar100, normalize
 from projkd.features import forward_with_features
 from projkd.models import get_model
@@ -47,6 +48,12 @@ SETTINGS = dict(
     random_state=0,
     classes=np.arange(100),  # a subset may miss classes the teacher predicts
 )
+
+
+def model(name: str, seed: int = 0) -> torch.nn.Module:
+    """A zoo network initialised under ``seed``, the same in every process."""
+    with seeded(seed, "cpu"):
+        return get_model(name)
 
 
 def load_subset(root: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +81,7 @@ class TeacherCounter:
 
 def make(teacher, cache: bool) -> ProjectorDistiller:
     return ProjectorDistiller(
-        teacher, get_model("resnet8x4"), cache_teacher=cache, **SETTINGS
+        teacher, model("resnet8x4"), cache_teacher=cache, **SETTINGS
     )
 
 
@@ -113,7 +120,7 @@ def distiller_epoch(teacher, X, y, cache: bool, epochs: int = 2) -> float:
     clear_teacher_cache()
     est = ProjectorDistiller(
         teacher,
-        get_model("resnet8x4"),
+        model("resnet8x4"),
         cache_teacher=cache,
         **{**SETTINGS, "max_epochs": epochs},
     ).fit(X, y)
@@ -132,7 +139,7 @@ def child(mode: str, subset: str) -> None:
     torch.manual_seed(0)
     data = np.load(subset)
     X, y = data["X"], data["y"]
-    teacher = get_model("resnet32x4").eval()
+    teacher = model("resnet32x4", seed=1).eval()
     if mode == "fit":
         make(teacher, True).fit(X, y)
     else:
@@ -144,7 +151,7 @@ def child(mode: str, subset: str) -> None:
 def main(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     X, y = load_subset(args.data_root, args.n)
-    teacher = get_model("resnet32x4").eval()
+    teacher = model("resnet32x4", seed=1).eval()
     print(
         f"resnet32x4 -> resnet8x4, {len(X)} CIFAR-100 images, 3-fold x 4 candidates,"
         f" 1 epoch each, {torch.get_num_threads()} threads\n"
@@ -161,7 +168,7 @@ def main(args: argparse.Namespace) -> None:
         f"({t_cached:.0f} s / {t_plain:.0f} s) |"
     )
 
-    student = get_model("resnet8x4")
+    student = model("resnet8x4")
     loop = np.mean([plain_loop_epoch(teacher, student, X, y) for _ in range(2)])
     ours = distiller_epoch(teacher, X, y, cache=False, epochs=3)
     ours_cached = distiller_epoch(teacher, X, y, cache=True, epochs=3)

@@ -1,4 +1,8 @@
-"""The ``projkd`` command line: a thin layer over :mod:`projkd.experiments`."""
+"""The ``projkd`` command line: a thin front over :mod:`projkd.experiments`.
+
+Each command's arguments become one :class:`~projkd.experiments.RunSpec`
+(plus the command's own parameters), handed to its function.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "spec_from_args"]
 
 
-def _common(parser: argparse.ArgumentParser, *, teacher: bool, student: bool) -> None:
+def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
     from .experiments import DATASETS
 
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
@@ -20,21 +24,44 @@ def _common(parser: argparse.ArgumentParser, *, teacher: bool, student: bool) ->
     parser.add_argument(
         "--epochs",
         type=int,
-        default=20,
-        help="epochs (CIFAR-100's lr milestones are scaled to it)",
+        help="epochs (default: the data set's recipe, CIFAR-100 240; the lr "
+        "milestones are scaled to it)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch size per process (default: the recipe's, CIFAR-100 64)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="projkd-runs", help="output folder")
-    if teacher:
-        parser.add_argument("--teacher-arch", help="a projkd.models name")
-        parser.add_argument(
-            "--teacher-weights",
-            required=student,
-            help="teacher.pt written by train-teacher",
-        )
+    parser.add_argument("--teacher-arch", help="a projkd.models name")
     if student:
+        parser.add_argument(
+            "--teacher-weights", required=True, help="teacher.pt from train-teacher"
+        )
         parser.add_argument("--student-arch", help="a projkd.models name")
+    fast = parser.add_argument_group(
+        "speed",
+        "on CUDA the fast settings (bf16, compile, channels_last, data "
+        "on the device) are on unless --no-fast",
+    )
+    fast.add_argument("--mixed-precision", choices=["bf16", "fp16"])
+    fast.add_argument("--compile", action="store_const", const=True, default=None)
+    fast.add_argument("--channels-last", action="store_const", const=True, default=None)
+    fast.add_argument(
+        "--no-fast", action="store_true", help="no fast settings by default on CUDA"
+    )
+    parser.add_argument(
+        "--tensorboard", metavar="DIR", help="write TensorBoard event files to DIR"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if student:
+        parser.add_argument(
+            "--epoch-metrics",
+            action="store_true",
+            help="record the training batches' ECE and CKA each epoch",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,10 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="projkd-demo", help="folder for the plots")
 
     teacher = commands.add_parser("train-teacher", help="train and save a teacher")
-    _common(teacher, teacher=True, student=False)
+    _common(teacher, student=False)
 
     distill = commands.add_parser("distill", help="distil a saved teacher")
-    _common(distill, teacher=True, student=True)
+    _common(distill, student=True)
     distill.add_argument("--n-projectors", type=int, default=3)
     distill.add_argument("--projector", default="linear", choices=["linear", "mlp"])
     distill.add_argument("--feature-weight", type=float, default=25.0)
@@ -61,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument("--logit-projector", action="store_true")
 
     search = commands.add_parser("search", help="cross-validated search")
-    _common(search, teacher=True, student=True)
+    _common(search, student=True)
     search.add_argument(
         "--n-projectors",
         default="1,2,3,4",
@@ -84,6 +111,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~projkd.experiments.RunSpec` of a parsed command line."""
+    from .experiments import RunSpec
+
+    return RunSpec(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        subset=args.subset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        out=args.out,
+        teacher_arch=args.teacher_arch,
+        teacher_weights=getattr(args, "teacher_weights", None),
+        student_arch=getattr(args, "student_arch", None),
+        mixed_precision=args.mixed_precision,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        fast=not args.no_fast,
+        tensorboard=args.tensorboard,
+        epoch_metrics=getattr(args, "epoch_metrics", False),
+        progress=not args.no_progress,
+    )
+
+
 def _values(text: str) -> list[Any]:
     values = []
     for item in text.split(","):
@@ -92,6 +145,16 @@ def _values(text: str) -> list[Any]:
         except (ValueError, SyntaxError):
             values.append(item)  # a bare string
     return values
+
+
+def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
+    grid = {"n_projectors": _values(args.n_projectors)}
+    for spec in args.param:
+        name, _, values = spec.partition("=")
+        if not values:
+            raise SystemExit(f"--param {spec!r}: expected NAME=V1,V2")
+        grid[name] = _values(values)
+    return grid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,12 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reproduce":
         return int(args.handler(args))
     if args.command == "demo":
-        from .demo import main as demo_main
+        from .experiments.demo import main as demo_main
 
         return demo_main(epochs=args.epochs, random_state=args.seed, out=args.out)
 
     if args.command == "report":
-        from .report import report
+        from .experiments.report import report
 
         report(args.runs, out=args.out, device=args.device)
         print((Path(args.out) / "results.md").read_text())
@@ -117,31 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import experiments
 
-    common = dict(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        epochs=args.epochs,
-        device=args.device,
-        subset=args.subset,
-        seed=args.seed,
-        out=args.out,
-    )
+    spec = spec_from_args(args)
     if args.command == "train-teacher":
-        record = experiments.train_teacher_run(arch=args.teacher_arch, **common)
+        record = experiments.train_teacher_run(spec)
         print(
             f"teacher: train {100 * record['train_acc']:.2f}%, test "
             f"{100 * record['test_acc']:.2f}% -> {Path(args.out) / 'teacher.pt'}"
         )
         return 0
-    models = dict(
-        teacher_arch=args.teacher_arch,
-        teacher_weights=args.teacher_weights,
-        student_arch=args.student_arch,
-    )
     if args.command == "distill":
         experiments.distill(
-            **common,
-            **models,
+            spec,
             n_projectors=args.n_projectors,
             projector=args.projector,
             feature_weight=args.feature_weight,
@@ -150,14 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logit_projector=args.logit_projector,
         )
     else:  # search
-        grid = {"n_projectors": _values(args.n_projectors)}
-        for spec in args.param:
-            name, _, values = spec.partition("=")
-            if not values:
-                raise SystemExit(f"--param {spec!r}: expected NAME=V1,V2")
-            grid[name] = _values(values)
-        experiments.search(
-            **common, **models, grid=grid, cv=args.cv, n_jobs=args.n_jobs
-        )
-    print((Path(args.out) / "results.md").read_text())
+        experiments.search(spec, _grid(args), cv=args.cv, n_jobs=args.n_jobs)
+    results = Path(args.out) / "results.md"
+    if results.exists():  # not on the non-main processes of a parallel launch
+        print(results.read_text())
     return 0

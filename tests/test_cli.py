@@ -22,7 +22,15 @@ def test_demo_prints_every_model_and_writes_plots(capsys, tmp_path):
 
 def test_teacher_distill_search_report_pipeline(tmp_path, capsys):
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
-    common = ["--dataset", "digits", "--epochs", "2"]
+    common = [
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--subset",
+        "300",
+        "--no-progress",
+    ]
     assert main(["train-teacher", *common, "--out", str(teacher_dir)]) == 0
     weights = teacher_dir / "teacher.pt"
     assert weights.exists()

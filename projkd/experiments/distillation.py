@@ -1,0 +1,213 @@
+"""``projkd distill``: distil a saved teacher into a student; reload it.
+
+Every run's real work goes through :class:`~projkd.ProjectorDistiller`. A run
+writes a folder: ``config.json`` (what to rebuild it from), weights as
+``state_dict`` files (loaded with ``weights_only=True``), ``history.json``,
+and its results as ``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..distiller import ProjectorDistiller
+from ..teacher import load_teacher
+from .data import Data, load_data
+from .io import save_json, write_results
+from .spec import RunSpec, build_model, launched_world_size, speed_kwargs
+from .tracking import best_epoch, run_callbacks
+
+__all__ = ["distill", "distiller_setup", "load_run"]
+
+
+def distiller_setup(
+    spec: RunSpec, world_size: int | None = None
+) -> tuple[type[ProjectorDistiller], dict[str, Any]]:
+    """The estimator class and its speed parameters for this launch.
+
+    A plain launch trains a :class:`~projkd.ProjectorDistiller` with
+    :func:`~projkd.experiments.speed_kwargs`. Under ``torchrun`` or
+    ``accelerate launch`` (``WORLD_SIZE > 1``) it is an
+    :class:`~projkd.accelerate.AcceleratedProjectorDistiller` whose
+    ``accelerator`` decides devices and precision; ``batch_size`` is then per
+    process, so the global batch is ``world_size`` times the recipe's.
+
+    Parameters
+    ----------
+    spec : RunSpec
+    world_size : int or None, default=None
+        ``None`` reads ``WORLD_SIZE`` from the environment.
+
+    Returns
+    -------
+    cls : type
+    kwargs : dict
+        Parameters for ``cls`` beyond the recipe's.
+    """
+    world_size = launched_world_size() if world_size is None else world_size
+    if world_size <= 1:
+        return ProjectorDistiller, {"device": spec.device, **speed_kwargs(spec)}
+    from accelerate import Accelerator
+
+    from ..accelerate import AcceleratedProjectorDistiller
+
+    accelerator = Accelerator(mixed_precision=speed_kwargs(spec).get("mixed_precision"))
+    return AcceleratedProjectorDistiller, {"accelerator": accelerator, "device": None}
+
+
+def _is_main_process(estimator: Any) -> bool:
+    accelerator = getattr(estimator, "accelerator", None)
+    return accelerator is None or bool(accelerator.is_main_process)
+
+
+def _teacher(config: dict[str, Any], data: Data, device: str | None) -> torch.nn.Module:
+    model = build_model(config["teacher_arch"], data, seed=config["seed"])
+    return load_teacher(model, config["teacher_weights"], device=device or "cpu")
+
+
+def _estimator(
+    config: dict[str, Any],
+    data: Data,
+    spec: RunSpec,
+    *,
+    callbacks: list[Any],
+    world_size: int | None = None,
+) -> ProjectorDistiller:
+    params = dataclasses.replace(spec, epochs=config["epochs"]).training_params(
+        config["student_arch"]
+    )
+    params["callbacks"] = [*params.get("callbacks", []), *callbacks]
+    params.update(config["params"])
+    cls, speed = distiller_setup(spec, world_size)
+    return cls(
+        _teacher(config, data, speed["device"]),
+        build_model(config["student_arch"], data, seed=config["seed"]),
+        max_epochs=config["epochs"],
+        random_state=config["seed"],
+        classes=np.arange(data.n_classes),
+        train_split=None,
+        verbose=0,
+        **params,
+        **speed,
+    )
+
+
+def _config(spec: RunSpec, **params: Any) -> dict[str, Any]:
+    if spec.teacher_weights is None:
+        raise ValueError(
+            "No teacher: give --teacher-weights (a teacher.pt written by "
+            "projkd train-teacher)."
+        )
+    return {
+        "kind": "student",
+        **spec.to_json(),
+        "teacher_weights": str(Path(spec.teacher_weights).resolve()),
+        "params": params,
+    }
+
+
+def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
+    """Distil a saved teacher into a student; save the student and its results.
+
+    The student is built under ``spec.seed`` and trained with the data set's
+    recipe (CIFAR-100: 240 epochs scaled to ``spec.epochs``). Under a
+    multi-process launch only the main process writes files.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        ``teacher_weights`` is required.
+    **distiller_params
+        :class:`~projkd.ProjectorDistiller` parameters (``n_projectors``,
+        ``feature_weight``, ...), recorded in ``config.json``.
+
+    Returns
+    -------
+    record : dict
+        The student's row of :func:`projkd.analysis.compare`, with
+        ``best_test_acc`` and ``best_epoch`` beside the final ``test_acc``.
+    """
+    spec = spec.resolve()
+    out = Path(spec.out)
+    config = _config(spec, **distiller_params)
+    data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
+    callbacks = run_callbacks(spec, data.X_test, data.y_test, distiller=True)
+    estimator = _estimator(config, data, spec, callbacks=callbacks)
+    estimator.fit(data.X_train, data.y_train)
+    from ..analysis import compare, format_markdown
+
+    records = compare(
+        {config["student_arch"]: estimator},
+        data.X_train,
+        data.y_train,
+        data.X_test,
+        data.y_test,
+    )
+    epoch, best = best_epoch(estimator.history)
+    records[-1].update(best_test_acc=best, best_epoch=epoch)
+    if _is_main_process(estimator):
+        out.mkdir(parents=True, exist_ok=True)
+        estimator.save_params(
+            f_params=str(out / "student.pt"),
+            f_projectors=str(out / "projectors.pt"),
+            f_logit_projector=str(out / "logit_projector.pt"),
+            f_history=str(out / "history.json"),
+        )
+        save_json(out / "config.json", config)
+        markdown = format_markdown(records)
+        if best is not None:
+            markdown += (
+                f"\n\nBest-epoch test accuracy {100 * best:.2f}% (epoch {epoch}), "
+                "for comparison with published tables only; the final epoch's "
+                "is the main figure."
+            )
+        write_results(out, records, markdown)
+    return records[-1]
+
+
+def load_run(
+    folder: str | Path, *, device: str = "cpu"
+) -> tuple[ProjectorDistiller, Data]:
+    """Rebuild a saved student (and its teacher and data) from a run folder.
+
+    Weights are loaded with ``weights_only=True``: a file carrying code is
+    refused.
+    """
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("kind") != "student":
+        raise ValueError(
+            f"{folder} holds no distilled student (kind {config.get('kind')!r})."
+        )
+    fields = {f.name for f in dataclasses.fields(RunSpec)}
+    spec = RunSpec(**{k: v for k, v in config.items() if k in fields})
+    spec = dataclasses.replace(
+        spec,
+        device=device,
+        fast=False,
+        progress=False,
+        mixed_precision=None,
+        compile=None,
+        channels_last=None,
+    )
+    data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
+    estimator = _estimator(
+        {**config, "epochs": 0}, data, spec, callbacks=[], world_size=1
+    )
+    estimator.set_params(cache_teacher=False)
+    per_class = [np.flatnonzero(data.y_train == c)[:1] for c in range(data.n_classes)]
+    sample = np.concatenate([i for i in per_class if len(i)] or [np.arange(2)])
+    estimator.fit(data.X_train[sample], data.y_train[sample])  # 0 epochs: builds it
+    estimator.load_params(
+        f_params=str(folder / "student.pt"),
+        f_projectors=str(folder / "projectors.pt"),
+        f_logit_projector=str(folder / "logit_projector.pt"),
+        f_history=str(folder / "history.json"),
+    )
+    return estimator, data
