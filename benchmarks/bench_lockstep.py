@@ -24,9 +24,9 @@ import torch
 
 from projkd import ProjectorDistiller
 from projkd.augment import RandomCropFlip
+from projkd.experiments.reproduction import VARIANTS, fast_settings
 from projkd.lockstep import EpochSeed, fit_lockstep
 from projkd.models import get_model
-from projkd.reproduce import VARIANTS, fast_settings
 
 
 def estimators(teacher, arch, device, fast, epochs, n_classes):

@@ -9,6 +9,7 @@ augments.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,7 @@ class RandomCropFlip(nn.Module):
 
     @classmethod
     def for_normalization(
-        cls, mean: Sequence[float], std: Sequence[float], **kwargs: float
+        cls, mean: Sequence[float], std: Sequence[float], **kwargs: Any
     ) -> RandomCropFlip:
         """The transform for batches normalised by ``(x - mean) / std``: it pads
         with black (raw value 0), ``-mean / std`` per channel, as the reference

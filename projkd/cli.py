@@ -160,7 +160,9 @@ def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``projkd`` and ``python -m projkd``."""
     parser = _parser()
-    from .reproduce import add_subcommand  # `projkd reproduce` (issue 13)
+    from .experiments.reproduction import (
+        add_subcommand,  # `projkd reproduce` (issue 13)
+    )
 
     add_subcommand(parser)
     args = parser.parse_args(argv)

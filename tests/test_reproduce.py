@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from projkd import reproduce as rep
 from projkd.cli import main
-from projkd.reproduce import VARIANTS, fast_settings, reproduce
-from projkd.reproduce_results import PUBLISHED, format_results, summarize
+from projkd.experiments import reproduction as rep
+from projkd.experiments.reproduction import VARIANTS, fast_settings, reproduce
+from projkd.experiments.reproduction_results import PUBLISHED, format_results, summarize
 
 _TIMES = {"train_time_s", "images_per_s"}
 # 150 images of 100 classes: sklearn's "looks like regression" warning is noise

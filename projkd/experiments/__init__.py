@@ -2,8 +2,8 @@
 
 One module per command (:mod:`.teacher` for ``train-teacher``,
 :mod:`.distillation` for ``distill``, :mod:`.grid_search` for ``search``,
-:mod:`.report`, :mod:`.demo`), over the shared pieces: :mod:`.data` (data
-sets by name), :mod:`.recipes` (the reference training recipes),
+:mod:`.report`, :mod:`.demo`, :mod:`.reproduction` for ``reproduce``),
+over the shared pieces: :mod:`.data` (data sets by name), :mod:`.recipes` (the reference training recipes),
 :mod:`.spec` (:class:`RunSpec`, the one run specification every command
 takes), :mod:`.tracking` (per-epoch records) and :mod:`.io` (result files).
 The library (estimator, losses, projectors, metrics, models, data) never
@@ -17,6 +17,7 @@ from .distillation import distill, distiller_setup, load_run
 from .grid_search import search
 from .io import write_results
 from .recipes import default_epochs, recipe, scaled_milestones
+from .reproduction import reproduce
 from .spec import FAST_SETTINGS, RunSpec, build_model, launched_world_size, speed_kwargs
 from .teacher import TeacherNet, train_teacher_run
 
@@ -35,6 +36,7 @@ __all__ = [
     "load_data",
     "load_run",
     "recipe",
+    "reproduce",
     "scaled_milestones",
     "search",
     "speed_kwargs",

@@ -1,4 +1,4 @@
-"""The training pieces of :mod:`projkd.reproduce`.
+"""The training pieces of :mod:`projkd.experiments.reproduction`.
 
 A time budget that ends a fit cleanly at an epoch's end, a per-epoch test
 score, the teacher's skorch net (batch augmentation, sliced batches seeded per
@@ -21,10 +21,10 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint
 from skorch.utils import to_tensor
 
-from .batching import ArrayBatches, ArrayDataset
-from .callbacks import ResumableCheckpoint
-from .distiller import ProjectorDistiller
-from .metrics import expected_calibration_error, overconfidence
+from ..batching import ArrayBatches, ArrayDataset
+from ..callbacks import ResumableCheckpoint
+from ..distiller import ProjectorDistiller
+from ..metrics import expected_calibration_error, overconfidence
 
 __all__ = ["FAST_SETTINGS", "TimeBudget", "fast_settings"]
 
@@ -76,7 +76,7 @@ class TimeBudget(Callback):
     Parameters
     ----------
     clock : object
-        Shared by every run of one :func:`~projkd.reproduce.reproduce` call;
+        Shared by every run of one :func:`~projkd.experiments.reproduce` call;
         it has ``done`` and ``out_of_time`` methods.
     """
 

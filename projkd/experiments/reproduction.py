@@ -35,15 +35,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._random import seeded
-from .callbacks import ResumableCheckpoint
-from .distiller import ProjectorDistiller
-from .experiments import Data, load_data, recipe
-from .lockstep import EpochSeed, fit_lockstep
-from .metrics import linear_cka
-from .models import get_model, list_models
-from .reproduce_results import format_results, summarize, write_plots
-from .reproduce_training import (
+from .._random import seeded
+from ..callbacks import ResumableCheckpoint
+from ..distiller import ProjectorDistiller
+from ..lockstep import EpochSeed, fit_lockstep
+from ..metrics import linear_cka
+from ..models import get_model, list_models
+from ..teacher import load_teacher
+from .data import Data, load_data
+from .recipes import recipe
+from .reproduction_results import format_results, summarize, write_plots
+from .reproduction_training import (
     FAST_SETTINGS,
     TimeBudget,
     _Clock,
@@ -58,7 +60,6 @@ from .reproduce_training import (
     _write_json,
     fast_settings,
 )
-from .teacher import load_teacher
 
 __all__ = [
     "DEFAULT_PAIRS",
@@ -342,7 +343,7 @@ def _seed_runs(
 
 
 def _forward(device: str) -> Any:
-    from .teacher_cache import compute_teacher_outputs
+    from ..teacher_cache import compute_teacher_outputs
 
     def forward(model: torch.nn.Module, X: Any) -> torch.Tensor:
         return compute_teacher_outputs(model, X, device=device).logits
@@ -499,7 +500,7 @@ def reproduce(
 
     Examples
     --------
-    >>> from projkd.reproduce import reproduce
+    >>> from projkd.experiments import reproduce
     >>> # reproduce(dataset="cifar100", data_root="data/cifar100", epochs=60,
     >>> #           out="runs/repro", time_budget=500)
     """

@@ -1,4 +1,4 @@
-"""Tables and plots of :func:`projkd.reproduce.reproduce`.
+"""Tables and plots of :func:`projkd.experiments.reproduce`.
 
 Beside the measured figures: the published CRD-benchmark numbers of the pair
 (best-epoch top-1 after 240 epochs, METHOD.md), and for each of the paper's
@@ -298,7 +298,7 @@ def write_plots(out: Path, results: dict[str, Any], y_test: Any) -> list[str]:
     Returns the files written; none when matplotlib is not installed.
     """
     try:
-        from .analysis import _pyplot, _save, plot_reliability_diagrams
+        from ..analysis import _pyplot, _save, plot_reliability_diagrams
 
         plt = _pyplot()
     except ImportError:
