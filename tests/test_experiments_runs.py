@@ -46,7 +46,8 @@ def test_cli_and_demo_runs_are_identical_in_separate_processes(tmp_path):
         "main(['train-teacher', *tiny, '--epochs', '2', '--out', '{out}/t'])\n"
         "main(['distill', *tiny, '--epochs', '2', '--out', '{out}/s',\n"
         "      '--teacher-weights', '{out}/t/teacher.pt'])\n"
-        "demo(epochs=1, random_state=3, out=None)\n"
+        # measured timings differ between runs; everything else may not
+        "demo(epochs=1, random_state=3, out=None, cost=False)\n"
     )
     first, second = tmp_path / "a", tmp_path / "b"
     printed = _run_in_processes(code, [first, second])

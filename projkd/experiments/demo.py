@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .._random import seeded
 from ..analysis import (
     compare,
+    cost_summary,
     format_markdown,
     plot_cka_heatmap,
     plot_reliability_diagrams,
@@ -47,6 +48,7 @@ def run_demo(
     random_state: int = 0,
     progress: bool = True,
     out: str | Path | None = None,
+    cost: bool = True,
 ) -> list[dict[str, Any]]:
     """Train a teacher on digits, then distil a smaller student five ways.
 
@@ -63,6 +65,11 @@ def run_demo(
         Folder for ``reliability.png`` (teacher, no projector, 3 projectors)
         and ``cka_no_projector.png`` / ``cka_3_projectors.png`` (layer-wise
         CKA with the teacher); None writes no plots.
+    cost : bool, default=True
+        Add each network's parameters, multiply-accumulates per image and
+        measured latency/throughput at batch 1 on the CPU. The timings are
+        measured, so they differ from run to run; everything else is fixed
+        by ``random_state``.
 
     Returns
     -------
@@ -110,7 +117,7 @@ def run_demo(
             _plots(Path(out), students, X_test, y_test)
         except ImportError as error:  # matplotlib is an optional extra
             print(f"No plots: {error}", file=sys.stderr)
-    return compare(students, X_train, y_train, X_test, y_test)
+    return compare(students, X_train, y_train, X_test, y_test, cost=cost)
 
 
 def _plots(out: Path, students: dict[str, Any], X_test, y_test) -> None:
@@ -138,12 +145,15 @@ def main(
     random_state: int = 0,
     out: str | Path | None = None,
     stream: TextIO | None = None,
+    cost: bool = True,
 ) -> int:
     """Run the demo and print its table (to ``stream``, standard output by default)."""
     stream = sys.stdout if stream is None else stream
-    rows = run_demo(epochs=epochs, random_state=random_state, out=out)
+    rows = run_demo(epochs=epochs, random_state=random_state, out=out, cost=cost)
     print(format_markdown(rows), file=stream)
     print("\n" + summarize(rows), file=stream)
+    if cost:
+        print("\n" + cost_summary(rows), file=stream)
     if out is not None and (Path(out) / "reliability.png").exists():
         print(
             f"Plots: {Path(out) / 'reliability.png'}, {Path(out) / 'cka_*.png'}",

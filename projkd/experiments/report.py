@@ -8,6 +8,7 @@ from typing import Any
 
 from ..analysis import (
     compare,
+    cost_summary,
     format_markdown,
     plot_accuracy_curves,
     plot_cka_heatmap,
@@ -20,13 +21,21 @@ __all__ = ["report"]
 
 
 def report(
-    runs: Sequence[str | Path], *, out: str | Path, device: str = "cpu"
+    runs: Sequence[str | Path],
+    *,
+    out: str | Path,
+    device: str = "cpu",
+    cost: bool = True,
 ) -> list[Any]:
     """Reload students saved by ``projkd distill`` and compare them.
 
     Writes ``results.json``/``results.md`` (the :func:`~projkd.analysis.compare`
     table), ``reliability.png``, ``accuracy.png`` and one ``cka_<run>.png``
     per student into ``out``. The runs should share a data set and teacher.
+    With ``cost`` (default) the table also gives each network's parameters,
+    multiply-accumulates per image and latency/throughput measured at batch
+    1 on ``device``, and ``results.md`` ends with one line per student ("6.1x
+    fewer MACs, 7.4x faster at batch 1 on cpu, -3.2 points").
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,7 +44,9 @@ def report(
         estimator, data = load_run(run, device=device)
         students[Path(run).name] = estimator
     assert data is not None
-    records = compare(students, data.X_train, data.y_train, data.X_test, data.y_test)
+    records = compare(
+        students, data.X_train, data.y_train, data.X_test, data.y_test, cost=cost
+    )
     first = next(iter(students.values()))
     predictions = {"teacher": (data.y_test, first.predict_proba_teacher(data.X_test))}
     predictions.update(
@@ -59,5 +70,8 @@ def report(
             out / f"cka_{name}.png",
             device=device,
         )
-    write_results(out, records, format_markdown(records))
+    table = format_markdown(records)
+    if cost:
+        table += "\n\n" + cost_summary(records) + "\n"
+    write_results(out, records, table)
     return records
