@@ -1,5 +1,5 @@
-"""Networks for distillation: the CIFAR-100 benchmark zoo, digits CNNs, and
-torchvision's models through :func:`get_model`.
+"""Networks for distillation: the CIFAR-100 benchmark zoo, digits and MNIST CNNs,
+and torchvision's models through :func:`get_model`.
 
 Every zoo model exposes ``forward(x)`` (logits), ``forward_features(x)`` (the
 pooled penultimate vector, after the last ReLU) and ``forward_head(f)``.
@@ -9,6 +9,7 @@ from . import cifar_resnet50  # noqa: F401  (registers resnet50)
 from ._registry import get_model, list_models, register_model
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN, digits_student, digits_teacher
+from .mnist import MnistCNN, mnist_student, mnist_teacher
 from .mobilenetv2 import MobileNetV2
 from .shufflenet import ShuffleNetV1, ShuffleNetV2
 from .vgg import VGG
@@ -17,6 +18,7 @@ from .wrn import WideResNet
 __all__ = [
     "CifarResNet",
     "DigitsCNN",
+    "MnistCNN",
     "MobileNetV2",
     "ShuffleNetV1",
     "ShuffleNetV2",
@@ -26,5 +28,7 @@ __all__ = [
     "digits_teacher",
     "get_model",
     "list_models",
+    "mnist_student",
+    "mnist_teacher",
     "register_model",
 ]
