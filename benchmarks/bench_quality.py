@@ -18,8 +18,11 @@ passed as a class with ``student__*``). For each variant and seed the final
 test accuracy, train accuracy, gap, ECE, over-confidence and linear CKA with
 the teacher are recorded; each of the paper's claims is judged on the paired
 difference over seeds with a 95% t-interval. Results go to
-``benchmarks/results/quality_mnist.{md,json}``. ``--tiny`` runs a few-second
-version (for the test suite) that writes nothing unless ``--out`` is given.
+``benchmarks/results/quality_mnist.{md,json}`` (after each seed from the second
+on, so an interrupted run keeps what it finished); ``--from-json FILE``
+rebuilds the claims and the table from a results file without training.
+``--tiny`` runs a few-second version (for the test suite) that writes nothing
+unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -74,6 +77,13 @@ PERCENT = {"test_acc", "train_acc", "gap", "ece", "overconfidence"}
 
 # (claim, variant A, variant B, metric, sign): the claim is "sign * (A - B) > 0"
 CLAIMS: list[tuple[str, str, str, str, int]] = [
+    (
+        "(set-up check, not a claim of the paper) KD raises test accuracy",
+        "KD",
+        "student alone",
+        "test_acc",
+        +1,
+    ),
     (
         "a projector raises test accuracy (1 projector vs none, equal widths)",
         "feature, 1 projector",
@@ -489,12 +499,18 @@ def interval(claim: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The table, the claims and how the run was made, as Markdown."""
     setup, teacher = result["setup"], result["teacher"]
+    short = (
+        " **The teacher is short of the 99.2% asked for in issue #11** "
+        "(see `quality_mnist_teacher.md`)."
+        if teacher["test_acc"] < 0.992
+        else ""
+    )
     lines = [
         "# Distillation quality on MNIST",
         "",
         f"Teacher `{setup['teacher']}` ({setup['teacher_source']['source']}): "
         f"test accuracy {pct(teacher['test_acc'])}%, ECE {pct(teacher['ece'])}%, "
-        f"over-confidence {pct(teacher['overconfidence'])} pt. "
+        f"over-confidence {pct(teacher['overconfidence'])} pt.{short} "
         f"Student `{setup['student']}`, {setup['train_images']} training images "
         f"(a fixed subset), {setup['epochs']} epochs of {setup['optimizer']} "
         f"(lr {setup['lr']}, batch {setup['batch_size']}), {setup['seeds']} seeds; "
@@ -575,6 +591,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, help="results folder (default benchmarks/results)"
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="no training: rebuild the claims and the table from a results file",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error(
@@ -589,6 +610,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = args.out or (None if args.tiny else RESULTS)
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        result = assemble(saved["setup"], saved["teacher"], saved["per_seed"])
+        write(result, out or RESULTS)
+        print(markdown(result))
+        return result
     result = run(args, None if out is None else lambda partial: write(partial, out))
     print(markdown(result))
     return result

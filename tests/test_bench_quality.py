@@ -109,7 +109,7 @@ def test_stored_teacher_is_small_float32_and_strong(bench):
     state = torch.load(TEACHER, weights_only=True)
     floats = [v for v in state.values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float32 for v in floats)
-    teacher = bench.load_teacher(get_model("mnist_teacher"), TEACHER)
+    teacher = bench.load_teacher(get_model("mnist_teacher", num_classes=10), TEACHER)
     if (SHARED / "mnist").is_dir():
         data = bench.load_data("mnist", str(SHARED / "mnist"))
         assert bench.accuracy(teacher, data.X_test[:2000], data.y_test[:2000]) > 0.98
@@ -139,3 +139,9 @@ def test_tiny_run_writes_table_and_verdicts(bench, tmp_path):
     table = (tmp_path / "quality_mnist.md").read_text()
     assert "| feature, 1 projector |" in table and "--tiny" in table
     assert result["setup"]["seeds"] == 2
+    # the table and claims can be rebuilt from the saved per-seed rows alone
+    again = tmp_path / "again"
+    bench.main(
+        ["--from-json", str(tmp_path / "quality_mnist.json"), "--out", str(again)]
+    )
+    assert (again / "quality_mnist.md").read_text() == table
