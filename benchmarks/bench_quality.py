@@ -1,9 +1,9 @@
 """Distillation quality on MNIST at CPU scale: the paper's claims, tested over seeds.
 
-Run (45 student fits, about 8 minutes of CPU time; on the shared 2-core
-machine about 15-25 minutes of wall time. The teacher is loaded from
+Run (45 student fits, about 9 minutes of CPU time; on the shared 2-core
+machine 12 minutes of wall time. The teacher is loaded from
 ``benchmarks/results/quality_mnist_teacher.pt`` when present, else trained:
-about 6 minutes of CPU time more):
+27 minutes of wall time more on the shared machine):
 
     python benchmarks/bench_quality.py
 
