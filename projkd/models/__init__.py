@@ -1,5 +1,5 @@
-"""Networks for distillation: the CIFAR-100 benchmark zoo, digits CNNs, and
-torchvision's and timm's models through :func:`get_model`.
+"""Networks for distillation: the CIFAR-100 benchmark zoo, digits and MNIST
+CNNs, and torchvision's and timm's models through :func:`get_model`.
 
 Every zoo model exposes ``forward(x)`` (logits), ``forward_features(x)`` (the
 pooled penultimate vector, after the last ReLU) and ``forward_head(f)``. Zoo
@@ -14,6 +14,7 @@ from ._timm import TimmModel
 from ._weights import load_weights, read_state_dict
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN, digits_student, digits_teacher
+from .mnist import MnistCNN, mnist_student, mnist_teacher
 from .mobilenetv2 import MobileNetV2
 from .shufflenet import ShuffleNetV1, ShuffleNetV2
 from .vgg import VGG
@@ -22,6 +23,7 @@ from .wrn import WideResNet
 __all__ = [
     "CifarResNet",
     "DigitsCNN",
+    "MnistCNN",
     "MobileNetV2",
     "ShuffleNetV1",
     "ShuffleNetV2",
@@ -34,5 +36,8 @@ __all__ = [
     "list_models",
     "load_weights",
     "read_state_dict",
+
+    "mnist_student",
+    "mnist_teacher",
     "register_model",
 ]
