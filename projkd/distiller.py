@@ -15,8 +15,8 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
-from skorch.dataset import unpack_data
-from skorch.utils import is_dataset, to_numpy, to_tensor
+from skorch.dataset import get_len, unpack_data
+from skorch.utils import TeeGenerator, is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
 
 from ._data_mixin import ArrayDataMixin
@@ -24,7 +24,10 @@ from ._labels import encode_labels, label_space
 from ._random import seeded
 from ._validation import check_input, check_input_shape, check_params, check_target
 from .batching import CachedTeacherBatch
-from .features import first_inputs, forward_with_features, probe
+from .compiling import FeatureForward
+from .device_data import DeviceStats, cudnn_benchmark
+from .features import first_inputs, forward_with_features, probe, resolve_feature_layer
+from .precision import autocast, check_supported, grad_scaler
 from .losses import distillation_loss
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
@@ -141,6 +144,31 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         Seeds initialisation, shuffling and dropout for the duration of
         ``fit`` (torch's global generators are restored afterwards). Two fits
         with the same seed and data give bit-identical predictions on CPU.
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        Run the teacher, the student and the projectors under autocast at
+        this precision (the loss terms are computed in float32). ``"fp16"``
+        scales the loss with a :class:`torch.amp.GradScaler`, which skips
+        steps whose gradients overflow. bf16 works on CPUs and GPUs.
+        Predictions are float32 probabilities; cached teacher outputs are
+        stored at this precision (half the memory of float32).
+    channels_last : bool, default=False
+        Keep the student, the teacher and the input batches in
+        ``torch.channels_last`` memory format (faster convolutions on GPUs
+        with tensor cores). Needs image input ``(N, C, H, W)``.
+    data_device : {"auto"} or str or torch.device, default="auto"
+        Where array input lives during ``fit``. ``"auto"``: on the compute
+        device when it is an accelerator and the arrays take under
+        :data:`projkd.device_data.DEVICE_MEMORY_FRACTION` of its free memory
+        (shuffling, slicing, augmentation and the teacher cache then all
+        stay there), else on the host, from where batches are copied from
+        pinned memory one batch ahead. A tensor already on the device is
+        never copied back.
+    compile : bool, default=False
+        skorch's parameter: ``True`` compiles, with :func:`torch.compile`
+        and the ``compile__*`` parameters, what trains -- the student's
+        forward with its features (through ``forward_features`` and
+        ``forward_head`` where it has them), the projectors, and the
+        teacher's forward when it is not served from the cache.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         The classification loss on the student's logits.
     predict_nonlinearity : callable, None or "auto", default="auto"
@@ -224,6 +252,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         nonfinite_loss: str = "raise",
         train_transform: Any = None,
         random_state: Any = None,
+        mixed_precision: str | None = None,
+        channels_last: bool = False,
+        data_device: Any = "auto",
         criterion: Any = nn.CrossEntropyLoss,
         predict_nonlinearity: Any = "auto",
         **kwargs: Any,
@@ -251,6 +282,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         self.nonfinite_loss = nonfinite_loss
         self.train_transform = train_transform
         self.random_state = random_state
+        self.mixed_precision = mixed_precision
+        self.channels_last = channels_last
+        self.data_device = data_device
 
     def __sklearn_clone__(self) -> ProjectorDistiller:
         """An unfitted copy that *shares* the teacher instead of deep-copying it.
@@ -335,7 +369,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         X, y = self._prepare_fit(X, y, reset=reset)
         if reset:
             self._fit_teacher(X, y)
-        with seeded(self.random_state, self.device):
+        with seeded(self.random_state, self.device), cudnn_benchmark(self.device):
             return super().fit(X, y, **fit_params)
 
     def partial_fit(
@@ -360,7 +394,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             X, y = self._prepare_fit(X, y, reset=not self.initialized_, classes=classes)
             if not self.initialized_:
                 self._fit_teacher(X, y)
-        return super().partial_fit(X, y, **fit_params)
+        with cudnn_benchmark(self.device):
+            return super().partial_fit(X, y, **fit_params)
 
     def _fit_teacher(self, X: Any, y: Any) -> None:
         """Fit a teacher given as an estimator on this fit's training data.
@@ -409,6 +444,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 "random augmentation changes the teacher's output at every step. "
                 "Use cache_teacher='auto' or False."
             )
+        self._check_fast_settings(X)
         if reset:
             self.input_shape_ = None if is_dataset(X) else tuple(X.shape[1:])
             if self.input_shape_ is not None:
@@ -424,6 +460,26 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     def _encode(self, y: Any) -> np.ndarray:
         return encode_labels(y, self.classes_)
 
+    def _check_fast_settings(self, X: Any) -> None:
+        """Refuse speed settings that cannot work, before training."""
+        check_supported(self._compute_device(), self.mixed_precision)
+        if self.data_device != "auto":
+            try:
+                torch.device(self.data_device)
+            except (RuntimeError, ValueError) as error:
+                raise ValueError(
+                    f"data_device={self.data_device!r} is not a device; use 'auto', "
+                    "'cpu', 'cuda' or 'cuda:<index>'."
+                ) from error
+        if self.channels_last:
+            ndim = first_inputs(X, n=1).ndim if is_dataset(X) else X.ndim
+            if ndim != 4:
+                raise ValueError(
+                    "channels_last=True needs image batches of shape (N, C, H, W), "
+                    f"but the inputs have {ndim} dimensions. Use channels_last=False "
+                    "for other input."
+                )
+
     # -------------------------------------------------------- initialisation
     def initialize_module(self) -> ProjectorDistiller:
         """Build the student, the frozen teacher and the projectors.
@@ -438,10 +494,12 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 "fit(X, y) or partial_fit(X, y) instead of initialize()."
             )
         device = self._compute_device()
-        teacher = freeze_teacher(self._teacher_module(), device)
+        teacher = self._frozen_teacher(device)
         sample = to_tensor(sample, device=device)
         d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
         student = self._build_student(n_out_t).to(device)
+        if self.channels_last:
+            student = student.to(memory_format=torch.channels_last)
         d_s, n_out_s = probe(student, sample, self.student_layer, "student")
         self._check_outputs(n_out_s, n_out_t)
 
@@ -457,7 +515,34 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             if self.logit_projector
             else nn.Identity()
         )
+        compile_kwargs = self.get_params_for("compile") if self.compile else None
+        # compiled forwards of what trains (skorch's compile of ``module_``
+        # alone would leave forward_features/forward_head eager); eager runs
+        # keep calling ``module_`` itself, which wrappers (DDP) rely on
+        self._student_forward = (
+            FeatureForward(student, self.student_layer, compile_kwargs)
+            if compile_kwargs is not None
+            else None
+        )
+        self._teacher_forward = FeatureForward(
+            teacher, self.teacher_layer, compile_kwargs
+        )
+        self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
         return self
+
+    def _frozen_teacher(self, device: Any) -> nn.Module:
+        """The frozen teacher, copied where a speed setting would modify the
+        user's object (memory format, a compiled feature hook)."""
+        user = self._teacher_module()
+        teacher = freeze_teacher(user, device)
+        hooked = bool(self.compile) and (
+            resolve_feature_layer(teacher, self.teacher_layer) is not None
+        )
+        if teacher is user and (self.channels_last or hooked):
+            teacher = copy.deepcopy(teacher)
+        if self.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return teacher
 
     def _build_student(self, n_classes: int) -> nn.Module:
         """Instantiate (or copy) the student; a class whose constructor takes
@@ -506,65 +591,174 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         return self
 
     # ------------------------------------------------------------- training
+    def _as_input(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _student_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self._student_forward is not None:
+            return self._student_forward(x)
+        return forward_with_features(self.module_, x, layer=self.student_layer)
+
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
         """The distillation forward pass: teacher (no grad, or looked up in the
-        cache), student, projectors."""
-        if isinstance(x, CachedTeacherBatch):
-            x, teacher_logits, teacher_features = (
-                to_tensor(t, device=self.device) for t in x
-            )
-        else:
-            x = to_tensor(x, device=self.device)
-            if self.train_transform is not None and self.module_.training:
-                x = self.train_transform(x)  # one view for student and teacher
-            with torch.no_grad():
-                teacher_logits, teacher_features = forward_with_features(
-                    self.teacher_, x, layer=self.teacher_layer
+        cache), student, projectors -- under autocast with ``mixed_precision``."""
+        with autocast(self.device, self.mixed_precision):
+            if isinstance(x, CachedTeacherBatch):
+                x, teacher_logits, teacher_features = (
+                    to_tensor(t, device=self.device) for t in x
                 )
-        logits, features = forward_with_features(
-            self.module_, x, layer=self.student_layer
-        )
-        return DistillationOutput(
-            logits=logits,
-            features=features,
-            projected=self.projectors_(features),
-            kd_logits=self.logit_projector_(logits),
-            teacher_logits=teacher_logits,
-            teacher_features=teacher_features,
-        )
+                x = self._as_input(x)
+            else:
+                x = to_tensor(x, device=self.device)
+                if self.train_transform is not None and self.module_.training:
+                    x = self.train_transform(x)  # one view for student and teacher
+                x = self._as_input(x)
+                with torch.no_grad():
+                    teacher_logits, teacher_features = self._teacher_forward(x)
+            logits, features = self._student_features(x)
+            return DistillationOutput(
+                logits=logits,
+                features=features,
+                projected=self.projectors_(features),
+                kd_logits=self.logit_projector_(logits),
+                teacher_logits=teacher_logits,
+                teacher_features=teacher_features,
+            )
 
     def get_loss(
         self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
     ) -> Tensor:
-        """The weighted distillation loss; its terms go to the batch history."""
+        """The weighted distillation loss, computed in float32; its terms go
+        to the batch history.
+
+        The terms and the accuracy stay on the device during an epoch and
+        reach the history at its end (one transfer); only the finiteness of
+        the training loss is read per batch, which ``nonfinite_loss`` needs
+        before the optimizer step.
+        """
         if not isinstance(y_pred, DistillationOutput):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
+        out = DistillationOutput(*(t.float() for t in y_pred))  # no-op in float32
         loss, terms = distillation_loss(
-            y_pred.logits,
+            out.logits,
             y_true,
-            teacher_logits=y_pred.teacher_logits,
-            projected=y_pred.projected,
-            teacher_features=y_pred.teacher_features,
-            kd_logits=y_pred.kd_logits,
+            teacher_logits=out.teacher_logits,
+            projected=out.projected,
+            teacher_features=out.teacher_features,
+            kd_logits=out.kd_logits,
             ce_weight=self.ce_weight,
             kd_weight=self.kd_weight,
             feature_weight=self.feature_weight,
             temperature=self.temperature,
             ce_loss=self.criterion_,
         )
-        accuracy = (y_pred.logits.argmax(dim=1) == y_true).float().mean()
-        values = [*(terms[t].detach() for t in LOSS_TERMS), accuracy, loss.detach()]
-        *recorded, total = torch.stack(values).tolist()  # one device sync
-        if training and not math.isfinite(total):
+        accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
+        values = torch.stack([*(terms[t].detach() for t in LOSS_TERMS), accuracy])
+        if training and not bool(torch.isfinite(loss)):
+            recorded = values.tolist()
             return self._nonfinite_loss(
-                total, dict(zip(LOSS_TERMS, recorded, strict=False))
+                float(loss.detach()), dict(zip(LOSS_TERMS, recorded, strict=False))
             )
         prefix = "train" if training else "valid"
-        names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
-        for name, value in zip(names, recorded, strict=True):
-            self.history.record_batch(name, value)
+        stats = getattr(self, "_epoch_stats", None)
+        if stats is not None and self.history:
+            stats.add((len(self.history[-1]["batches"]) - 1, prefix), values)
+        else:
+            self._record_terms(prefix, values.tolist())
         return loss
+
+    def _record_terms(self, prefix: str, values: list[float], batch: Any = None) -> None:
+        names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
+        for name, value in zip(names, values, strict=True):
+            if batch is None:
+                self.history.record_batch(name, value)
+            else:
+                batch[name] = value
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step; with ``mixed_precision="fp16"`` the loss is scaled
+        before the backward pass."""
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        scaler.scale(loss).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step, or with ``mixed_precision="fp16"`` the gradient
+        scaler's: gradients are unscaled before ``on_grad_computed`` (so
+        clipping callbacks see true values), and a step whose gradients
+        overflowed is skipped (no closure: the scaler does not support one)."""
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step(batch, **fit_params)
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        if step["loss"].grad_fn is None:  # a skipped non-finite batch
+            return step
+        optimizers = [getattr(self, name + "_") for name in self._optimizers]
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+        for optimizer in optimizers:
+            scaler.step(optimizer)
+        scaler.update()
+        return step
+
+    def run_single_epoch(
+        self, iterator: Any, training: bool, prefix: str, step_fn: Any, **fit_params: Any
+    ) -> None:
+        """skorch's epoch loop without its per-batch ``step["loss"].item()``.
+
+        skorch reads every batch's loss back to the host as soon as the step
+        is queued, which makes the CPU wait for the accelerator to finish the
+        step before it can queue the next one: the GPU idles for the launch
+        overhead of every batch. Here the batch losses, loss terms and
+        accuracies stay on the device and fill the batch entries of the
+        history in one transfer at the end of the loop, before
+        ``on_epoch_end`` scorers read them. Everything else -- the
+        callbacks' ``on_batch_begin``/``on_batch_end`` (``ProgressBar`` keeps
+        counting batches), batch sizes, the batch count -- is as in skorch.
+        """
+        if iterator is None:
+            return
+        self._epoch_stats = DeviceStats()
+        losses = DeviceStats()
+        batch_count = 0
+        try:
+            for batch in iterator:
+                self.notify("on_batch_begin", batch=batch, training=training)
+                step = step_fn(batch, **fit_params)
+                index = len(self.history[-1]["batches"]) - 1
+                losses.add(index, step["loss"].detach().float().reshape(1))
+                batch_size = (
+                    get_len(batch[0])
+                    if isinstance(batch, tuple | list)
+                    else get_len(batch)
+                )
+                self.history.record_batch(prefix + "_batch_size", batch_size)
+                self.notify("on_batch_end", batch=batch, training=training, **step)
+                batch_count += 1
+        finally:
+            stats, self._epoch_stats = self._epoch_stats, None
+            batches = self.history[-1]["batches"]
+            for index, (loss,) in losses.read():
+                batches[index][prefix + "_loss"] = loss
+            for (index, kind), values in stats.read():
+                self._record_terms(kind, values, batch=batches[index])
+        self.history.record(prefix + "_batch_count", batch_count)
 
     def _nonfinite_loss(self, total: float, terms: dict[str, float]) -> Tensor:
         """Stop (or skip the batch) before a non-finite loss reaches the weights."""
@@ -598,9 +792,13 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         """The student's logits alone: prediction never runs the teacher."""
         self.check_is_fitted()
         Xi, _ = unpack_data(batch)
-        with torch.set_grad_enabled(training):
+        with (
+            torch.set_grad_enabled(training),
+            autocast(self.device, self.mixed_precision),
+        ):
             self._set_training(training)
-            return self.module_(to_tensor(Xi, device=self.device))
+            logits = self.module_(self._as_input(to_tensor(Xi, device=self.device)))
+        return logits.float() if isinstance(logits, Tensor) else logits
 
     def _get_predict_nonlinearity(self) -> Any:
         if self.predict_nonlinearity == "auto":

@@ -8,6 +8,14 @@ and remembers it *per sample* (keyed by the sample's bytes) for each teacher
 object, so the folds of a cross-validation, whose training sets overlap, run
 the teacher on each sample about once in all. The in-process cache lives as
 long as the teacher object does; :func:`clear_teacher_cache` empties it.
+
+Outputs are stored at the precision of the training step: with
+``mixed_precision="bf16"`` or ``"fp16"`` the teacher runs under autocast and
+its logits and features are kept as 16-bit floats, half the memory of
+float32 (for CIFAR-100 with a 256-wide teacher, 50 000 x 356 values take
+36 MB instead of 71 MB). A tensor ``X`` already on an accelerator is run
+there and its outputs stay there (keyed per call, not shared across fits:
+hashing its samples would copy them back to the host).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from torch import nn
 
 from .batching import TeacherOutputs
 from .features import forward_with_features
+from .precision import autocast, autocast_dtype
 
 __all__ = ["cached_teacher_outputs", "clear_teacher_cache", "compute_teacher_outputs"]
 
@@ -36,21 +45,32 @@ def compute_teacher_outputs(
     layer: str | None = None,
     device: Any = "cpu",
     batch_size: int = 512,
+    mixed_precision: str | None = None,
 ) -> TeacherOutputs:
     """Run ``teacher`` (already frozen, in eval mode) over ``X`` in batches.
+
+    Parameters
+    ----------
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        Run under autocast and store the outputs at that precision.
 
     Returns
     -------
     outputs : TeacherOutputs
-        Logits and features of every sample, float32 on the CPU.
+        Logits and features of every sample, float32 (or the
+        ``mixed_precision`` dtype) on the CPU, or on ``X``'s device when
+        ``X`` is a tensor on an accelerator.
     """
     X = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
+    dtype = autocast_dtype(mixed_precision) or torch.float32
+    home = X.device
     logits, features = [], []
     for start in range(0, len(X), batch_size):
         batch = X[start : start + batch_size].to(device)
-        z, f = forward_with_features(teacher, batch, layer=layer)
-        logits.append(z.float().cpu())
-        features.append(f.float().cpu())
+        with autocast(device, mixed_precision):
+            z, f = forward_with_features(teacher, batch, layer=layer)
+        logits.append(z.to(home, dtype))
+        features.append(f.to(home, dtype))
     return TeacherOutputs(torch.cat(logits), torch.cat(features))
 
 
@@ -112,6 +132,7 @@ def cached_teacher_outputs(
     device: Any = "cpu",
     batch_size: int = 512,
     memory: Any = None,
+    mixed_precision: str | None = None,
 ) -> TeacherOutputs:
     """Teacher outputs for ``X``, computed only for samples not seen before.
 
@@ -129,11 +150,22 @@ def cached_teacher_outputs(
         A joblib cache (or its folder) to use instead of the in-process one:
         it persists across processes and runs, keyed by the teacher's
         weights and the whole of ``X``.
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        The precision the outputs are computed and stored at (part of the key).
 
     Returns
     -------
     outputs : TeacherOutputs
     """
+    if isinstance(X, torch.Tensor) and X.device.type != "cpu":
+        return compute_teacher_outputs(
+            teacher,
+            X,
+            layer=layer,
+            device=device,
+            batch_size=batch_size,
+            mixed_precision=mixed_precision,
+        )
     if memory is not None:
         import joblib
 
@@ -149,10 +181,11 @@ def cached_teacher_outputs(
             layer,
             device,
             batch_size,
+            mixed_precision,
         )
         return TeacherOutputs(torch.from_numpy(logits), torch.from_numpy(features))
 
-    key = (layer, weights_fingerprint(teacher))
+    key = (layer, weights_fingerprint(teacher), mixed_precision)
     with _CACHES_LOCK:
         per_teacher = _CACHES.setdefault(owner, {})
         cache = per_teacher.setdefault(key, _SampleCache())
@@ -164,7 +197,12 @@ def cached_teacher_outputs(
             else X[positions]
         )
         return compute_teacher_outputs(
-            teacher, subset, layer=layer, device=device, batch_size=batch_size
+            teacher,
+            subset,
+            layer=layer,
+            device=device,
+            batch_size=batch_size,
+            mixed_precision=mixed_precision,
         )
 
     return cache.lookup(sample_keys(X), compute)
@@ -177,12 +215,20 @@ def _compute_on_cpu_arrays(
     layer: str | None,
     device: Any,
     batch_size: int,
+    mixed_precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """joblib's cache key: the weights' fingerprint, ``X`` and ``layer``."""
+    """joblib's cache key: the weights' fingerprint, ``X``, ``layer`` and the
+    precision. Stored as float32 (numpy has no bfloat16); the precision's
+    rounding is kept."""
     outputs = compute_teacher_outputs(
-        teacher, X, layer=layer, device=device, batch_size=batch_size
+        teacher,
+        X,
+        layer=layer,
+        device=device,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
     )
-    return outputs.logits.numpy(), outputs.features.numpy()
+    return outputs.logits.float().numpy(), outputs.features.float().numpy()
 
 
 def clear_teacher_cache() -> None:
