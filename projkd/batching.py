@@ -79,11 +79,17 @@ class ArrayDataset(Dataset):
     def batch(self, index: np.ndarray | Tensor) -> tuple[Any, Tensor | None]:
         """The samples at ``index``, as one batch."""
         positions = index if isinstance(index, Tensor) else torch.from_numpy(index)
-        X: Any = self.X[positions]
-        y = None if self.y is None else self.y[positions]
+        # index_select: the same gather as ``X[positions]``, at half the
+        # host overhead (no advanced-indexing dispatch)
+        X: Any = self.X.index_select(0, positions)
+        y = None if self.y is None else self.y.index_select(0, positions)
         if self.teacher_outputs is not None:
             logits, features = self.teacher_outputs
-            X = CachedTeacherBatch(X, logits[positions], features[positions])
+            X = CachedTeacherBatch(
+                X,
+                logits.index_select(0, positions),
+                features.index_select(0, positions),
+            )
         return X, y
 
 

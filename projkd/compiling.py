@@ -55,6 +55,9 @@ class FeatureTap:
         return value
 
 
+_UNRESOLVED = object()
+
+
 def _pool(features: Tensor) -> Tensor:
     return features.flatten(2).mean(dim=2) if features.ndim > 2 else features
 
@@ -96,12 +99,20 @@ class FeatureForward:
         layer: str | None = None,
         compile_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        self.source = model
         self.model = unwrap_compiled(model)
         self.layer = layer
         self.compile_kwargs = compile_kwargs
         self._compiled: Any = None
+        self._target: Any = _UNRESOLVED
 
     def _eager(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self._target is _UNRESOLVED:  # found once, not at every step
+            self._target = resolve_feature_layer(self.model, self.layer)
+        if self._target is None:
+            features = self.model.forward_features(x)  # type: ignore[operator]
+            logits = self.model.forward_head(features)  # type: ignore[operator]
+            return logits, _pool(features)
         return forward_with_features(self.model, x, layer=self.layer)
 
     def _traceable(self) -> Any:
@@ -136,4 +147,9 @@ class FeatureForward:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_compiled"] = None
+        del state["_target"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._target = _UNRESOLVED

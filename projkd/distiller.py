@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
 from skorch.dataset import get_len, unpack_data
+from skorch.history import History
 from skorch.utils import TeeGenerator, is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
 
@@ -27,8 +28,8 @@ from .batching import CachedTeacherBatch
 from .compiling import FeatureForward
 from .device_data import DeviceStats, cudnn_benchmark
 from .features import first_inputs, forward_with_features, probe, resolve_feature_layer
-from .precision import autocast, check_supported, grad_scaler
 from .losses import distillation_loss
+from .precision import autocast, check_supported, grad_scaler
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
 from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
@@ -519,10 +520,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         # compiled forwards of what trains (skorch's compile of ``module_``
         # alone would leave forward_features/forward_head eager); eager runs
         # keep calling ``module_`` itself, which wrappers (DDP) rely on
-        self._student_forward = (
-            FeatureForward(student, self.student_layer, compile_kwargs)
-            if compile_kwargs is not None
-            else None
+        self._student_forward = FeatureForward(
+            student, self.student_layer, compile_kwargs
         )
         self._teacher_forward = FeatureForward(
             teacher, self.teacher_layer, compile_kwargs
@@ -591,15 +590,37 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         return self
 
     # ------------------------------------------------------------- training
+    def _set_training(self, training: bool = True) -> None:
+        """skorch's mode switch, skipped when every module already is in
+        ``training`` mode: ``Module.train`` walks every submodule, which on a
+        small network costs more host time per step than its forward pass.
+        (A submodule put in another mode by hand keeps it, as between
+        skorch's epochs.)"""
+        modules = [
+            getattr(self, name + "_", None) for name in self._modules + self._criteria
+        ]
+        if (
+            all(m.training == training for m in modules if isinstance(m, nn.Module))
+            and getattr(self, "_mode_set_", None) == training
+        ):
+            return
+        super()._set_training(training)
+        self._mode_set_ = training
+
     def _as_input(self, x: Tensor) -> Tensor:
         if self.channels_last and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
     def _student_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self._student_forward is not None:
-            return self._student_forward(x)
-        return forward_with_features(self.module_, x, layer=self.student_layer)
+        if self._student_forward is None or (
+            self._student_forward.compile_kwargs is None
+            and self._student_forward.source is not self.module_
+        ):
+            # eager: always through ``module_`` as it is now (a wrapper such
+            # as DDP may have replaced it since initialisation)
+            self._student_forward = FeatureForward(self.module_, self.student_layer)
+        return self._student_forward(x)
 
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
         """The distillation forward pass: teacher (no grad, or looked up in the
@@ -664,13 +685,15 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             )
         prefix = "train" if training else "valid"
         stats = getattr(self, "_epoch_stats", None)
-        if stats is not None and self.history:
-            stats.add((len(self.history[-1]["batches"]) - 1, prefix), values)
+        if stats is not None:
+            stats.add((len(self._epoch_batches) - 1, prefix), values)
         else:
             self._record_terms(prefix, values.tolist())
         return loss
 
-    def _record_terms(self, prefix: str, values: list[float], batch: Any = None) -> None:
+    def _record_terms(
+        self, prefix: str, values: list[float], batch: Any = None
+    ) -> None:
         names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
         for name, value in zip(names, values, strict=True):
             if batch is None:
@@ -717,8 +740,22 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         scaler.update()
         return step
 
+    def on_batch_begin(
+        self, net: Any, batch: Any = None, training: bool = False, **kwargs: Any
+    ) -> None:
+        """skorch's new batch row, appended without History's slow indexing."""
+        if type(self.history) is History:
+            list.__getitem__(self.history, -1)["batches"].append({})
+        else:
+            super().on_batch_begin(net, batch=batch, training=training, **kwargs)
+
     def run_single_epoch(
-        self, iterator: Any, training: bool, prefix: str, step_fn: Any, **fit_params: Any
+        self,
+        iterator: Any,
+        training: bool,
+        prefix: str,
+        step_fn: Any,
+        **fit_params: Any,
     ) -> None:
         """skorch's epoch loop without its per-batch ``step["loss"].item()``.
 
@@ -734,26 +771,28 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         """
         if iterator is None:
             return
-        self._epoch_stats = DeviceStats()
+        self._epoch_stats: DeviceStats | None = DeviceStats()
+        # the epoch's batch list, read once: History's own indexing costs
+        # more host time than a small network's step
+        batches = self._epoch_batches = list.__getitem__(self.history, -1)["batches"]
         losses = DeviceStats()
         batch_count = 0
         try:
             for batch in iterator:
                 self.notify("on_batch_begin", batch=batch, training=training)
                 step = step_fn(batch, **fit_params)
-                index = len(self.history[-1]["batches"]) - 1
+                index = len(batches) - 1
                 losses.add(index, step["loss"].detach().float().reshape(1))
                 batch_size = (
                     get_len(batch[0])
                     if isinstance(batch, tuple | list)
                     else get_len(batch)
                 )
-                self.history.record_batch(prefix + "_batch_size", batch_size)
+                batches[index][prefix + "_batch_size"] = batch_size
                 self.notify("on_batch_end", batch=batch, training=training, **step)
                 batch_count += 1
         finally:
-            stats, self._epoch_stats = self._epoch_stats, None
-            batches = self.history[-1]["batches"]
+            stats, self._epoch_stats = self._epoch_stats or DeviceStats(), None
             for index, (loss,) in losses.read():
                 batches[index][prefix + "_loss"] = loss
             for (index, kind), values in stats.read():

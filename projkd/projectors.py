@@ -107,12 +107,13 @@ class FusedLinearEnsemble(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         k, d_out, d_in = self.weight.shape
-        out = F.linear(features, self.weight.reshape(k * d_out, d_in), self.bias.ravel())
+        weight = self.weight.reshape(k * d_out, d_in)
+        out = F.linear(features, weight, self.bias.ravel())
         return torch.relu(out.unflatten(-1, (k, d_out))).mean(dim=-2)
 
     def unfused(self) -> list[nn.Module]:
         """Copies of the ``k`` projectors as separate ``Linear + ReLU`` modules."""
-        modules = []
+        modules: list[nn.Module] = []
         for weight, bias in zip(self.weight, self.bias, strict=True):
             layer = nn.Linear(weight.shape[1], weight.shape[0])
             with torch.no_grad():

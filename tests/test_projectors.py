@@ -61,7 +61,9 @@ def test_fused_ensemble_unfolds_into_separate_projectors():
 
 
 def test_custom_and_mlp_projectors_stay_unfused():
-    custom = ProjectorEnsemble(3, 4, n_projectors=2, projector=lambda i, o: nn.Linear(i, o))
+    custom = ProjectorEnsemble(
+        3, 4, n_projectors=2, projector=lambda i, o: nn.Linear(i, o)
+    )
     mlp = ProjectorEnsemble(3, 4, n_projectors=2, projector="mlp")
     assert custom.fused is None and len(custom.projectors) == 2
     assert mlp.fused is None and len(mlp.projectors) == 2
