@@ -126,7 +126,9 @@ def reference_loop(teacher, student, X, Y, batch_size, steps, device) -> float:
     return _time_steps(step, steps, warmup=3, device=device) * batch_size
 
 
-def hand_fast_loop(teacher, student, X, Y, batch_size, steps, device) -> float:
+def hand_fast_loop(
+    teacher, student, X, Y, batch_size, steps, device, backend: str = "inductor"
+) -> float:
     """(b) best practice: bf16, channels_last, compile, fused GEMM, no sync."""
     cl = torch.channels_last
     teacher, student = teacher.to(memory_format=cl), student.to(memory_format=cl)
@@ -137,10 +139,15 @@ def hand_fast_loop(teacher, student, X, Y, batch_size, steps, device) -> float:
     params = [*student.parameters(), W, b]
     optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
     augment = RandomCropFlip()
-    student_forward = torch.compile(lambda x: features_and_logits(student, x))
-    teacher_forward = torch.compile(lambda x: features_and_logits(teacher, x))
+    student_forward = torch.compile(
+        lambda x: features_and_logits(student, x), backend=backend
+    )
+    teacher_forward = torch.compile(
+        lambda x: features_and_logits(teacher, x), backend=backend
+    )
     project = torch.compile(
-        lambda s: torch.relu(F.linear(s, W, b).unflatten(1, (K, d_t))).mean(1)
+        lambda s: torch.relu(F.linear(s, W, b).unflatten(1, (K, d_t))).mean(1),
+        backend=backend,
     )
     total = torch.zeros((), device=device)
 
@@ -177,7 +184,9 @@ def _time_steps(step, steps: int, warmup: int, device) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def projkd_fast(teacher, student, X, y_host, batch_size, steps, device) -> float:
+def projkd_fast(
+    teacher, student, X, y_host, batch_size, steps, device, backend: str = "inductor"
+) -> float:
     """(c) projkd with (b)'s settings, timed on its second epoch."""
     n = batch_size * steps
     est = ProjectorDistiller(
@@ -189,6 +198,7 @@ def projkd_fast(teacher, student, X, y_host, batch_size, steps, device) -> float
         mixed_precision="bf16",
         channels_last=True,
         compile=True,
+        compile__backend=backend,
         device=str(device),
         batch_size=batch_size,
         max_epochs=2,
@@ -197,6 +207,7 @@ def projkd_fast(teacher, student, X, y_host, batch_size, steps, device) -> float
         optimizer__momentum=MOMENTUM,
         optimizer__weight_decay=WD,
         iterator_train__drop_last=True,
+        classes=np.arange(100),
         train_split=None,
         verbose=0,
         random_state=0,
@@ -304,8 +315,8 @@ def digits_accuracy(tiny: bool) -> tuple[float, float]:
         X, y, test_size=0.4, stratify=y, random_state=0
     )
     if tiny:
-        X_train, y_train = X_train[:200], y_train[:200]
-    epochs = 2 if tiny else 15
+        X_train, y_train = X_train[:128], y_train[:128]
+    epochs = 1 if tiny else 15
     torch.manual_seed(0)
     teacher = NeuralNetClassifier(
         DigitsCNN(width=16, n_features=64),
@@ -436,11 +447,11 @@ def run_cpu(tiny: bool, out: Path) -> str:
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # so that the thread's CPU time is all the work
-    repeats = 2 if tiny else 7
+    repeats = 1 if tiny else 7
     fp32, bf16 = digits_accuracy(tiny)
     X, y = load_digits()
     if tiny:
-        X, y = X[:256], y[:256]
+        X, y = X[:128], y[:128]
     teacher = DigitsCNN(width=16, n_features=64).eval()
     uncached = overhead_ratio(
         teacher,
@@ -452,7 +463,7 @@ def run_cpu(tiny: bool, out: Path) -> str:
         repeats=repeats,
     )
     rng = np.random.RandomState(0)
-    n = 512 if tiny else 4096
+    n = 256 if tiny else 4096
     X_mlp = rng.randn(n, 32).astype(np.float32)
     y_mlp = rng.randint(0, 4, n)
     mlp_teacher = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
