@@ -37,6 +37,7 @@ from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
+_FORWARDS = ("_student_forward", "_teacher_forward")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -516,18 +517,31 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             if self.logit_projector
             else nn.Identity()
         )
-        compile_kwargs = self.get_params_for("compile") if self.compile else None
-        # compiled forwards of what trains (skorch's compile of ``module_``
-        # alone would leave forward_features/forward_head eager); eager runs
-        # keep calling ``module_`` itself, which wrappers (DDP) rely on
-        self._student_forward = FeatureForward(
-            student, self.student_layer, compile_kwargs
-        )
-        self._teacher_forward = FeatureForward(
-            teacher, self.teacher_layer, compile_kwargs
-        )
+        for name in _FORWARDS:  # rebuilt for the new modules on first use
+            self.__dict__.pop(name, None)
         self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
         return self
+
+    def _forward_of(self, name: str, model: nn.Module, layer: str | None) -> Any:
+        """The :class:`~projkd.compiling.FeatureForward` running ``model``.
+
+        With ``compile=True`` it is compiled (skorch's compile of ``module_``
+        alone would leave ``forward_features``/``forward_head`` eager). Built
+        for the module the estimator holds *now*, so that a wrapper put
+        around ``module_`` later (DDP by Accelerate) is called, and never
+        pickled (it would hold a second copy of the networks).
+        """
+        forward = self.__dict__.get(name)
+        if forward is None or forward.source is not model:
+            kwargs = self.get_params_for("compile") if self.compile else None
+            forward = self.__dict__[name] = FeatureForward(model, layer, kwargs)
+        return forward
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for name in (*_FORWARDS, "_epoch_stats", "_epoch_batches"):
+            state.pop(name, None)
+        return state
 
     def _frozen_teacher(self, device: Any) -> nn.Module:
         """The frozen teacher, copied where a speed setting would modify the
@@ -613,14 +627,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         return x
 
     def _student_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self._student_forward is None or (
-            self._student_forward.compile_kwargs is None
-            and self._student_forward.source is not self.module_
-        ):
-            # eager: always through ``module_`` as it is now (a wrapper such
-            # as DDP may have replaced it since initialisation)
-            self._student_forward = FeatureForward(self.module_, self.student_layer)
-        return self._student_forward(x)
+        forward = self._forward_of("_student_forward", self.module_, self.student_layer)
+        return forward(x)
 
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
         """The distillation forward pass: teacher (no grad, or looked up in the
@@ -637,7 +645,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                     x = self.train_transform(x)  # one view for student and teacher
                 x = self._as_input(x)
                 with torch.no_grad():
-                    teacher_logits, teacher_features = self._teacher_forward(x)
+                    teacher_logits, teacher_features = self._forward_of(
+                        "_teacher_forward", self.teacher_, self.teacher_layer
+                    )(x)
             logits, features = self._student_features(x)
             return DistillationOutput(
                 logits=logits,
@@ -793,6 +803,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 batch_count += 1
         finally:
             stats, self._epoch_stats = self._epoch_stats or DeviceStats(), None
+            self._epoch_batches = []
             for index, (loss,) in losses.read():
                 batches[index][prefix + "_loss"] = loss
             for (index, kind), values in stats.read():
