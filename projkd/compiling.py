@@ -82,6 +82,11 @@ class FeatureForward:
     compile_kwargs : dict or None, default=None
         ``None`` runs eagerly; a dict (possibly empty) is passed to
         :func:`torch.compile` (``mode``, ``backend``, ``dynamic``, ...).
+    tap : bool, default=False
+        Also when running eagerly, catch the features of a network without
+        ``forward_features`` with a permanent :class:`FeatureTap` rather than
+        a hook added and removed at every call (less host time per step).
+        Only for a network that is yours to modify.
 
     Examples
     --------
@@ -98,11 +103,13 @@ class FeatureForward:
         model: nn.Module,
         layer: str | None = None,
         compile_kwargs: dict[str, Any] | None = None,
+        tap: bool = False,
     ) -> None:
         self.source = model
         self.model = unwrap_compiled(model)
         self.layer = layer
         self.compile_kwargs = compile_kwargs
+        self.tap = tap
         self._compiled: Any = None
         self._target: Any = _UNRESOLVED
 
@@ -113,6 +120,10 @@ class FeatureForward:
             features = self.model.forward_features(x)  # type: ignore[operator]
             logits = self.model.forward_head(features)  # type: ignore[operator]
             return logits, _pool(features)
+        if self.tap:  # a permanent hook: no registration at every step
+            if self._compiled is None:
+                self._compiled = self._traceable()
+            return self._compiled(x)
         return forward_with_features(self.model, x, layer=self.layer)
 
     def _traceable(self) -> Any:

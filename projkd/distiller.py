@@ -522,7 +522,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
         return self
 
-    def _forward_of(self, name: str, model: nn.Module, layer: str | None) -> Any:
+    def _forward_of(
+        self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False
+    ) -> Any:
         """The :class:`~projkd.compiling.FeatureForward` running ``model``.
 
         With ``compile=True`` it is compiled (skorch's compile of ``module_``
@@ -534,7 +536,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         forward = self.__dict__.get(name)
         if forward is None or forward.source is not model:
             kwargs = self.get_params_for("compile") if self.compile else None
-            forward = self.__dict__[name] = FeatureForward(model, layer, kwargs)
+            forward = self.__dict__[name] = FeatureForward(model, layer, kwargs, tap)
         return forward
 
     def __getstate__(self) -> dict[str, Any]:
@@ -627,7 +629,10 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         return x
 
     def _student_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        forward = self._forward_of("_student_forward", self.module_, self.student_layer)
+        # module_ is the estimator's own copy: a permanent feature tap is fine
+        forward = self._forward_of(
+            "_student_forward", self.module_, self.student_layer, tap=True
+        )
         return forward(x)
 
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
@@ -653,7 +658,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 logits=logits,
                 features=features,
                 projected=self.projectors_(features),
-                kd_logits=self.logit_projector_(logits),
+                kd_logits=self.logit_projector_(logits)
+                if self.logit_projector
+                else logits,
                 teacher_logits=teacher_logits,
                 teacher_features=teacher_features,
             )
@@ -672,7 +679,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         if not isinstance(y_pred, DistillationOutput):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
-        out = DistillationOutput(*(t.float() for t in y_pred))  # no-op in float32
+        out = y_pred
+        if self.mixed_precision is not None:
+            out = DistillationOutput(*(t.float() for t in y_pred))
         loss, terms = distillation_loss(
             out.logits,
             y_true,
