@@ -48,6 +48,7 @@ plain cached loop (target: within 15%). Written to
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -497,6 +498,9 @@ def run_cpu(tiny: bool, out: Path) -> str:
         "feature term, k = 3 fused projectors, SGD, batch 64), timed as the "
         "training thread's CPU time (`time.thread_time`), which a busy shared "
         "machine disturbs less than wall-clock time.",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end of the run (shared with other jobs).",
         "",
         "| measurement | value | target | detail |",
         "|---|---|---|---|",
