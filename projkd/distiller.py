@@ -695,8 +695,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             temperature=self.temperature,
             ce_loss=self.criterion_,
         )
-        accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
-        values = torch.stack([*(terms[t].detach() for t in LOSS_TERMS), accuracy])
+        with torch.no_grad():  # statistics: no graph, no detach
+            accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
+            values = torch.stack([*(terms[t] for t in LOSS_TERMS), accuracy, loss])
         if training and not bool(torch.isfinite(loss)):
             recorded = values.tolist()
             return self._nonfinite_loss(
@@ -714,7 +715,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         self, prefix: str, values: list[float], batch: Any = None
     ) -> None:
         names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
-        for name, value in zip(names, values, strict=True):
+        for name, value in zip(names, values, strict=False):  # the loss comes last
             if batch is None:
                 self.history.record_batch(name, value)
             else:
@@ -790,18 +791,21 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         """
         if iterator is None:
             return
-        self._epoch_stats: DeviceStats | None = DeviceStats()
+        stats = DeviceStats()
+        self._epoch_stats: DeviceStats | None = stats
         # the epoch's batch list, read once: History's own indexing costs
         # more host time than a small network's step
         batches = self._epoch_batches = list.__getitem__(self.history, -1)["batches"]
-        losses = DeviceStats()
+        losses = DeviceStats()  # of batches whose get_loss recorded nothing
         batch_count = 0
         try:
             for batch in iterator:
                 self.notify("on_batch_begin", batch=batch, training=training)
+                recorded = len(stats.keys)
                 step = step_fn(batch, **fit_params)
                 index = len(batches) - 1
-                losses.add(index, step["loss"].detach().float().reshape(1))
+                if len(stats.keys) == recorded:  # a skipped batch, a custom output
+                    losses.add(index, step["loss"].detach().float().reshape(1))
                 batch_size = (
                     get_len(batch[0])
                     if isinstance(batch, tuple | list)
@@ -811,12 +815,12 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 self.notify("on_batch_end", batch=batch, training=training, **step)
                 batch_count += 1
         finally:
-            stats, self._epoch_stats = self._epoch_stats or DeviceStats(), None
-            self._epoch_batches = []
+            self._epoch_stats, self._epoch_batches = None, []
             for index, (loss,) in losses.read():
                 batches[index][prefix + "_loss"] = loss
             for (index, kind), values in stats.read():
                 self._record_terms(kind, values, batch=batches[index])
+                batches[index][prefix + "_loss"] = values[-1]
         self.history.record(prefix + "_batch_count", batch_count)
 
     def _nonfinite_loss(self, total: float, terms: dict[str, float]) -> Tensor:
