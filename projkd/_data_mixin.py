@@ -81,6 +81,10 @@ class ArrayDataMixin:
         device = resolve_data_device(
             self.data_device, self._compute_device(), nbytes(X, y, outputs)
         )
+        if self.data_device == "auto" and isinstance(X, torch.Tensor):
+            if X.device.type != "cpu":
+                device = X.device  # never copied back to the host
+
         return ArrayDataset(
             to_device(X, device), to_device(y, device), to_device(outputs, device)
         )

@@ -130,9 +130,9 @@ class FeatureForward:
         """The function to compile: hook-free where the network has
         ``forward_features``, else its forward with a permanent
         :class:`FeatureTap` on the feature layer."""
-        target = resolve_feature_layer(self.model, self.layer)
+        target = self._target = resolve_feature_layer(self.model, self.layer)
         if target is None:
-            return self._eager
+            return self._eager  # resolved first: no guard on it changing
         tap = next(
             (h for h in target._forward_hooks.values() if isinstance(h, FeatureTap)),
             None,

@@ -116,7 +116,7 @@ def to_device(values: Any, device: torch.device) -> Any:
 
 def _move(value: Any, device: torch.device) -> Any:
     if isinstance(value, Tensor):
-        if value.device.type == "cpu":
+        if value.device.type == "cpu" and device.type == "cuda":
             value = value.pin_memory()
         return value.to(device, non_blocking=True)
     if isinstance(value, tuple):
