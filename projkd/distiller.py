@@ -610,18 +610,13 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         """skorch's mode switch, skipped when every module already is in
         ``training`` mode: ``Module.train`` walks every submodule, which on a
         small network costs more host time per step than its forward pass.
-        (A submodule put in another mode by hand keeps it, as between
-        skorch's epochs.)"""
-        modules = [
-            getattr(self, name + "_", None) for name in self._modules + self._criteria
-        ]
-        if (
-            all(m.training == training for m in modules if isinstance(m, nn.Module))
-            and getattr(self, "_mode_set_", None) == training
-        ):
-            return
-        super()._set_training(training)
-        self._mode_set_ = training
+        (A submodule put in another mode by hand keeps it until the next
+        switch between training and evaluation.)"""
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_", None)
+            if isinstance(module, nn.Module) and module.training != training:
+                super()._set_training(training)
+                return
 
     def _as_input(self, x: Tensor) -> Tensor:
         if self.channels_last and x.ndim == 4:
