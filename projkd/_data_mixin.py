@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ._validation import check_input, check_input_shape, check_target
 from .batching import ArrayBatches, ArrayDataset, array_source
+from .device_data import Prefetcher, nbytes, resolve_data_device, to_device
 from .teacher_cache import cached_teacher_outputs
 
 __all__ = ["ArrayDataMixin"]
@@ -41,11 +42,13 @@ class ArrayDataMixin:
     # provided by the host estimator (ProjectorDistiller and skorch)
     batch_size: int
     cache_teacher: Any
+    data_device: Any
     dataset: Any
     history: Any
     iterator_train: Any
     iterator_valid: Any
     memory: Any
+    mixed_precision: str | None
     random_state: Any
     teacher: Any
     teacher_: Any
@@ -81,8 +84,20 @@ class ArrayDataMixin:
                     device=self._compute_device(),
                     memory=self.memory,
                     batch_size=max(512, self.batch_size),
+                    mixed_precision=self.mixed_precision,
                 )
-        return ArrayDataset(X, y, outputs)
+        # moved once per fit (when it fits), so that shuffling, slicing and
+        # the cache lookups of every epoch happen on the device
+        device = resolve_data_device(
+            self.data_device, self._compute_device(), nbytes(X, y, outputs)
+        )
+        if self.data_device == "auto" and isinstance(X, torch.Tensor):
+            if X.device.type != "cpu":
+                device = X.device  # never copied back to the host
+
+        return ArrayDataset(
+            to_device(X, device), to_device(y, device), to_device(outputs, device)
+        )
 
     def get_split_datasets(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
         """skorch's split, with the labels of both parts encoded.
@@ -176,7 +191,7 @@ class ArrayDataMixin:
             return super().get_iterator(dataset, training=training)  # type: ignore[misc]
         batch_size = kwargs.get("batch_size", self.batch_size)
         array_dataset, indices = source
-        return ArrayBatches(
+        batches = ArrayBatches(
             array_dataset,
             indices,
             batch_size=len(indices) if batch_size == -1 else batch_size,
@@ -187,3 +202,7 @@ class ArrayDataMixin:
             else None,
             first_epoch=len(self.history) if self.history else 0,
         )
+        device = torch.device(self._compute_device())
+        if device.type == "cuda" and array_dataset.device.type == "cpu":
+            return Prefetcher(batches, device)  # pinned, non-blocking, one ahead
+        return batches

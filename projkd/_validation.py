@@ -52,6 +52,9 @@ PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
     "nonfinite_loss": [StrOptions({"raise", "skip"})],
     "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     "random_state": ["random_state"],
+    "mixed_precision": [StrOptions({"bf16", "fp16"}), None],
+    "channels_last": ["boolean"],
+    "data_device": [str, torch.device],
 }
 
 # skorch's batch sizes: a positive int, or -1 for the whole data set in one batch

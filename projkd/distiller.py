@@ -15,8 +15,9 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
-from skorch.dataset import unpack_data
-from skorch.utils import is_dataset, to_numpy, to_tensor
+from skorch.dataset import get_len, unpack_data
+from skorch.history import History
+from skorch.utils import TeeGenerator, is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
 
 from ._data_mixin import ArrayDataMixin
@@ -24,8 +25,17 @@ from ._labels import encode_labels, label_space
 from ._random import seeded
 from ._validation import check_input, check_input_shape, check_params, check_target
 from .batching import CachedTeacherBatch
-from .features import first_inputs, forward_with_features, logits_of, probe
+from .compiling import FeatureForward
+from .device_data import DeviceStats, cudnn_benchmark
+from .features import (
+    first_inputs,
+    forward_with_features,
+    logits_of,
+    probe,
+    resolve_feature_layer,
+)
 from .losses import distillation_loss
+from .precision import autocast, check_supported, grad_scaler
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
 from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
@@ -33,6 +43,7 @@ from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
+_FORWARDS = ("_student_forward_fn", "_teacher_forward_fn")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -154,6 +165,31 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         ``fit``, and the initialisation in a first ``partial_fit`` (torch's
         global generators are restored afterwards). Two fits with the same
         seed and data give bit-identical predictions on CPU.
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        Run the teacher, the student and the projectors under autocast at
+        this precision (the loss terms are computed in float32). ``"fp16"``
+        scales the loss with a :class:`torch.amp.GradScaler`, which skips
+        steps whose gradients overflow. bf16 works on CPUs and GPUs.
+        Predictions are float32 probabilities; cached teacher outputs are
+        stored at this precision (half the memory of float32).
+    channels_last : bool, default=False
+        Keep the student, the teacher and the input batches in
+        ``torch.channels_last`` memory format (faster convolutions on GPUs
+        with tensor cores). Needs image input ``(N, C, H, W)``.
+    data_device : {"auto"} or str or torch.device, default="auto"
+        Where array input lives during ``fit``. ``"auto"``: on the compute
+        device when it is an accelerator and the arrays take under
+        :data:`projkd.device_data.DEVICE_MEMORY_FRACTION` of its free memory
+        (shuffling, slicing, augmentation and the teacher cache then all
+        stay there), else on the host, from where batches are copied from
+        pinned memory one batch ahead. A tensor already on the device is
+        never copied back.
+    compile : bool, default=False
+        skorch's parameter: ``True`` compiles, with :func:`torch.compile`
+        and the ``compile__*`` parameters, what trains -- the student's
+        forward with its features (through ``forward_features`` and
+        ``forward_head`` where it has them), the projectors, and the
+        teacher's forward when it is not served from the cache.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         The classification loss on the student's logits.
     predict_nonlinearity : callable, None or "auto", default="auto"
@@ -237,6 +273,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         nonfinite_loss: str = "raise",
         train_transform: Any = None,
         random_state: Any = None,
+        mixed_precision: str | None = None,
+        channels_last: bool = False,
+        data_device: Any = "auto",
         criterion: Any = nn.CrossEntropyLoss,
         predict_nonlinearity: Any = "auto",
         **kwargs: Any,
@@ -264,6 +303,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         self.nonfinite_loss = nonfinite_loss
         self.train_transform = train_transform
         self.random_state = random_state
+        self.mixed_precision = mixed_precision
+        self.channels_last = channels_last
+        self.data_device = data_device
 
     def __sklearn_clone__(self) -> ProjectorDistiller:
         """An unfitted copy that *shares* the teacher instead of deep-copying it.
@@ -348,7 +390,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         X, y = self._prepare_fit(X, y, reset=reset)
         if reset:
             self._fit_teacher(X, y)
-        with seeded(self.random_state, self.device):
+        with seeded(self.random_state, self.device), cudnn_benchmark(self.device):
             return super().fit(X, y, **fit_params)
 
     def partial_fit(
@@ -375,7 +417,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 self._fit_teacher(X, y)
                 with seeded(self.random_state, self.device):
                     self.initialize()  # networks built under the seed, as in fit
-        return super().partial_fit(X, y, **fit_params)
+        with cudnn_benchmark(self.device):
+            return super().partial_fit(X, y, **fit_params)
 
     def _fit_teacher(self, X: Any, y: Any) -> None:
         """Fit a teacher given as an estimator on this fit's training data.
@@ -424,6 +467,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 "random augmentation changes the teacher's output at every step. "
                 "Use cache_teacher='auto' or False."
             )
+        self._check_fast_settings(X)
         if reset:
             self.input_shape_ = None if is_dataset(X) else tuple(X.shape[1:])
             if self.input_shape_ is not None:
@@ -439,6 +483,26 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     def _encode(self, y: Any) -> np.ndarray:
         return encode_labels(y, self.classes_)
 
+    def _check_fast_settings(self, X: Any) -> None:
+        """Refuse speed settings that cannot work, before training."""
+        check_supported(self._compute_device(), self.mixed_precision)
+        if self.data_device != "auto":
+            try:
+                torch.device(self.data_device)
+            except (RuntimeError, ValueError) as error:
+                raise ValueError(
+                    f"data_device={self.data_device!r} is not a device; use 'auto', "
+                    "'cpu', 'cuda' or 'cuda:<index>'."
+                ) from error
+        if self.channels_last:
+            ndim = first_inputs(X, n=1).ndim if is_dataset(X) else X.ndim
+            if ndim != 4:
+                raise ValueError(
+                    "channels_last=True needs image batches of shape (N, C, H, W), "
+                    f"but the inputs have {ndim} dimensions. Use channels_last=False "
+                    "for other input."
+                )
+
     # -------------------------------------------------------- initialisation
     def initialize_module(self) -> ProjectorDistiller:
         """Build the student, the frozen teacher and the projectors.
@@ -453,10 +517,12 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 "fit(X, y) or partial_fit(X, y) instead of initialize()."
             )
         device = self._compute_device()
-        teacher = freeze_teacher(self._teacher_module(), device)
+        teacher = self._frozen_teacher(device)
         sample = to_tensor(sample, device=device)
         d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
         student = self._build_student(n_out_t).to(device)
+        if self.channels_last:
+            student = student.to(memory_format=torch.channels_last)
         d_s, n_out_s = probe(student, sample, self.student_layer, "student")
         self._check_outputs(n_out_s, n_out_t)
 
@@ -472,7 +538,47 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             if self.logit_projector
             else nn.Identity()
         )
+        for name in _FORWARDS:  # rebuilt for the new modules on first use
+            self.__dict__.pop(name, None)
+        self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
         return self
+
+    def _forward_of(
+        self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False
+    ) -> Any:
+        """The :class:`~projkd.compiling.FeatureForward` running ``model``.
+
+        With ``compile=True`` it is compiled (skorch's compile of ``module_``
+        alone would leave ``forward_features``/``forward_head`` eager). Built
+        for the module the estimator holds *now*, so that a wrapper put
+        around ``module_`` later (DDP by Accelerate) is called, and never
+        pickled (it would hold a second copy of the networks).
+        """
+        forward = self.__dict__.get(name)
+        if forward is None or forward.source is not model:
+            kwargs = self.get_params_for("compile") if self.compile else None
+            forward = self.__dict__[name] = FeatureForward(model, layer, kwargs, tap)
+        return forward
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for name in (*_FORWARDS, "_epoch_stats", "_epoch_batches"):
+            state.pop(name, None)
+        return state
+
+    def _frozen_teacher(self, device: Any) -> nn.Module:
+        """The frozen teacher, copied where a speed setting would modify the
+        user's object (memory format, a compiled feature hook)."""
+        user = self._teacher_module()
+        teacher = freeze_teacher(user, device)
+        hooked = bool(self.compile) and (
+            resolve_feature_layer(teacher, self.teacher_layer) is not None
+        )
+        if teacher is user and (self.channels_last or hooked):
+            teacher = copy.deepcopy(teacher)
+        if self.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return teacher
 
     def _build_student(self, n_classes: int) -> nn.Module:
         """Build (or copy) the student; a class or factory that takes
@@ -528,68 +634,219 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         return self
 
     # ------------------------------------------------------------- training
+    def _set_training(self, training: bool = True) -> None:
+        """skorch's mode switch, skipped when every module already is in
+        ``training`` mode: ``Module.train`` walks every submodule, which on a
+        small network costs more host time per step than its forward pass.
+        (A submodule put in another mode by hand keeps it until the next
+        switch between training and evaluation.)"""
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_", None)
+            if isinstance(module, nn.Module) and module.training != training:
+                super()._set_training(training)
+                return
+
+    def _as_input(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
         """The distillation forward pass: teacher (no grad, or looked up in the
-        cache), student, projectors."""
-        if isinstance(x, CachedTeacherBatch):
-            x, teacher_logits, teacher_features = (
-                to_tensor(t, device=self.device) for t in x
-            )
-        else:
-            x = to_tensor(x, device=self.device)
-            if self.train_transform is not None and self.module_.training:
-                x = self.train_transform(x)  # one view for student and teacher
-            with torch.no_grad():
-                teacher_logits, teacher_features = forward_with_features(
-                    self.teacher_, x, layer=self.teacher_layer
+        cache), student, projectors -- under autocast with ``mixed_precision``."""
+        with autocast(self.device, self.mixed_precision):
+            if isinstance(x, CachedTeacherBatch):
+                x, teacher_logits, teacher_features = (
+                    to_tensor(t, device=self.device) for t in x
                 )
-        logits, features = self._student_forward(x)
-        return DistillationOutput(
-            logits=logits,
-            features=features,
-            projected=self.projectors_(features),
-            kd_logits=self.logit_projector_(logits),
-            teacher_logits=teacher_logits,
-            teacher_features=teacher_features,
-        )
+                x = self._as_input(x)
+            else:
+                x = to_tensor(x, device=self.device)
+                if self.train_transform is not None and self.module_.training:
+                    x = self.train_transform(x)  # one view for student and teacher
+                x = self._as_input(x)
+                with torch.no_grad():
+                    teacher_logits, teacher_features = self._forward_of(
+                        "_teacher_forward_fn", self.teacher_, self.teacher_layer
+                    )(x)
+            logits, features = self._student_forward(x)
+            return DistillationOutput(
+                logits=logits,
+                features=features,
+                projected=self.projectors_(features),
+                kd_logits=self.logit_projector_(logits)
+                if self.logit_projector
+                else logits,
+                teacher_logits=teacher_logits,
+                teacher_features=teacher_features,
+            )
 
     def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The student's logits and features (data-parallel subclasses route
         this through DDP's forward)."""
-        return forward_with_features(self.module_, x, layer=self.student_layer)
+        # module_ is the estimator's own copy: a permanent feature tap is fine
+        forward = self._forward_of(
+            "_student_forward_fn", self.module_, self.student_layer, tap=True
+        )
+        return forward(x)
 
     def get_loss(
         self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
     ) -> Tensor:
-        """The weighted distillation loss; its terms go to the batch history."""
+        """The weighted distillation loss, computed in float32; its terms go
+        to the batch history.
+
+        The terms and the accuracy stay on the device during an epoch and
+        reach the history at its end (one transfer); only the finiteness of
+        the training loss is read per batch, which ``nonfinite_loss`` needs
+        before the optimizer step.
+        """
         if not isinstance(y_pred, DistillationOutput):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
+        out = y_pred
+        if self.mixed_precision is not None:
+            out = DistillationOutput(*(t.float() for t in y_pred))
         loss, terms = distillation_loss(
-            y_pred.logits,
+            out.logits,
             y_true,
-            teacher_logits=y_pred.teacher_logits,
-            projected=y_pred.projected,
-            teacher_features=y_pred.teacher_features,
-            kd_logits=y_pred.kd_logits,
+            teacher_logits=out.teacher_logits,
+            projected=out.projected,
+            teacher_features=out.teacher_features,
+            kd_logits=out.kd_logits,
             ce_weight=self.ce_weight,
             kd_weight=self.kd_weight,
             feature_weight=self.feature_weight,
             temperature=self.temperature,
             ce_loss=self.criterion_,
         )
-        accuracy = (y_pred.logits.argmax(dim=1) == y_true).float().mean()
-        values = [*(terms[t].detach() for t in LOSS_TERMS), accuracy, loss.detach()]
-        *recorded, total = torch.stack(values).tolist()  # one device sync
-        if training and not math.isfinite(total):
+        with torch.no_grad():  # statistics: no graph, no detach
+            accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
+            values = torch.stack([*(terms[t] for t in LOSS_TERMS), accuracy, loss])
+        if training and not bool(torch.isfinite(loss)):
+            recorded = values.tolist()
             return self._nonfinite_loss(
-                total, dict(zip(LOSS_TERMS, recorded, strict=False))
+                float(loss.detach()), dict(zip(LOSS_TERMS, recorded, strict=False))
             )
         prefix = "train" if training else "valid"
-        names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
-        for name, value in zip(names, recorded, strict=True):
-            self.history.record_batch(name, value)
+        stats = getattr(self, "_epoch_stats", None)
+        if stats is not None:
+            stats.add((len(self._epoch_batches) - 1, prefix), values)
+        else:
+            self._record_terms(prefix, values.tolist())
         return loss
+
+    def _record_terms(
+        self, prefix: str, values: list[float], batch: Any = None
+    ) -> None:
+        names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
+        for name, value in zip(names, values, strict=False):  # the loss comes last
+            if batch is None:
+                self.history.record_batch(name, value)
+            else:
+                batch[name] = value
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step; with ``mixed_precision="fp16"`` the loss is scaled
+        before the backward pass."""
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        scaler.scale(loss).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step, or with ``mixed_precision="fp16"`` the gradient
+        scaler's: gradients are unscaled before ``on_grad_computed`` (so
+        clipping callbacks see true values), and a step whose gradients
+        overflowed is skipped (no closure: the scaler does not support one)."""
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step(batch, **fit_params)
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        if step["loss"].grad_fn is None:  # a skipped non-finite batch
+            return step
+        optimizers = [getattr(self, name + "_") for name in self._optimizers]
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+        for optimizer in optimizers:
+            scaler.step(optimizer)
+        scaler.update()
+        return step
+
+    def on_batch_begin(
+        self, net: Any, batch: Any = None, training: bool = False, **kwargs: Any
+    ) -> None:
+        """skorch's new batch row, appended without History's slow indexing."""
+        if type(self.history) is History:
+            list.__getitem__(self.history, -1)["batches"].append({})
+        else:
+            super().on_batch_begin(net, batch=batch, training=training, **kwargs)
+
+    def run_single_epoch(
+        self,
+        iterator: Any,
+        training: bool,
+        prefix: str,
+        step_fn: Any,
+        **fit_params: Any,
+    ) -> None:
+        """skorch's epoch loop without its per-batch ``step["loss"].item()``.
+
+        skorch reads every batch's loss back to the host as soon as the step
+        is queued, which makes the CPU wait for the accelerator to finish the
+        step before it can queue the next one: the GPU idles for the launch
+        overhead of every batch. Here the batch losses, loss terms and
+        accuracies stay on the device and fill the batch entries of the
+        history in one transfer at the end of the loop, before
+        ``on_epoch_end`` scorers read them. Everything else -- the
+        callbacks' ``on_batch_begin``/``on_batch_end`` (``ProgressBar`` keeps
+        counting batches), batch sizes, the batch count -- is as in skorch.
+        """
+        if iterator is None:
+            return
+        stats = DeviceStats()
+        self._epoch_stats: DeviceStats | None = stats
+        # the epoch's batch list, read once: History's own indexing costs
+        # more host time than a small network's step
+        batches = self._epoch_batches = list.__getitem__(self.history, -1)["batches"]
+        losses = DeviceStats()  # of batches whose get_loss recorded nothing
+        batch_count = 0
+        try:
+            for batch in iterator:
+                self.notify("on_batch_begin", batch=batch, training=training)
+                recorded = len(stats.keys)
+                step = step_fn(batch, **fit_params)
+                index = len(batches) - 1
+                if len(stats.keys) == recorded:  # a skipped batch, a custom output
+                    losses.add(index, step["loss"].detach().float().reshape(1))
+                batch_size = (
+                    get_len(batch[0])
+                    if isinstance(batch, tuple | list)
+                    else get_len(batch)
+                )
+                batches[index][prefix + "_batch_size"] = batch_size
+                self.notify("on_batch_end", batch=batch, training=training, **step)
+                batch_count += 1
+        finally:
+            self._epoch_stats, self._epoch_batches = None, []
+            for index, (loss,) in losses.read():
+                batches[index][prefix + "_loss"] = loss
+            for (index, kind), values in stats.read():
+                self._record_terms(kind, values, batch=batches[index])
+                batches[index][prefix + "_loss"] = values[-1]
+        self.history.record(prefix + "_batch_count", batch_count)
 
     def _nonfinite_loss(self, total: float, terms: dict[str, float]) -> Tensor:
         """Stop (or skip the batch) before a non-finite loss reaches the weights."""
@@ -623,10 +880,14 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         """The student's logits alone: prediction never runs the teacher."""
         self.check_is_fitted()
         Xi, _ = unpack_data(batch)
-        with torch.set_grad_enabled(training):
+        with (
+            torch.set_grad_enabled(training),
+            autocast(self.device, self.mixed_precision),
+        ):
             self._set_training(training)
-            output = self.module_(to_tensor(Xi, device=self.device))
-            return logits_of(output, network="student")
+            output = self.module_(self._as_input(to_tensor(Xi, device=self.device)))
+            logits = logits_of(output, network="student")
+        return logits.float()
 
     def _get_predict_nonlinearity(self) -> Any:
         if self.predict_nonlinearity == "auto":

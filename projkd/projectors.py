@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "PROJECTORS",
+    "FusedLinearEnsemble",
     "ProjectorEnsemble",
     "linear_projector",
     "logit_projector",
@@ -64,6 +66,63 @@ def get_projector_factory(projector: ProjectorSpec) -> ProjectorFactory:
     )
 
 
+class FusedLinearEnsemble(nn.Module):
+    """``k`` projectors ``ReLU(W_i s + b_i)`` averaged, computed as one GEMM.
+
+    The weights of the ``k`` projectors are stacked into one
+    ``(k * out_features, in_features)`` matrix, so the ensemble costs one
+    matrix multiplication (one kernel) instead of ``k`` small ones; the ReLU
+    is applied to each projector's output before averaging, so this is the
+    same function as ``k`` separate ``Linear + ReLU`` (up to float rounding
+    of the mean). Each projector is initialised as its own ``nn.Linear``, in
+    order, so a seeded ensemble starts from exactly the weights of the
+    unfused one.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    n_projectors : int
+        ``k >= 1``.
+
+    Attributes
+    ----------
+    weight : torch.nn.Parameter of shape (k, out_features, in_features)
+    bias : torch.nn.Parameter of shape (k, out_features)
+
+    Examples
+    --------
+    >>> import torch
+    >>> fused = FusedLinearEnsemble(4, 6, n_projectors=3)
+    >>> tuple(fused(torch.randn(2, 4)).shape), tuple(fused.weight.shape)
+    ((2, 6), (3, 6, 4))
+    """
+
+    def __init__(self, in_features: int, out_features: int, n_projectors: int) -> None:
+        super().__init__()
+        if n_projectors < 1:
+            raise ValueError(f"n_projectors must be >= 1, got {n_projectors}.")
+        layers = [nn.Linear(in_features, out_features) for _ in range(n_projectors)]
+        self.weight = nn.Parameter(torch.stack([layer.weight.data for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.data for layer in layers]))
+
+    def forward(self, features: Tensor) -> Tensor:
+        k, d_out, d_in = self.weight.shape
+        weight = self.weight.reshape(k * d_out, d_in)
+        out = F.linear(features, weight, self.bias.ravel())
+        return torch.relu(out.unflatten(-1, (k, d_out))).mean(dim=-2)
+
+    def unfused(self) -> list[nn.Module]:
+        """Copies of the ``k`` projectors as separate ``Linear + ReLU`` modules."""
+        modules: list[nn.Module] = []
+        for weight, bias in zip(self.weight, self.bias, strict=True):
+            layer = nn.Linear(weight.shape[1], weight.shape[0])
+            with torch.no_grad():
+                layer.weight.copy_(weight)
+                layer.bias.copy_(bias)
+            modules.append(nn.Sequential(layer, nn.ReLU()))
+        return modules
+
+
 class ProjectorEnsemble(nn.Module):
     """The mean of ``n_projectors`` independently initialised projectors.
 
@@ -79,6 +138,17 @@ class ProjectorEnsemble(nn.Module):
     projector : {"linear", "mlp"} or callable, default="linear"
         The projector architecture, or a callable
         ``(in_features, out_features) -> nn.Module``.
+    fuse : bool, default=True
+        Compute ``"linear"`` projectors as one batched matrix multiplication
+        (:class:`FusedLinearEnsemble`, held as ``fused``); otherwise, and for
+        other projectors, each one is a module of ``projectors``.
+
+    Attributes
+    ----------
+    projectors : torch.nn.ModuleList
+        The separate projectors (empty when fused).
+    fused : FusedLinearEnsemble or None
+        The fused linear projectors.
 
     References
     ----------
@@ -89,8 +159,8 @@ class ProjectorEnsemble(nn.Module):
     --------
     >>> import torch
     >>> ensemble = ProjectorEnsemble(16, 32, n_projectors=3)
-    >>> tuple(ensemble(torch.randn(4, 16)).shape)
-    (4, 32)
+    >>> tuple(ensemble(torch.randn(4, 16)).shape), len(ensemble)
+    ((4, 32), 3)
     """
 
     def __init__(
@@ -99,6 +169,7 @@ class ProjectorEnsemble(nn.Module):
         out_features: int,
         n_projectors: int = 3,
         projector: ProjectorSpec = "linear",
+        fuse: bool = True,
     ) -> None:
         super().__init__()
         if n_projectors == 0 and in_features != out_features:
@@ -111,11 +182,22 @@ class ProjectorEnsemble(nn.Module):
         factory = get_projector_factory(projector)
         self.in_features = in_features
         self.out_features = out_features
-        self.projectors = nn.ModuleList(
-            factory(in_features, out_features) for _ in range(n_projectors)
-        )
+        self.n_projectors = n_projectors
+        self.fused: FusedLinearEnsemble | None = None
+        self.projectors = nn.ModuleList()
+        if fuse and projector == "linear" and n_projectors > 0:
+            self.fused = FusedLinearEnsemble(in_features, out_features, n_projectors)
+        else:
+            self.projectors.extend(
+                factory(in_features, out_features) for _ in range(n_projectors)
+            )
+
+    def __len__(self) -> int:
+        return self.n_projectors
 
     def forward(self, features: Tensor) -> Tensor:
+        if self.fused is not None:
+            return self.fused(features)
         if len(self.projectors) == 0:
             return features
         total = sum(projector(features) for projector in self.projectors)

@@ -37,6 +37,13 @@ reports the current use.
 A miss costs a recomputation, never a wrong output: on GPUs whose kernels
 are not deterministic the probe may differ from call to call, and the cache
 then recomputes instead of sharing.
+Precision: outputs are stored at the precision of the training step. With
+``mixed_precision="bf16"`` or ``"fp16"`` the teacher runs under autocast and
+its logits and features are kept as 16-bit floats, half the memory of
+float32 (for CIFAR-100 with a 256-wide teacher, 50 000 x 356 values take
+36 MB instead of 71 MB); the precision is part of the entry's key. Outputs
+of a tensor ``X`` on an accelerator stay on that device.
+
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from torch import nn
 from ._fingerprint import sample_keys, teacher_fingerprint
 from .batching import TeacherOutputs
 from .features import forward_with_features
+from .precision import autocast, autocast_dtype
 
 __all__ = [
     "cached_teacher_outputs",
@@ -75,21 +83,32 @@ def compute_teacher_outputs(
     layer: str | None = None,
     device: Any = "cpu",
     batch_size: int = 512,
+    mixed_precision: str | None = None,
 ) -> TeacherOutputs:
     """Run ``teacher`` (already frozen, in eval mode) over ``X`` in batches.
+
+    Parameters
+    ----------
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        Run under autocast and store the outputs at that precision.
 
     Returns
     -------
     outputs : TeacherOutputs
-        Logits and features of every sample, float32 on the CPU.
+        Logits and features of every sample, float32 (or the
+        ``mixed_precision`` dtype) on the CPU, or on ``X``'s device when
+        ``X`` is a tensor on an accelerator.
     """
     X = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
+    dtype = autocast_dtype(mixed_precision) or torch.float32
+    home = X.device
     logits, features = [], []
     for start in range(0, len(X), batch_size):
         batch = X[start : start + batch_size].to(device)
-        z, f = forward_with_features(teacher, batch, layer=layer, network="teacher")
-        logits.append(z.float().cpu())
-        features.append(f.float().cpu())
+        with autocast(device, mixed_precision):
+            z, f = forward_with_features(teacher, batch, layer=layer, network="teacher")
+        logits.append(z.to(home, dtype))
+        features.append(f.to(home, dtype))
     return TeacherOutputs(torch.cat(logits), torch.cat(features))
 
 
@@ -235,6 +254,7 @@ def cached_teacher_outputs(
     device: Any = "cpu",
     batch_size: int = 512,
     memory: Any = None,
+    mixed_precision: str | None = None,
 ) -> TeacherOutputs:
     """Teacher outputs for ``X``, computed only for samples not seen before.
 
@@ -255,6 +275,8 @@ def cached_teacher_outputs(
         it persists across processes and runs, keyed by the teacher's
         fingerprint (see the module's notes), ``layer`` and the digests of
         the samples of ``X``, in order.
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        The precision the outputs are computed and stored at (part of the key).
 
     Returns
     -------
@@ -274,13 +296,15 @@ def cached_teacher_outputs(
         )
         data = hashlib.blake2b(b"".join(keys), digest_size=16).digest()
         logits, features = cached(
-            fingerprint, data, layer, teacher, X, device, batch_size
+            fingerprint, data, layer, teacher, X, device, batch_size, mixed_precision
         )
         return TeacherOutputs(torch.from_numpy(logits), torch.from_numpy(features))
 
     with _CACHES_LOCK:
         per_teacher = _CACHES.setdefault(owner, {})
-        cache = per_teacher.setdefault((layer, fingerprint), _SampleCache())
+        cache = per_teacher.setdefault(
+            (layer, fingerprint, mixed_precision), _SampleCache()
+        )
         cache.last_used = next(_CLOCK)
 
     def compute(positions: np.ndarray) -> TeacherOutputs:
@@ -290,7 +314,12 @@ def cached_teacher_outputs(
             else X[positions]
         )
         return compute_teacher_outputs(
-            teacher, subset, layer=layer, device=device, batch_size=batch_size
+            teacher,
+            subset,
+            layer=layer,
+            device=device,
+            batch_size=batch_size,
+            mixed_precision=mixed_precision,
         )
 
     outputs = cache.lookup(keys, compute)
@@ -307,13 +336,21 @@ def _compute_on_cpu_arrays(
     X: Any,
     device: Any,
     batch_size: int,
+    mixed_precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """joblib's cache key: the teacher's fingerprint, the samples' digest and
-    ``layer`` (``X`` itself is not hashed: ``data`` stands for it)."""
+    """joblib's cache key: the teacher's fingerprint, the samples' digest,
+    ``layer`` and the precision (``X`` itself is not hashed: ``data`` stands
+    for it). Stored as float32 (numpy has no bfloat16); the precision's
+    rounding is kept."""
     outputs = compute_teacher_outputs(
-        teacher, X, layer=layer, device=device, batch_size=batch_size
+        teacher,
+        X,
+        layer=layer,
+        device=device,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
     )
-    return outputs.logits.numpy(), outputs.features.numpy()
+    return outputs.logits.float().numpy(), outputs.features.float().numpy()
 
 
 def clear_teacher_cache() -> None:

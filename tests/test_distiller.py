@@ -94,7 +94,9 @@ def test_n_projectors_zero_with_unequal_widths_fails_before_training(
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_n_projectors_builds_that_many(small_digits, teacher, k):
     est = make(teacher, n_projectors=k, student__n_features=32).fit(*small_digits)
-    assert len(est.projectors_.projectors) == k
+    assert len(est.projectors_) == k
+    n_fused = 0 if est.projectors_.fused is None else len(est.projectors_.fused.weight)
+    assert n_fused == k  # "linear" projectors are fused into one GEMM
     assert (est.n_student_features_, est.n_teacher_features_) == (32, 32)
 
 

@@ -62,8 +62,7 @@ def test_grid_search_over_n_projectors(estimator, small_digits):
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert search.best_params_["n_projectors"] in (1, 2, 3)
     assert (
-        len(search.best_estimator_.projectors_.projectors)
-        == search.best_params_["n_projectors"]
+        len(search.best_estimator_.projectors_) == search.best_params_["n_projectors"]
     )
 
 

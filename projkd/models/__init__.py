@@ -36,7 +36,6 @@ __all__ = [
     "list_models",
     "load_weights",
     "read_state_dict",
-
     "mnist_student",
     "mnist_teacher",
     "register_model",

@@ -1,0 +1,235 @@
+"""Keeping the accelerator busy: data on the device, prefetched copies, and
+training statistics that stay on the device until the epoch ends.
+
+Three habits of fast GPU trainers (e.g. airbench) in small pieces:
+
+* :func:`resolve_data_device` decides where the training arrays live. With
+  ``data_device="auto"`` they are moved to the compute device once per fit
+  when they take less than :data:`DEVICE_MEMORY_FRACTION` of its free
+  memory; shuffling, slicing, augmentation and the teacher cache then all
+  happen there, and no batch crosses the PCIe bus.
+* :class:`Prefetcher` is the fallback when the data stay on the host: each
+  batch is copied from pinned memory with a non-blocking copy on a side
+  stream, one batch ahead, so the copy overlaps the previous step.
+* :class:`DeviceStats` accumulates per-batch statistics (loss terms,
+  accuracy) as device tensors and reads them back in one transfer at the end
+  of the epoch, instead of one host sync per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DEVICE_MEMORY_FRACTION",
+    "DeviceStats",
+    "Prefetcher",
+    "cudnn_benchmark",
+    "nbytes",
+    "resolve_data_device",
+    "to_device",
+]
+
+#: ``data_device="auto"`` puts the training data on the compute device when
+#: they take less than this fraction of its *free* memory, leaving the rest
+#: for activations, gradients and the optimizer state.
+DEVICE_MEMORY_FRACTION = 0.25
+
+
+def nbytes(*arrays: Any) -> int:
+    """Total size in bytes of arrays and tensors (None entries count 0)."""
+    total = 0
+    for array in arrays:
+        if array is None:
+            continue
+        if isinstance(array, Tensor):
+            total += array.numel() * array.element_size()
+        elif isinstance(array, tuple):
+            total += nbytes(*array)
+        else:
+            total += np.asarray(array).nbytes
+    return total
+
+
+def _free_memory(device: torch.device) -> int | None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return None
+
+
+def resolve_data_device(
+    data_device: Any, compute_device: Any, size: int
+) -> torch.device:
+    """Where training data of ``size`` bytes should live.
+
+    Parameters
+    ----------
+    data_device : {"auto"}, str or torch.device
+        ``"auto"``: the compute device when it is not the CPU and the data
+        take under :data:`DEVICE_MEMORY_FRACTION` of its free memory, else
+        the CPU. Anything else is used as given.
+    compute_device : str, torch.device or None
+        Where the networks run (None is the CPU).
+    size : int
+        Bytes of the data to place.
+
+    Returns
+    -------
+    device : torch.device
+
+    Examples
+    --------
+    >>> resolve_data_device("auto", "cpu", 10**9)
+    device(type='cpu')
+    """
+    if data_device != "auto":
+        return torch.device(data_device)
+    target = torch.device(compute_device if compute_device is not None else "cpu")
+    if target.type == "cpu":
+        return target
+    free = _free_memory(target)
+    if free is not None and size < DEVICE_MEMORY_FRACTION * free:
+        return target
+    return torch.device("cpu")
+
+
+def to_device(values: Any, device: torch.device) -> Any:
+    """``values`` (array, tensor or tuple of them) as tensors on ``device``.
+
+    A tensor already there is returned as is: never copied back and forth.
+    """
+    if values is None:
+        return None
+    if isinstance(values, tuple):
+        return type(values)(*(to_device(v, device) for v in values))
+    if not isinstance(values, Tensor):
+        values = torch.from_numpy(np.asarray(values))
+    return values.to(device)
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        if value.device.type == "cpu" and device.type == "cuda":
+            value = value.pin_memory()
+        return value.to(device, non_blocking=True)
+    if isinstance(value, tuple):
+        items = [_move(v, device) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_move(v, device) for v in value]
+    return value
+
+
+def _record(value: Any, stream: Any) -> None:
+    if isinstance(value, Tensor):
+        value.record_stream(stream)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            _record(item, stream)
+
+
+class Prefetcher:
+    """Iterate batches already copied to ``device``, one batch ahead.
+
+    Host tensors are pinned and copied with ``non_blocking=True`` on a side
+    CUDA stream while the previous batch trains; the consuming stream waits
+    for the copy only when it uses the batch.
+
+    Parameters
+    ----------
+    batches : iterable
+        Batches of tensors (or tuples of them), on the host.
+    device : torch.device
+        A CUDA device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> batches = [(torch.ones(2), torch.zeros(2))]
+    >>> len(Prefetcher(batches, torch.device("cpu")))
+    1
+    """
+
+    def __init__(self, batches: Iterable[Any], device: torch.device) -> None:
+        self.batches = batches
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.device.type != "cuda":
+            yield from (_move(batch, self.device) for batch in self.batches)
+            return
+        stream = torch.cuda.Stream(self.device)
+        iterator = iter(self.batches)
+
+        def load() -> Any:
+            batch = next(iterator, None)
+            if batch is None:
+                return None
+            with torch.cuda.stream(stream):
+                return _move(batch, self.device)
+
+        upcoming = load()
+        while upcoming is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(stream)
+            _record(upcoming, current)
+            batch, upcoming = upcoming, load()
+            yield batch
+
+
+class DeviceStats:
+    """Per-batch statistics kept on the device, read back once.
+
+    :meth:`add` stores a 1-D tensor of values for a batch without reading
+    it; :meth:`read` moves all of them to the host in a single transfer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> stats = DeviceStats()
+    >>> stats.add(3, torch.tensor([1.0, 2.0]))
+    >>> stats.read()
+    [(3, [1.0, 2.0])]
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[Any] = []
+        self.values: list[Tensor] = []
+
+    def add(self, key: Any, values: Tensor) -> None:
+        """Remember ``values`` (a 1-D tensor) under ``key``."""
+        self.keys.append(key)
+        self.values.append(values.detach())
+
+    def read(self) -> list[tuple[Any, list[float]]]:
+        """All ``(key, values)`` in order, with one device-to-host transfer."""
+        if not self.values:
+            return []
+        rows = torch.stack([v.float() for v in self.values]).tolist()
+        return list(zip(self.keys, rows, strict=True))
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: Any) -> Iterator[None]:
+    """Turn on ``torch.backends.cudnn.benchmark`` for CUDA fits, restoring
+    the previous setting afterwards (input shapes are fixed in training, so
+    cuDNN's autotuned kernels pay off after the first batches)."""
+    if torch.device(device if device is not None else "cpu").type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

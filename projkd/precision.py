@@ -1,0 +1,113 @@
+"""Mixed precision for the distillation step: autocast and gradient scaling.
+
+``mixed_precision`` takes the names Accelerate uses: ``None`` (float32),
+``"bf16"`` (bfloat16 autocast: float32's range, no scaling needed) or
+``"fp16"`` (float16 autocast with a :class:`torch.amp.GradScaler`, which
+scales the loss so small gradients survive float16 and skips the optimizer
+step when a gradient overflows). The networks and projectors run under
+:func:`autocast`; the loss terms are computed in float32 by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+__all__ = ["MIXED_PRECISION", "autocast", "autocast_dtype", "grad_scaler"]
+
+MIXED_PRECISION: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+def autocast_dtype(mixed_precision: str | None) -> torch.dtype | None:
+    """The autocast dtype of a ``mixed_precision`` setting (None for float32).
+
+    Raises
+    ------
+    ValueError
+        If ``mixed_precision`` is not None, ``"bf16"`` or ``"fp16"``.
+
+    Examples
+    --------
+    >>> autocast_dtype("bf16")
+    torch.bfloat16
+    """
+    if mixed_precision is None:
+        return None
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r} is not known; use None, 'bf16' "
+            "or 'fp16'."
+        )
+    return MIXED_PRECISION[mixed_precision]
+
+
+def device_type(device: Any) -> str:
+    """``"cuda"``, ``"cpu"``, ... of a device given as a string, a
+    ``torch.device`` or None (the CPU)."""
+    return torch.device(device if device is not None else "cpu").type
+
+
+def autocast(device: Any, mixed_precision: str | None) -> Any:
+    """A context running eligible ops at ``mixed_precision`` on ``device``.
+
+    A no-op context for ``mixed_precision=None``.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+    mixed_precision : {None, "bf16", "fp16"}
+
+    Examples
+    --------
+    >>> import torch
+    >>> with autocast("cpu", "bf16"):
+    ...     torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
+    dtype = autocast_dtype(mixed_precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type(device), dtype=dtype)
+
+
+def grad_scaler(device: Any, mixed_precision: str | None) -> Any:
+    """A :class:`torch.amp.GradScaler` for ``"fp16"``, else None.
+
+    bfloat16 has float32's exponent range, so its gradients do not underflow
+    and need no scaling.
+    """
+    if mixed_precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device_type(device))
+
+
+def check_supported(device: Any, mixed_precision: str | None) -> None:
+    """Fail before training when autocast cannot run ``mixed_precision`` on
+    ``device`` (e.g. float16 autocast on a CPU build without it).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, the device and what to use instead.
+    """
+    dtype = autocast_dtype(mixed_precision)
+    if dtype is None:
+        return
+    kind = device_type(device)
+    try:
+        supported = torch.amp.is_autocast_available(kind)
+        if supported:
+            with torch.autocast(device_type=kind, dtype=dtype):
+                pass
+    except (RuntimeError, AssertionError, ValueError):  # pragma: no cover
+        supported = False
+    if not supported:  # pragma: no cover - depends on the torch build
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r} is not supported on device "
+            f"{kind!r} by this torch build; use mixed_precision='bf16' or None."
+        )

@@ -1,0 +1,87 @@
+"""projkd.device_data and projkd.precision on their own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from projkd import device_data
+from projkd.batching import CachedTeacherBatch
+from projkd.device_data import (
+    DeviceStats,
+    Prefetcher,
+    cudnn_benchmark,
+    nbytes,
+    resolve_data_device,
+    to_device,
+)
+from projkd.precision import autocast, autocast_dtype, grad_scaler
+
+
+def test_auto_puts_data_on_the_accelerator_only_when_they_fit(monkeypatch):
+    monkeypatch.setattr(device_data, "_free_memory", lambda device: 1000)
+    fraction = device_data.DEVICE_MEMORY_FRACTION
+    small, large = int(0.9 * fraction * 1000), int(1.1 * fraction * 1000)
+    assert resolve_data_device("auto", "cuda", small) == torch.device("cuda")
+    assert resolve_data_device("auto", "cuda", large) == torch.device("cpu")
+    assert resolve_data_device("auto", "cpu", 1) == torch.device("cpu")
+    assert resolve_data_device("auto", None, 1) == torch.device("cpu")
+    assert resolve_data_device("cpu", "cuda", small) == torch.device("cpu")
+
+
+def test_nbytes_counts_arrays_tensors_and_tuples():
+    outputs = CachedTeacherBatch(torch.zeros(4, 2), torch.zeros(4, 3), torch.zeros(4))
+    assert nbytes(np.zeros((2, 3), np.float32), None, outputs) == 24 + 4 * 4 * 6
+
+
+def test_to_device_keeps_a_tensor_already_there_and_the_tuple_type():
+    x = torch.arange(3.0)
+    assert to_device(x, torch.device("cpu")) is x
+    outputs = CachedTeacherBatch(x, x, x)
+    moved = to_device(outputs, torch.device("cpu"))
+    assert isinstance(moved, CachedTeacherBatch) and moved.inputs is x
+    assert torch.equal(
+        to_device(np.ones(2), torch.device("cpu")), torch.ones(2).double()
+    )
+
+
+def test_device_stats_read_everything_in_order():
+    stats = DeviceStats()
+    stats.add("a", torch.tensor([1.0, 2.0], requires_grad=True) * 1)
+    stats.add("b", torch.tensor([3.0, 4.0], dtype=torch.bfloat16))
+    assert stats.read() == [("a", [1.0, 2.0]), ("b", [3.0, 4.0])]
+    assert DeviceStats().read() == []
+
+
+def test_prefetcher_on_the_cpu_passes_batches_through():
+    batches = [(torch.ones(2), torch.zeros(2)), (torch.ones(1), torch.zeros(1))]
+    prefetched = list(Prefetcher(batches, torch.device("cpu")))
+    assert len(prefetched) == 2 and torch.equal(prefetched[1][0], torch.ones(1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prefetcher_copies_to_cuda():
+    batches = [(CachedTeacherBatch(torch.ones(2), torch.ones(2), torch.ones(2)), None)]
+    ((x, _),) = list(Prefetcher(batches, torch.device("cuda")))
+    assert isinstance(x, CachedTeacherBatch) and x.inputs.is_cuda
+
+
+def test_cudnn_benchmark_is_on_for_cuda_only_and_restored():
+    before = torch.backends.cudnn.benchmark
+    with cudnn_benchmark("cuda"):
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+    with cudnn_benchmark("cpu"):
+        assert torch.backends.cudnn.benchmark == before
+
+
+def test_precision_settings():
+    assert autocast_dtype(None) is None
+    assert autocast_dtype("fp16") is torch.float16
+    with pytest.raises(ValueError, match="mixed_precision='fp8'"):
+        autocast_dtype("fp8")
+    with autocast("cpu", None):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    assert grad_scaler("cpu", "bf16") is None and grad_scaler("cpu", None) is None
+    assert isinstance(grad_scaler("cpu", "fp16"), torch.amp.GradScaler)
