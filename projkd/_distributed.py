@@ -154,9 +154,13 @@ class OnDevice:
 
 
 class _Order:
-    """Stands in for a dataset: a batch of it is its indices."""
+    """Stands in for a dataset: a batch of it is its indices. It claims the
+    real dataset's device, so the order is drawn where the real one would be."""
 
-    def batch(self, index: np.ndarray) -> tuple[np.ndarray, None]:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def batch(self, index: Any) -> tuple[Any, None]:
         return index, None
 
 
@@ -170,11 +174,13 @@ def epoch_order(batches: ArrayBatches) -> np.ndarray:
         batches.epoch += 1
         return np.asarray(batches.indices)
     whole = copy.copy(batches)
-    whole.dataset = _Order()  # type: ignore[assignment]
+    whole.dataset = _Order(batches.dataset.device)  # type: ignore[assignment]
     whole.batch_size = len(batches.indices)
     whole.drop_last = False
     ((order, _),) = list(iter(whole))
     batches.epoch = whole.epoch
+    if isinstance(order, torch.Tensor):
+        order = order.cpu()
     return np.asarray(order)
 
 
