@@ -145,7 +145,7 @@ def test_vit_teacher_distils_into_a_cnn_student(digits, vit_teacher):
         **TRAIN,
     ).fit(X_train, y_train)
     assert (est.n_student_features_, est.n_teacher_features_) == (32, 64)
-    assert len(est.projectors_.projectors) == 3
+    assert len(est.projectors_) == 3
     assert est.score(X_test, y_test) > 0.6  # chance: 0.1; measured 0.88
     with torch.no_grad():
         cls = vit_teacher.vit(torch.as_tensor(X_test[:8])).last_hidden_state[:, 0]
