@@ -329,7 +329,7 @@ def test_teacher_fast_path_runs_on_cpu(small_digits):
         max_epochs=1,
         train_split=None,
         verbose=0,
-        bf16=True,
+        mixed_precision="bf16",
         channels_last=True,
     ).fit(X, y)
     conv = net.module_.features[0].weight

@@ -204,7 +204,7 @@ def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
         verbose=0,
         callbacks=callbacks,
         seed=TEACHER_SEED,
-        bf16=fast.get("mixed_precision") == "bf16",
+        mixed_precision=fast.get("mixed_precision"),
         channels_last=bool(fast.get("channels_last")),
         compile=bool(fast.get("compile")),
         **params,

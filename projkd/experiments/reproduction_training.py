@@ -17,24 +17,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint
-from skorch.utils import to_tensor
 
 from ..batching import ArrayBatches, ArrayDataset
 from ..callbacks import ResumableCheckpoint
 from ..distiller import ProjectorDistiller
 from ..metrics import expected_calibration_error, overconfidence
+from .spec import FAST_SETTINGS
+from .teacher import TeacherNet
 
 __all__ = ["FAST_SETTINGS", "TimeBudget", "fast_settings"]
 
-# the fast GPU settings (issue "GPU-grade training"), used on CUDA unless fast=False
-FAST_SETTINGS: dict[str, Any] = {
-    "mixed_precision": "bf16",
-    "compile": True,
-    "channels_last": True,
-    "data_device": "auto",
-}
 
 
 # ------------------------------------------------------------------ budget
@@ -127,34 +120,15 @@ def _topk(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------- teacher
-class _TeacherNet(NeuralNetClassifier):
-    """A skorch classifier for the teacher: batches sliced from arrays and
-    seeded per epoch, the recipe's batch augmentation, optional bf16 autocast
-    and channels_last (CUDA)."""
+class _TeacherNet(TeacherNet):
+    """The command line's :class:`~projkd.experiments.TeacherNet` (batch
+    augmentation, mixed precision, channels_last), with batches sliced from
+    arrays and shuffled per ``(seed, epoch)``, so that a run resumed from its
+    checkpoint shuffles exactly as the uninterrupted run."""
 
-    # a module-valued parameter, not a skorch component (as in the distiller)
-    prefixes_ = NeuralNetClassifier.prefixes_ + ["train_transform"]
-
-    def __init__(
-        self,
-        *args: Any,
-        train_transform: Any = None,
-        seed: int = 0,
-        bf16: bool = False,
-        channels_last: bool = False,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.train_transform = train_transform
         self.seed = seed
-        self.bf16 = bf16
-        self.channels_last = channels_last
-
-    def initialize_module(self) -> _TeacherNet:
-        super().initialize_module()
-        if self.channels_last:
-            self.module_.to(memory_format=torch.channels_last)
-        return self
 
     def get_dataset(self, X: Any, y: Any = None) -> Any:
         return ArrayDataset(X, y)
@@ -168,17 +142,6 @@ class _TeacherNet(NeuralNetClassifier):
             seed=self.seed,
             first_epoch=len(self.history) if self.history else 0,
         )
-
-    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
-        x = to_tensor(x, device=self.device)
-        if self.train_transform is not None and self.module_.training:
-            x = self.train_transform(x)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        device_type = torch.device(self.device or "cpu").type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.module_(x, **fit_params)
-        return logits.float()
 
 
 class _TeacherCheckpoint(ResumableCheckpoint):
