@@ -335,6 +335,63 @@ def paired(
     }
 
 
+# the students drawn in the figures (seed 0), as the paper compares them
+FIGURE_VARIANTS = ("student alone", "feature, no projector", "feature, 3 projectors")
+
+
+def figures(
+    students: dict[str, ProjectorDistiller],
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    out: Path,
+) -> list[Path]:
+    """The paper's pictures for the first seed, next to the table.
+
+    ``quality_mnist_reliability.png`` (teacher and students),
+    ``quality_mnist_cka_<variant>.png`` (layer-by-layer minibatch CKA with the
+    teacher) and ``quality_mnist_accuracy.png`` (train and test accuracy per
+    epoch). Needs matplotlib; without it, none is written.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    from projkd.analysis import (
+        plot_accuracy_curves,
+        plot_cka_heatmap,
+        plot_reliability_diagrams,
+    )
+
+    any_est = next(iter(students.values()))
+    predictions = {"teacher": (y_test, any_est.predict_proba_teacher(X_test))}
+    predictions.update(
+        {name: (y_test, est.predict_proba(X_test)) for name, est in students.items()}
+    )
+    written = [
+        plot_reliability_diagrams(
+            predictions, out / "quality_mnist_reliability.png", labels=any_est.classes_
+        ),
+        plot_accuracy_curves(
+            {name: est.history for name, est in students.items()},
+            out / "quality_mnist_accuracy.png",
+            dashed="test_acc",
+        ),
+    ]
+    for name, est in students.items():
+        if name == "student alone":
+            continue
+        slug = name.replace("feature, ", "").replace(" ", "_")
+        written.append(
+            plot_cka_heatmap(
+                est.module_,
+                est.teacher_,
+                X_test[:2000],
+                out / f"quality_mnist_cka_{slug}.png",
+            )
+        )
+    return written
+
+
 def load_or_train_teacher(
     full: Data, args: argparse.Namespace
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -351,10 +408,13 @@ def load_or_train_teacher(
 def run(
     args: argparse.Namespace,
     on_seed: Callable[[dict[str, Any]], None] | None = None,
+    on_figures: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Train the teacher (or load it), then every variant for every seed.
 
-    ``on_seed`` receives the results so far after each seed (to save them).
+    ``on_seed`` receives the results so far after each seed (to save them);
+    ``on_figures`` receives the first seed's students of
+    :data:`FIGURE_VARIANTS` and the test set (to draw them).
     """
     start = time.perf_counter()
     full = load_data("mnist", str(Path(args.data_root) / "mnist"))
@@ -369,6 +429,7 @@ def run(
     variants = {name: VARIANTS[name] for name in args.variants}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     result: dict[str, Any] = {}
+    drawn: dict[str, ProjectorDistiller] = {}
     for seed in range(args.seeds):
         for name, variant in variants.items():
             est = fit_student(teacher, variant, seed, data, X_test, y_test, args)
@@ -378,6 +439,8 @@ def run(
             row["last_test_acc"] = [float(v) for v in est.history[:, "test_acc"]]
             row["seconds"] = float(sum(est.history[:, "dur"]))
             rows[name].append(row)
+            if seed == 0 and name in FIGURE_VARIANTS:
+                drawn[name] = est
             print(
                 f"seed {seed} {name}: test {100 * row['test_acc']:.2f}% train "
                 f"{100 * row['train_acc']:.2f}% ({time.perf_counter() - start:.0f} s)",
@@ -400,6 +463,9 @@ def run(
             "wall_seconds": round(time.perf_counter() - start),
             "cpu_seconds": round(time.process_time()),
         }
+        if seed == 0 and on_figures is not None and drawn:
+            on_figures(drawn, X_test, y_test)
+            drawn = {}  # free the networks
         if seed > 0:  # a paired interval needs two seeds
             result = assemble(setup, teacher_row, rows)
             if on_seed is not None:
@@ -637,7 +703,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         write(result, out or RESULTS)
         print(markdown(result))
         return result
-    result = run(args, None if out is None else lambda partial: write(partial, out))
+    result = run(
+        args,
+        None if out is None else lambda partial: write(partial, out),
+        None if out is None else lambda *a: figures(*a, out=out),
+    )
     print(markdown(result))
     return result
 

@@ -490,7 +490,9 @@ def plot_cka_heatmap(
     return _save(fig, path)
 
 
-def plot_accuracy_curves(histories: Mapping[str, Any], path: str | Path) -> Path:
+def plot_accuracy_curves(
+    histories: Mapping[str, Any], path: str | Path, *, dashed: str = "valid_acc"
+) -> Path:
     """Train (solid) and validation (dashed) accuracy over epochs, per model.
 
     Parameters
@@ -499,6 +501,9 @@ def plot_accuracy_curves(histories: Mapping[str, Any], path: str | Path) -> Path
         E.g. ``{"3 projectors": est.history}``; epochs need ``train_acc`` and
         may have ``valid_acc``.
     path : str or Path
+    dashed : str, default="valid_acc"
+        The history key of the dashed curve (e.g. ``"test_acc"`` recorded by
+        a callback); its label is the key without ``_acc``.
 
     Returns
     -------
@@ -515,9 +520,10 @@ def plot_accuracy_curves(histories: Mapping[str, Any], path: str | Path) -> Path
             color=color,
             label=f"{name} (train)",
         )
-        valid = [row.get("valid_acc", np.nan) for row in history]
+        valid = [row.get(dashed, np.nan) for row in history]
         if not np.all(np.isnan(valid)):
-            ax.plot(epochs, valid, color=color, linestyle="--", label=f"{name} (valid)")
+            label = f"{name} ({dashed.removesuffix('_acc')})"
+            ax.plot(epochs, valid, color=color, linestyle="--", label=label)
     ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy over training")
     ax.legend(fontsize=7)
     return _save(fig, path)

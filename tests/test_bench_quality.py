@@ -145,3 +145,10 @@ def test_tiny_run_writes_table_and_verdicts(bench, tmp_path):
         ["--from-json", str(tmp_path / "quality_mnist.json"), "--out", str(again)]
     )
     assert (again / "quality_mnist.md").read_text() == table
+    # the first seed's pictures next to the table (matplotlib is in the test extra)
+    pngs = {p.name for p in tmp_path.glob("quality_mnist_*.png")}
+    assert pngs == {
+        "quality_mnist_reliability.png",
+        "quality_mnist_accuracy.png",
+        "quality_mnist_cka_no_projector.png",
+    }

@@ -29,7 +29,6 @@ from .teacher import TeacherNet
 __all__ = ["FAST_SETTINGS", "TimeBudget", "fast_settings"]
 
 
-
 # ------------------------------------------------------------------ budget
 class _Clock:
     """Time spent in this call, and the longest unit of work seen so far."""
