@@ -23,7 +23,7 @@ from .batching import ArrayBatches
 from .features import forward_with_features
 
 __all__ = [
-    "FeatureForward",
+    "FeatureModule",
     "OnDevice",
     "ShardedArrayBatches",
     "is_main_process",
@@ -99,7 +99,7 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
         torch.distributed.broadcast(buffer.data, src=src)
 
 
-class FeatureForward(nn.Module):
+class FeatureModule(nn.Module):
     """A network whose forward pass can also return its penultimate features.
 
     This is what the accelerator wraps in DDP: DDP synchronises gradients

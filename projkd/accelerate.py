@@ -42,7 +42,7 @@ from skorch.hf import AccelerateMixin
 from torch import Tensor, nn
 
 from ._distributed import (
-    FeatureForward,
+    FeatureModule,
     OnDevice,
     ShardedArrayBatches,
     all_gather_objects,
@@ -127,7 +127,7 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
 
         DDP refuses modules without trainable parameters, and a criterion or
         an identity has no gradients to synchronise. Each trainable module
-        is wrapped in :class:`~projkd._distributed.FeatureForward` first, so
+        is wrapped in :class:`~projkd._distributed.FeatureModule` first, so
         that the student's features come out of DDP's own forward pass.
         Idempotent: modules already prepared are left alone.
         """
@@ -151,7 +151,7 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
                 # shares the parameters (the optimizer's) and the buffers
                 module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
             layer = self.student_layer if name == "module" else None
-            wrapped = accelerator.prepare(FeatureForward(module, layer))
+            wrapped = accelerator.prepare(FeatureModule(module, layer))
             prepared[name] = (wrapped, module)
             setattr(self, name + "_", wrapped)
         from accelerate.optimizer import AcceleratedOptimizer

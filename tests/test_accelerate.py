@@ -61,14 +61,14 @@ def make_accelerated(**params):
 
 
 def test_only_trainable_modules_are_prepared(small_digits):
-    from projkd._distributed import FeatureForward
+    from projkd._distributed import FeatureModule
 
     X, y = small_digits
     # no projector and an identity logit projector: modules without parameters
     est = make_accelerated(n_projectors=0, student__n_features=32).fit(X, y)
     est._initialize_accelerator()  # as at the start of training
-    assert isinstance(est.module_, FeatureForward)
-    assert not isinstance(est.projectors_, FeatureForward)
+    assert isinstance(est.module_, FeatureModule)
+    assert not isinstance(est.projectors_, FeatureModule)
     assert isinstance(est.logit_projector_, torch.nn.Identity)
     assert isinstance(est.criterion_, torch.nn.CrossEntropyLoss)
     est._unwrap_accelerator()
@@ -76,8 +76,8 @@ def test_only_trainable_modules_are_prepared(small_digits):
 
     est = make_accelerated(logit_projector=True, kd_weight=1.0)
     est.fit(X, y)._initialize_accelerator()
-    assert isinstance(est.projectors_, FeatureForward)
-    assert isinstance(est.logit_projector_, FeatureForward)
+    assert isinstance(est.projectors_, FeatureModule)
+    assert isinstance(est.logit_projector_, FeatureModule)
 
 
 @pytest.mark.filterwarnings("ignore:Setting self.device")  # skorch's, at unpickling

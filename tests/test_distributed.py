@@ -207,7 +207,7 @@ def test_replicas_end_identical_and_unwrapped(runs, name):
     assert first["proba"].shape == (N_SAMPLES, 10)
     np.testing.assert_array_equal(first["proba"], second["proba"])
     assert first["history"]["train_loss"] == second["history"]["train_loss"]
-    assert first["module_type"] == second["module_type"] != "FeatureForward"
+    assert first["module_type"] == second["module_type"] != "FeatureModule"
 
 
 @pytest.mark.parametrize(
