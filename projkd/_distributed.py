@@ -87,6 +87,12 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return holder[0]
 
 
+def barrier() -> None:
+    """Wait for every process of the group (nothing without one)."""
+    if _group_ready() and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
+
+
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     """Give every process ``src``'s buffers (e.g. BatchNorm running statistics).
 

@@ -23,6 +23,14 @@ GPU, or CPU processes over gloo):
   so each gets the full answer.
 - Only the main process writes checkpoints (``save_params``); use
   :func:`is_main_process` to guard results and plots.
+- Precision and compilation are the accelerator's
+  (``Accelerator(mixed_precision="bf16", dynamo_backend="inductor")``): the
+  estimator's own ``mixed_precision`` and ``compile`` are refused, so that
+  one engine decides them. ``channels_last`` and ``data_device`` work as in
+  one process.
+
+:class:`DataParallelMixin` holds all of this for any skorch net; the
+command line trains its teachers with it too.
 
 Launch a script that fits one on 4 GPUs of one machine with
 ``torchrun --nproc_per_node 4 train.py`` or
@@ -58,6 +66,7 @@ from .features import forward_with_features
 
 __all__ = [
     "AcceleratedProjectorDistiller",
+    "DataParallelMixin",
     "is_main_process",
     "make_distiller",
     "process_index",
@@ -69,66 +78,70 @@ def _trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
-    """ProjectorDistiller trained data-parallel through an ``accelerate.Accelerator``.
+class DataParallelMixin(AccelerateMixin):
+    """skorch's :class:`~skorch.hf.AccelerateMixin`, made to train correctly in
+    several processes.
+
+    Mix it in before a skorch net class (``class Net(DataParallelMixin,
+    NeuralNetClassifier)``). Only modules with trainable parameters are
+    wrapped in DDP; the others and the criteria are moved to the device.
+    Training batches of arrays (projkd's :class:`~projkd.batching.ArrayBatches`)
+    are sharded per process with one shuffled order for all; a ``Dataset``
+    goes through Accelerate's sharded ``DataLoader``. The history's training
+    records are gathered across processes at each epoch's end; evaluation runs
+    the whole data on every process with the bare networks; only the main
+    process saves.
 
     Parameters
     ----------
-    teacher, student, **kwargs
-        As for :class:`~projkd.ProjectorDistiller`. ``batch_size`` is per
-        process: the global batch is ``batch_size * world_size``.
-    accelerator : accelerate.Accelerator
-        Decides devices, precision and the processes to train on; leave
-        ``device=None``.
+    *args, **kwargs
+        As for the net class and :class:`~skorch.hf.AccelerateMixin`
+        (``accelerator`` is required; leave ``device=None``).
     sync_batchnorm : bool, default=False
-        With several processes, turn the student's and projectors' BatchNorm
-        layers into :class:`torch.nn.SyncBatchNorm`, so that batch statistics
-        are those of the global batch. torch supports it on GPUs only.
-
-    Notes
-    -----
-    The learning-rate schedule is not prepared by the accelerator: it steps
-    per epoch (or per optimizer step) exactly as in a one-process run with
-    the global batch. Validation and ``predict``/``score``/``transform``
-    run the whole data on every process, with the unwrapped networks after
-    ``fit``. A non-finite loss on one process stops that process only:
-    ``nonfinite_loss="skip"`` is refused with several processes.
-    Accelerated estimators cannot be pickled while wrapped; they are
-    unwrapped after training (``unwrap_after_train=True``).
-
-    Examples
-    --------
-    >>> from accelerate import Accelerator
-    >>> from projkd.accelerate import AcceleratedProjectorDistiller
-    >>> from projkd.models import DigitsCNN
-    >>> est = AcceleratedProjectorDistiller(
-    ...     DigitsCNN(width=8).eval(), DigitsCNN, accelerator=Accelerator(cpu=True),
-    ...     max_epochs=1, verbose=0)
+        With several processes, turn the trained networks' BatchNorm layers
+        into :class:`torch.nn.SyncBatchNorm`, so that batch statistics are
+        those of the global batch. torch supports it on GPUs only.
     """
 
-    def __init__(
-        self,
-        teacher: nn.Module,
-        student: Any,
-        *,
-        accelerator: Any,
-        sync_batchnorm: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(teacher, student, accelerator=accelerator, **kwargs)
+    def __init__(self, *args: Any, sync_batchnorm: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.sync_batchnorm = sync_batchnorm
 
     def _compute_device(self) -> Any:
         return self.accelerator.device
 
+    def _feature_layer(self, name: str) -> str | None:
+        """The layer whose output is the features of module ``name`` (None:
+        the network's own ``forward_features`` or last layer)."""
+        return None
+
+    def _check_accelerated_params(self) -> None:
+        """Refuse settings that belong to the accelerator, before training."""
+        for name, engine in (
+            ("mixed_precision", 'Accelerator(mixed_precision="bf16")'),
+            ("compile", 'Accelerator(dynamo_backend="inductor")'),
+        ):
+            value = getattr(self, name, None)
+            if value not in (None, False):
+                raise ValueError(
+                    f"{type(self).__name__}(..., {name}={value!r}): with an "
+                    f"accelerator, set this on it instead, e.g. {engine}, and leave "
+                    f"{name} at its default. The accelerator then applies it to the "
+                    "DDP-wrapped networks of every process."
+                )
+
+    def initialize(self) -> Any:
+        self._check_accelerated_params()
+        return super().initialize()
+
     # ---------------------------------------------------------- preparation
-    def _initialize_accelerator(self) -> AcceleratedProjectorDistiller:
+    def _initialize_accelerator(self) -> DataParallelMixin:
         """Prepare the modules that train; move the others to the device.
 
         DDP refuses modules without trainable parameters, and a criterion or
         an identity has no gradients to synchronise. Each trainable module
         is wrapped in :class:`~projkd._distributed.FeatureModule` first, so
-        that the student's features come out of DDP's own forward pass.
+        that a student's features come out of DDP's own forward pass.
         Idempotent: modules already prepared are left alone.
         """
         accelerator = self.accelerator
@@ -150,7 +163,7 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
             if self.sync_batchnorm and accelerator.num_processes > 1:
                 # shares the parameters (the optimizer's) and the buffers
                 module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-            layer = self.student_layer if name == "module" else None
+            layer = self._feature_layer(name)
             wrapped = accelerator.prepare(FeatureModule(module, layer))
             prepared[name] = (wrapped, module)
             setattr(self, name + "_", wrapped)
@@ -194,12 +207,6 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        if self.nonfinite_loss == "skip" and self.accelerator.num_processes > 1:
-            raise ValueError(
-                "nonfinite_loss='skip' cannot work with several processes: a batch "
-                "skipped on one process leaves the others waiting for its "
-                "gradients. Use nonfinite_loss='raise'."
-            )
         if (
             self.sync_batchnorm
             and self.accelerator.num_processes > 1
@@ -217,7 +224,7 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
         self._initialize_accelerator()
         seed = None
         if self.accelerator.num_processes > 1 and not isinstance(
-            self.random_state, Integral
+            getattr(self, "random_state", None), Integral
         ):
             # one shuffled order for all processes, even without random_state
             seed = broadcast_object(int(torch.randint(2**31 - 1, ()).item()))
@@ -229,14 +236,6 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
         prepared = [w for w, _ in self.__dict__.get("_prepared_modules_", {}).values()]
         with self.accelerator.accumulate(*prepared):
             return super(AccelerateMixin, self).train_step(batch, **fit_params)
-
-    def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and features from one call of the prepared student (DDP's
-        forward, so gradients are synchronised)."""
-        prepared = self.__dict__.get("_prepared_modules_", {})
-        if "module" in prepared and self.module_ is prepared["module"][0]:
-            return self.module_(x, features=True)
-        return forward_with_features(self.module_, x, layer=self.student_layer)
 
     def get_iterator(self, dataset: Any, training: bool = False) -> Any:
         """Training batches: this process's shard; otherwise the whole data.
@@ -288,7 +287,7 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
 
     # ----------------------------------------------------------- prediction
     def evaluation_step(self, batch: Any, training: bool = False) -> Tensor:
-        """The student's logits, from the bare network; every process runs the
+        """The network's output, from the bare network; every process runs the
         whole data, so nothing is gathered."""
         with self._bare_modules():
             return super(AccelerateMixin, self).evaluation_step(batch, training)
@@ -314,13 +313,103 @@ class AcceleratedProjectorDistiller(AccelerateMixin, ProjectorDistiller):
         finally:
             setattr(self, "device", device)  # noqa: B010
 
-    def _initialize_callbacks(self) -> AcceleratedProjectorDistiller:
+    def _initialize_callbacks(self) -> DataParallelMixin:
         # skorch's "auto" sink prints even with verbose=0; keep verbose=0 quiet
         sink: Any = getattr(self, "callbacks__print_log__sink", None)
         if sink == "auto" and not self.verbose:
             self.callbacks__print_log__sink = _silent
         super()._initialize_callbacks()
         return self
+
+
+class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
+    """ProjectorDistiller trained data-parallel through an ``accelerate.Accelerator``.
+
+    Parameters
+    ----------
+    teacher, student, **kwargs
+        As for :class:`~projkd.ProjectorDistiller`. ``batch_size`` is per
+        process: the global batch is ``batch_size * world_size``.
+        ``mixed_precision`` and ``compile`` are the accelerator's
+        (``Accelerator(mixed_precision=..., dynamo_backend=...)``) and must
+        stay at their defaults here.
+    accelerator : accelerate.Accelerator
+        Decides devices, precision and the processes to train on; leave
+        ``device=None``.
+    sync_batchnorm : bool, default=False
+        With several processes, turn the student's and projectors' BatchNorm
+        layers into :class:`torch.nn.SyncBatchNorm`, so that batch statistics
+        are those of the global batch. torch supports it on GPUs only.
+
+    Notes
+    -----
+    The learning-rate schedule is not prepared by the accelerator: it steps
+    per epoch (or per optimizer step) exactly as in a one-process run with
+    the global batch. Validation and ``predict``/``score``/``transform``
+    run the whole data on every process, with the unwrapped networks after
+    ``fit``. A non-finite loss on one process stops that process only:
+    ``nonfinite_loss="skip"`` is refused with several processes.
+    Accelerated estimators cannot be pickled while wrapped; they are
+    unwrapped after training (``unwrap_after_train=True``).
+
+    Examples
+    --------
+    >>> from accelerate import Accelerator
+    >>> from projkd.accelerate import AcceleratedProjectorDistiller
+    >>> from projkd.models import DigitsCNN
+    >>> est = AcceleratedProjectorDistiller(
+    ...     DigitsCNN(width=8).eval(), DigitsCNN, accelerator=Accelerator(cpu=True),
+    ...     max_epochs=1, verbose=0)
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: Any,
+        *,
+        accelerator: Any,
+        sync_batchnorm: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            teacher,
+            student,
+            accelerator=accelerator,
+            sync_batchnorm=sync_batchnorm,
+            **kwargs,
+        )
+
+    def _feature_layer(self, name: str) -> str | None:
+        return self.student_layer if name == "module" else None
+
+    def _check_fast_settings(self, X: Any) -> None:
+        self._check_accelerated_params()
+        super()._check_fast_settings(X)
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.nonfinite_loss == "skip" and self.accelerator.num_processes > 1:
+            raise ValueError(
+                "nonfinite_loss='skip' cannot work with several processes: a batch "
+                "skipped on one process leaves the others waiting for its "
+                "gradients. Use nonfinite_loss='raise'."
+            )
+
+    def get_loss(
+        self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
+    ) -> Tensor:
+        """The distillation loss in float32, outside the accelerator's autocast
+        (skorch's Accelerate step computes the loss inside it)."""
+        with torch.autocast(self.accelerator.device.type, enabled=False):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+
+    def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and features from one call of the prepared student (DDP's
+        forward, so gradients are synchronised)."""
+        prepared = self.__dict__.get("_prepared_modules_", {})
+        if "module" in prepared and self.module_ is prepared["module"][0]:
+            return self.module_(x, features=True)
+        return forward_with_features(self.module_, x, layer=self.student_layer)
 
 
 def make_distiller(teacher: nn.Module, student: Any, **params: Any) -> Any:

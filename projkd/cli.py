@@ -30,7 +30,8 @@ def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="batch size per process (default: the recipe's, CIFAR-100 64)",
+        help="global batch size, shared out by the processes of a multi-process "
+        "launch (default: the recipe's, CIFAR-100 64)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0)

@@ -105,7 +105,8 @@ def train_teacher(
     random_state : int or None, default=None
         Seeds torch for the duration of training.
     **net_params
-        skorch parameters; ``train_split=None`` and ``verbose=0`` by default.
+        skorch parameters; ``train_split=None``, ``verbose=0`` and
+        ``iterator_train__shuffle=True`` by default.
 
     Returns
     -------
@@ -123,7 +124,12 @@ def train_teacher(
     """
     from ._random import seeded
 
-    params: dict[str, Any] = {"train_split": None, "verbose": 0, **net_params}
+    params: dict[str, Any] = {
+        "train_split": None,
+        "verbose": 0,
+        "iterator_train__shuffle": True,  # skorch does not shuffle by default
+        **net_params,
+    }
     params.setdefault("criterion", nn.CrossEntropyLoss)
     net = _LogitsNet(model, **params)
     with seeded(random_state, params.get("device", "cpu")):

@@ -7,7 +7,9 @@ hand under ``torchrun``::
 
 Each process fits every configuration it is given and saves, per
 configuration and rank, the trained student's state, the history and the
-predictions to ``<out_dir>/<name>-<rank>.pt``.
+predictions to ``<out_dir>/<name>-<rank>.pt``; a configuration with a
+``"command"`` entry runs that command of :mod:`projkd.experiments` instead
+(:func:`run_command`) and saves what it returned.
 """
 
 from __future__ import annotations
@@ -37,10 +39,27 @@ class SeenSamples(Callback):
 
     def initialize(self) -> SeenSamples:
         self.seen_: list[list[str]] = []
+        self.dtypes_: set[str] = set()
         return self
+
+    def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+        # the dtype of the student's first layer's output while training
+        # (Accelerate casts the wrapped network's outputs back to float32)
+        bare = net._prepared_modules_["module"][1]
+        first = next(m for m in bare.modules() if hasattr(m, "weight"))
+        self.hook_ = first.register_forward_hook(self._record_dtype)
+
+    def _record_dtype(self, module: Any, args: Any, output: Any) -> None:
+        if module.training:
+            self.dtypes_.add(str(output.dtype))
+
+    def on_train_end(self, net: Any, **kwargs: Any) -> None:
+        self.hook_.remove()
 
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         self.seen_.append([])
+        # what the accelerator made of the student (DDP, compiled, ...)
+        self.wrapper_ = type(net.module_).__name__
 
     def on_batch_end(
         self, net: Any, batch: Any = None, training: bool = False, **kwargs: Any
@@ -56,6 +75,7 @@ class SeenSamples(Callback):
 def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     """Fit one configuration in this process and save what the tests compare."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from projkd.accelerate import AcceleratedProjectorDistiller
 
@@ -63,10 +83,11 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     seen = SeenSamples()
     params["callbacks"] = [*params.get("callbacks", []), ("seen", seen)]
     X, y = config["X"], config["y"]
+    AcceleratorState._reset_state()  # each configuration its own precision
     est = AcceleratedProjectorDistiller(
         config["teacher"],
         config["student"],
-        accelerator=Accelerator(cpu=True),
+        accelerator=Accelerator(cpu=True, **config.get("accelerator", {})),
         **params,
     )
     est.fit(X, y)
@@ -90,9 +111,62 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
             ],
             "proba": est.predict_proba(X),
             "module_type": type(est.module_).__name__,
+            "wrapper": getattr(seen, "wrapper_", None),  # None: no epoch trained
+            "train_dtypes": sorted(seen.dtypes_),
+            "channels_last": [
+                bool(p.is_contiguous(memory_format=torch.channels_last))
+                for p in est.module_.parameters()
+                if p.ndim == 4
+            ],
         },
         os.path.join(out_dir, f"{name}-{rank}.pt"),
     )
+
+
+def _without_batchnorm(net: Any) -> Any:
+    for index, layer in enumerate(net.features):
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            net.features[index] = torch.nn.Identity()
+    return net
+
+
+def register_batchnorm_free_pair() -> None:
+    """Register ``digits_plain_teacher``/``digits_plain_student``: the digits
+    pair without BatchNorm (so that N processes equal one), in this process
+    only (spawned workers; the test session's zoo stays as it is)."""
+    from projkd.models import DigitsCNN, list_models
+    from projkd.models._registry import register_model
+
+    if "digits_plain_teacher" in list_models():
+        return
+
+    def digits_plain_teacher(num_classes: int = 10, in_channels: int = 1) -> Any:
+        net = DigitsCNN(8, 32, num_classes=num_classes, in_channels=in_channels)
+        return _without_batchnorm(net)
+
+    def digits_plain_student(num_classes: int = 10, in_channels: int = 1) -> Any:
+        net = DigitsCNN(4, 32, num_classes=num_classes, in_channels=in_channels)
+        return _without_batchnorm(net)
+
+    register_model(digits_plain_teacher)
+    register_model(digits_plain_student)
+
+
+def run_command(name: str, config: dict[str, Any], out_dir: str) -> None:
+    """Run a command of :mod:`projkd.experiments` in this process (``reproduce``
+    with keyword arguments; ``distill`` or ``train_teacher_run`` with a
+    ``RunSpec``'s fields and distiller parameters); save what it returned."""
+    from projkd import experiments
+
+    register_batchnorm_free_pair()
+    command = getattr(experiments, config["command"])
+    if config["command"] == "reproduce":
+        result = command(**config["kwargs"])
+    else:
+        spec = experiments.RunSpec(**config["kwargs"])
+        result = command(spec, **config.get("params", {}))
+    rank = int(os.environ.get("RANK", "0"))
+    torch.save(result, os.path.join(out_dir, f"{name}-{rank}.pt"))
 
 
 def _worker(
@@ -108,7 +182,8 @@ def _worker(
     )
     torch.set_num_threads(1)
     for name, config in configs.items():
-        fit_one(name, config, out_dir)
+        run = run_command if "command" in config else fit_one
+        run(name, config, out_dir)
 
 
 def spawn(

@@ -93,6 +93,20 @@ def configurations(X, y, teacher, checkpoints):
             params=dict(common, random_state=None, max_epochs=2),
         ),
     }
+    # the fast path through the accelerator: its bf16 autocast with the
+    # estimator's channels_last, and its torch.compile (dynamo) of the
+    # DDP-wrapped student (the "eager" backend: dynamo's graph capture and
+    # DDP's bucketed graph breaks, without a C++ compiler)
+    configs["zoo_bf16_channels_last"] = dict(
+        student=digits_cnn(batchnorm=False),
+        params=dict(common, channels_last=True, data_device="cpu"),
+        accelerator=dict(mixed_precision="bf16"),
+    )
+    configs["zoo_dynamo"] = dict(
+        student=digits_cnn(batchnorm=False),
+        params=dict(common, cache_teacher=False, n_projectors=1),
+        accelerator=dict(dynamo_backend="eager"),
+    )
     # the same run again: every process resumes from the finished checkpoint
     configs["mlp_cached_resumed"] = dict(configs["mlp_cached"])
     for config in configs.values():
@@ -128,9 +142,9 @@ def runs(digits, tmp_path_factory):
     return dict(configs=configs, results=results, checkpoints=checkpoints)
 
 
-def one_process(config):
+def one_process(config, **changes):
     """The same fit in this process, with the global batch."""
-    params = dict(config["params"], batch_size=BATCH * WORLD)
+    params = dict(config["params"], batch_size=BATCH * WORLD, **changes)
     params["callbacks"] = []
     return ProjectorDistiller(
         config["teacher"], copy.deepcopy(config["student"]), **params
@@ -193,6 +207,8 @@ ALL = [
     "zoo_uncached",
     "zoo_bn_unseeded",
     "dataset",
+    "zoo_bf16_channels_last",
+    "zoo_dynamo",
 ]
 
 
@@ -211,7 +227,8 @@ def test_replicas_end_identical_and_unwrapped(runs, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp_cached", "mlp_uncached_valid", "zoo_cached", "zoo_uncached"]
+    "name",
+    ["mlp_cached", "mlp_uncached_valid", "zoo_cached", "zoo_uncached", "zoo_dynamo"],
 )
 def test_two_processes_equal_one_process_with_the_global_batch(runs, name):
     config, (result, _) = runs["configs"][name], runs["results"][name]
@@ -279,3 +296,57 @@ def test_sharded_batches_cover_each_global_batch_once(n, drop_last, sizes):
     # global batch g is rank 0's part then rank 1's: the one-process order
     seen = torch.cat([torch.cat(pair) for pair in zip(*shards, strict=True)])
     torch.testing.assert_close(seen, order[: len(seen)])
+
+
+def test_accelerator_bf16_with_channels_last_trains_alike_on_both_processes(runs):
+    first, second = runs["results"]["zoo_bf16_channels_last"]
+    assert first["train_dtypes"] == ["torch.bfloat16"]  # the accelerator's autocast
+    assert first["channels_last"] and all(first["channels_last"])
+    # one process in float32 with the global batch: bf16 moves the weights a
+    # little, not the training
+    reference = one_process(runs["configs"]["zoo_bf16_channels_last"])
+    drift = max(
+        float((first["state"][key] - value).abs().max())
+        for key, value in reference.module_.state_dict().items()
+    )
+    assert 0 < drift < 0.01  # measured 8e-4
+    np.testing.assert_allclose(
+        first["history"]["train_loss"], reference.history[:, "train_loss"], rtol=0.005
+    )
+    assert first["history"]["train_loss"] == second["history"]["train_loss"]
+
+
+def test_accelerator_compiles_the_ddp_wrapped_student(runs):
+    first, _ = runs["results"]["zoo_dynamo"]
+    assert first["wrapper"] == "OptimizedModule"  # torch.compile around DDP
+    assert first["train_dtypes"] == ["torch.float32"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "engine"),
+    [
+        (dict(mixed_precision="bf16"), "mixed_precision"),
+        (dict(compile=True), "dynamo_backend"),
+    ],
+)
+def test_estimator_precision_and_compile_are_refused_for_the_accelerator(
+    digits, setting, engine
+):
+    from accelerate import Accelerator
+
+    from projkd.accelerate import AcceleratedProjectorDistiller
+
+    X, _, y, _ = digits
+    torch.manual_seed(0)
+    est = AcceleratedProjectorDistiller(
+        DigitsCNN(width=4).eval(),
+        mlp(),
+        accelerator=Accelerator(cpu=True),
+        max_epochs=1,
+        verbose=0,
+        **setting,
+    )
+    with pytest.raises(ValueError, match=f"Accelerator\\({engine}=") as error:
+        est.fit(X[:64], y[:64])
+    assert not hasattr(est, "module_")  # refused before anything was built
+    assert "set this on it instead" in str(error.value)

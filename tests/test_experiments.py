@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import Callback
 
 from projkd import ProjectorDistiller
 from projkd.augment import RandomCropFlip
@@ -124,7 +125,12 @@ def test_parallel_launch_selects_the_accelerated_distiller(monkeypatch):
     cls, kwargs = distiller_setup(spec)
     assert cls is AcceleratedProjectorDistiller
     assert isinstance(kwargs["accelerator"], FakeAccelerator)
-    assert kwargs["device"] is None and made == [{"mixed_precision": "fp16"}]
+    assert kwargs["device"] is None and len(made) == 1
+    # precision and compilation go to the accelerator, the rest to the estimator
+    assert made[0]["mixed_precision"] == "fp16"
+    assert made[0]["dynamo_backend"] == "inductor"
+    assert "mixed_precision" not in kwargs and "compile" not in kwargs
+    assert kwargs["channels_last"] is True
 
 
 def test_train_teacher_augments_cifar_with_crop_and_flip(monkeypatch, tmp_path):
@@ -218,3 +224,37 @@ def test_only_the_main_process_logs(monkeypatch, tmp_path):
     monkeypatch.setenv("RANK", "0")
     names = [name for name, _ in run_callbacks(spec, None, None, distiller=True)]
     assert names == ["test_acc", "record_lr", "tensorboard", "progress"]
+
+
+class _FirstBatches(Callback):
+    """The labels of the first training batch of every epoch."""
+
+    def initialize(self):
+        self.first_ = []
+        return self
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training and len(self.first_) < len(net.history):
+            self.first_.append(np.asarray(batch[1]).tolist())
+
+
+@pytest.mark.parametrize("trainer", ["TeacherNet", "train_teacher"])
+def test_teachers_train_on_shuffled_batches(trainer):
+    # skorch does not shuffle by default: the teachers of train-teacher and
+    # of projkd.teacher.train_teacher must (same batches every epoch otherwise)
+    from projkd.experiments import TeacherNet
+    from projkd.teacher import train_teacher
+
+    X, y = load_digits()
+    X, y = X[:256], y[:256]
+    order = np.argsort(y, kind="stable")  # sorted: unshuffled batches show it
+    X, y = X[order], y[order]
+    record = _FirstBatches()
+    params = dict(max_epochs=2, batch_size=32, callbacks=[record])
+    torch.manual_seed(0)
+    if trainer == "TeacherNet":
+        TeacherNet(DigitsCNN(width=4), train_split=None, verbose=0, **params).fit(X, y)
+    else:
+        train_teacher(DigitsCNN(width=4), X, y, random_state=0, **params)
+    first, second = record.first_
+    assert first != y[:32].tolist() and first != second

@@ -20,7 +20,8 @@ from ..distiller import ProjectorDistiller
 from ..teacher import load_teacher
 from .data import Data, load_data
 from .io import save_json, write_results
-from .spec import RunSpec, build_model, launched_world_size, speed_kwargs
+from .launch import Launch
+from .spec import RunSpec, build_model, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
 __all__ = ["distill", "distiller_setup", "load_run"]
@@ -34,9 +35,9 @@ def distiller_setup(
     A plain launch trains a :class:`~projkd.ProjectorDistiller` with
     :func:`~projkd.experiments.speed_kwargs`. Under ``torchrun`` or
     ``accelerate launch`` (``WORLD_SIZE > 1``) it is an
-    :class:`~projkd.accelerate.AcceleratedProjectorDistiller` whose
-    ``accelerator`` decides devices and precision; ``batch_size`` is then per
-    process, so the global batch is ``world_size`` times the recipe's.
+    :class:`~projkd.accelerate.AcceleratedProjectorDistiller` sharing the
+    launch's ``accelerator``, which decides devices, precision and
+    compilation (:class:`~projkd.experiments.launch.Launch`).
 
     Parameters
     ----------
@@ -50,15 +51,12 @@ def distiller_setup(
     kwargs : dict
         Parameters for ``cls`` beyond the recipe's.
     """
-    world_size = launched_world_size() if world_size is None else world_size
-    if world_size <= 1:
+    launch = Launch.current(spec.device, speed_kwargs(spec), world_size)
+    if launch.accelerator is None:
         return ProjectorDistiller, {"device": spec.device, **speed_kwargs(spec)}
-    from accelerate import Accelerator
-
     from ..accelerate import AcceleratedProjectorDistiller
 
-    accelerator = Accelerator(mixed_precision=speed_kwargs(spec).get("mixed_precision"))
-    return AcceleratedProjectorDistiller, {"accelerator": accelerator, "device": None}
+    return AcceleratedProjectorDistiller, launch.estimator_kwargs(speed_kwargs(spec))
 
 
 def _is_main_process(estimator: Any) -> bool:
@@ -85,8 +83,14 @@ def _estimator(
     params["callbacks"] = [*params.get("callbacks", []), *callbacks]
     params.update(config["params"])
     cls, speed = distiller_setup(spec, world_size)
+    device = speed["device"]
+    accelerator = speed.get("accelerator")
+    if accelerator is not None:  # the recipe's batch is global: share it out
+        launch = Launch(accelerator.num_processes, accelerator)
+        params["batch_size"] = launch.per_process_batch(params["batch_size"])
+        device = launch.device
     return cls(
-        _teacher(config, data, speed["device"]),
+        _teacher(config, data, device),
         build_model(config["student_arch"], data, seed=config["seed"]),
         max_epochs=config["epochs"],
         random_state=config["seed"],
@@ -151,14 +155,15 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
     )
     epoch, best = best_epoch(estimator.history)
     records[-1].update(best_test_acc=best, best_epoch=epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    # every process calls it (it waits for all); the main process writes
+    estimator.save_params(
+        f_params=str(out / "student.pt"),
+        f_projectors=str(out / "projectors.pt"),
+        f_logit_projector=str(out / "logit_projector.pt"),
+        f_history=str(out / "history.json"),
+    )
     if _is_main_process(estimator):
-        out.mkdir(parents=True, exist_ok=True)
-        estimator.save_params(
-            f_params=str(out / "student.pt"),
-            f_projectors=str(out / "projectors.pt"),
-            f_logit_projector=str(out / "logit_projector.pt"),
-            f_history=str(out / "history.json"),
-        )
         save_json(out / "config.json", config)
         markdown = format_markdown(records)
         if best is not None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._distributed import is_main_process
 from .._random import seeded
 from ..callbacks import ResumableCheckpoint
 from ..distiller import ProjectorDistiller
@@ -43,11 +44,13 @@ from ..metrics import linear_cka
 from ..models import get_model, list_models
 from ..teacher import load_teacher
 from .data import Data, load_data
+from .launch import Launch
 from .recipes import recipe
 from .reproduction_results import format_results, summarize, write_plots
 from .reproduction_training import (
     FAST_SETTINGS,
     TimeBudget,
+    _AcceleratedTeacherNet,
     _Clock,
     _curve_fields,
     _device_name,
@@ -139,7 +142,22 @@ class _Context:
     verbose: bool
     forward: Callable[[torch.nn.Module, Any], torch.Tensor]
     lockstep: bool = False
+    launch: Launch = field(default_factory=Launch)
     teacher_curve: dict[str, Any] = field(default_factory=dict)
+
+    def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The recipe's ``params`` with this launch's device and speed
+        settings; under a parallel launch the recipe's (global) batch is
+        shared out by the processes."""
+        if self.launch.accelerator is not None:
+            params = dict(
+                params, batch_size=self.launch.per_process_batch(params["batch_size"])
+            )
+        return {
+            **params,
+            "device": self.device,
+            **self.launch.estimator_kwargs(self.fast),
+        }
 
 
 # --------------------------------------------------------------- the runs
@@ -164,7 +182,9 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
             return None  # stopped on the budget (or no time to evaluate): resumes
         weights = folder / "teacher.pt"
         state = {k: v.detach().float().cpu() for k, v in trained.state_dict().items()}
-        torch.save(state, weights)
+        if ctx.launch.is_main:
+            torch.save(state, weights)
+        ctx.launch.wait()  # every process loads the file the main one wrote
         record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
         record.update(ctx.teacher_curve)
     teacher = _load(ctx, weights)  # trained or not, students see the saved weights
@@ -176,9 +196,10 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
     }
     record.update(_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
     record["cka"] = 1.0
-    _save_proba(folder, proba["test"])
     ctx.clock.done(time.monotonic() - started)
-    _write_json(done, record)
+    if ctx.launch.is_main:
+        _save_proba(folder, proba["test"])
+        _write_json(done, record)
     return record, teacher
 
 
@@ -193,21 +214,21 @@ def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
         ctx, params.pop("callbacks", []), folder, TEACHER_SEED, "teacher"
     )
     callbacks[1] = ("checkpoint", _TeacherCheckpoint(dirname=str(folder / "ckpt")))
-    fast = ctx.fast
-    net = _TeacherNet(
+    kwargs = ctx.estimator_kwargs(params)
+    kwargs.pop("data_device", None)  # a TeacherNet slices host arrays
+    net_class = _TeacherNet
+    if ctx.launch.accelerator is not None:
+        net_class = _AcceleratedTeacherNet
+    net = net_class(
         **_factory(ctx.teacher_arch, ctx.data, "module"),
         criterion=torch.nn.CrossEntropyLoss,
         max_epochs=ctx.epochs,
-        device=ctx.device,
         classes=np.arange(ctx.data.n_classes),
         train_split=None,
         verbose=0,
         callbacks=callbacks,
         seed=TEACHER_SEED,
-        mixed_precision=fast.get("mixed_precision"),
-        channels_last=bool(fast.get("channels_last")),
-        compile=bool(fast.get("compile")),
-        **params,
+        **kwargs,
     )
     with seeded(TEACHER_SEED, ctx.device):
         net.fit(ctx.data.X_train, ctx.data.y_train)
@@ -228,7 +249,12 @@ def _callbacks(
     return [
         (
             "test_score",
-            _TestScore(ctx.data.X_test, ctx.data.y_test, label, ctx.verbose),
+            _TestScore(
+                ctx.data.X_test,
+                ctx.data.y_test,
+                label,
+                ctx.verbose and ctx.launch.is_main,
+            ),
         ),
         ("checkpoint", ResumableCheckpoint(dirname=str(folder / "ckpt"))),
         *recipe_callbacks,
@@ -261,19 +287,22 @@ def _student(
     variant_params = dict(VARIANTS[variant])
     if variant_params["feature_weight"] == 0 and not ctx.equal_widths:
         variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
-    return ProjectorDistiller(
+    cls: type[Any] = ProjectorDistiller
+    if ctx.launch.accelerator is not None:
+        from ..accelerate import AcceleratedProjectorDistiller
+
+        cls = AcceleratedProjectorDistiller
+    return cls(
         teacher,
         **_factory(ctx.student_arch, ctx.data, "student"),
         max_epochs=ctx.epochs,
-        device=ctx.device,
         random_state=seed,
         classes=np.arange(ctx.data.n_classes),
         train_split=None,
         verbose=0,
         callbacks=callbacks,
-        **params,
         **variant_params,
-        **ctx.fast,
+        **ctx.estimator_kwargs(params),
     )
 
 
@@ -299,9 +328,10 @@ def _finish(
     record["params"] = _variant_params(estimator)
     record["lockstep"] = ctx.lockstep
     folder = _folder(ctx, variant, seed)
-    _save_proba(folder, proba_test)
     ctx.clock.done(time.monotonic() - started)
-    _write_json(folder / "record.json", record)
+    if ctx.launch.is_main:
+        _save_proba(folder, proba_test)
+        _write_json(folder / "record.json", record)
     return record
 
 
@@ -381,8 +411,9 @@ def _check_variants(variants: Sequence[str]) -> list[str]:
     return variants
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to mix runs of other settings in one output folder."""
+def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> None:
+    """Refuse to mix runs of other settings in one output folder (``write``:
+    record them when the folder has none)."""
     path = out / "settings.json"
     if path.exists():
         saved = json.loads(path.read_text())
@@ -397,7 +428,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
                 f"{out} holds runs made with other settings ({details}). Re-run "
                 "with the same settings to resume, or choose another out folder."
             )
-    else:
+    elif write:
         _write_json(path, settings)
 
 
@@ -504,7 +535,7 @@ def reproduce(
     >>> # reproduce(dataset="cifar100", data_root="data/cifar100", epochs=60,
     >>> #           out="runs/repro", time_budget=500)
     """
-    clock = _Clock(time_budget)
+    clock = _Clock(time_budget)  # loading the data counts
     if time_budget is not None and not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be a positive number.")
     if dataset not in DEFAULT_PAIRS:
@@ -524,7 +555,21 @@ def reproduce(
         raise ValueError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    requested, fast_params = fast_settings(device, fast)
+    launch = Launch.current(device, fast_params)
+    if launch.accelerator is not None:
+        if lockstep:
+            raise ValueError(
+                "lockstep=True trains a seed's variants together in one process; "
+                f"under a launch of {launch.world_size} processes drop --lockstep "
+                "(each variant then trains data-parallel on all of them)."
+            )
+        device = launch.device or device  # this process's GPU, or the CPU
+        clock.agree = launch.agree  # all processes stop at the same point
     epochs = epochs or _FULL_EPOCHS[dataset]
+    make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
+    for arch in {teacher_arch, student_arch}:  # before anything trains
+        launch.per_process_batch(make_recipe(arch)["batch_size"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -542,8 +587,6 @@ def reproduce(
             f"{student_arch} {widths[1]}; drop fd0 from variants or change the pair."
         )
     on_cuda = torch.device(device).type == "cuda"
-    requested, fast_params = fast_settings(device, fast)
-    make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
     settings = {
         "dataset": dataset,
         "subset": subset,
@@ -556,7 +599,7 @@ def reproduce(
         if teacher_weights is None
         else _sha256(Path(teacher_weights)),
     }
-    _check_settings(out, settings)
+    _check_settings(out, settings, write=launch.is_main)
     ctx = _Context(
         out=out,
         data=data,
@@ -572,6 +615,7 @@ def reproduce(
         verbose=verbose,
         forward=_forward(device),
         lockstep=lockstep,
+        launch=launch,
     )
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = on_cuda or benchmark
@@ -589,10 +633,13 @@ def reproduce(
         fast_requested=requested,
         fast_unavailable=sorted(set(requested) - set(fast_params)),
     )
-    _write_json(out / "results.json", results)
-    (out / "results.md").write_text(format_results(results) + "\n")
-    results["plots"] = write_plots(out, results, data.y_test)
-    _write_json(out / "results.json", results)
+    results["processes"] = launch.world_size
+    if launch.is_main:
+        _write_json(out / "results.json", results)
+        (out / "results.md").write_text(format_results(results) + "\n")
+        results["plots"] = write_plots(out, results, data.y_test)
+        _write_json(out / "results.json", results)
+    launch.wait()  # the files are whole when any process returns
     return results
 
 
@@ -698,5 +745,6 @@ def _run_command(args: argparse.Namespace) -> int:
         lockstep=args.lockstep,
         verbose=not args.quiet,
     )
-    print((Path(args.out) / "results.md").read_text())
+    if is_main_process():
+        print((Path(args.out) / "results.md").read_text())
     return 0 if results["complete"] else 3

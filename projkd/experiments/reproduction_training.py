@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback, Checkpoint
 
+from ..accelerate import DataParallelMixin
 from ..batching import ArrayBatches, ArrayDataset
 from ..callbacks import ResumableCheckpoint
 from ..distiller import ProjectorDistiller
@@ -33,8 +35,11 @@ __all__ = ["FAST_SETTINGS", "TimeBudget", "fast_settings"]
 class _Clock:
     """Time spent in this call, and the longest unit of work seen so far."""
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(
+        self, seconds: float | None, agree: Callable[[bool], bool] | None = None
+    ) -> None:
         self.seconds = seconds
+        self.agree = agree
         self.start = time.monotonic()
         self.longest = 0.0
         self.worked = False
@@ -47,12 +52,16 @@ class _Clock:
         """Whether the next unit of work might not end within the budget.
 
         Every call does at least one unit (an epoch, or a run's evaluation),
-        so that each call makes progress whatever the budget.
+        so that each call makes progress whatever the budget. With ``agree``
+        (the processes of a parallel launch), every process takes the main
+        process's answer, so that they all stop at the same point.
         """
-        if self.seconds is None or not self.worked:
+        if self.seconds is None:
             return False
-        elapsed = time.monotonic() - self.start
-        return elapsed + 1.25 * self.longest > self.seconds
+        late = self.worked and (
+            time.monotonic() - self.start + 1.25 * self.longest > self.seconds
+        )
+        return late if self.agree is None else bool(self.agree(late))
 
 
 class TimeBudget(Callback):
@@ -141,6 +150,10 @@ class _TeacherNet(TeacherNet):
             seed=self.seed,
             first_epoch=len(self.history) if self.history else 0,
         )
+
+
+class _AcceleratedTeacherNet(DataParallelMixin, _TeacherNet):
+    """:class:`_TeacherNet` trained data-parallel (a parallel launch)."""
 
 
 class _TeacherCheckpoint(ResumableCheckpoint):

@@ -53,8 +53,9 @@ class RunSpec:
         ``None``: the data set's recipe (CIFAR-100: 240); the lr milestones
         are scaled to it.
     batch_size : int or None, default=None
-        ``None``: the recipe's (CIFAR-100: 64). Per process under a
-        multi-process launch.
+        ``None``: the recipe's (CIFAR-100: 64). The global batch: under a
+        multi-process launch each process trains on ``batch_size / processes``
+        samples of it.
     device : str, default="cpu"
     seed : int, default=0
         Seeds the data split, every network's initialisation and training.

@@ -12,14 +12,16 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 
 from .._random import seeded
+from ..accelerate import DataParallelMixin
 from ..teacher import save_teacher
 from ..teacher_cache import compute_teacher_outputs
 from .data import load_data
 from .io import save_json, write_results
+from .launch import Launch
 from .spec import RunSpec, build_model, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
-__all__ = ["TeacherNet", "train_teacher_run"]
+__all__ = ["AcceleratedTeacherNet", "TeacherNet", "train_teacher_run"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -42,6 +44,11 @@ class TeacherNet(NeuralNetClassifier):
         scales the loss (``torch.amp.GradScaler``).
     channels_last : bool, default=False
         Keep the network and 4-D batches in ``torch.channels_last``.
+
+    Notes
+    -----
+    Training batches are shuffled every epoch (``iterator_train__shuffle=True``
+    unless told otherwise; skorch's default is not to shuffle).
     """
 
     prefixes_ = NeuralNetClassifier.prefixes_ + ["train_transform"]
@@ -56,6 +63,7 @@ class TeacherNet(NeuralNetClassifier):
         channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("iterator_train__shuffle", True)  # SGD wants shuffling
         super().__init__(module, *args, criterion=criterion, **kwargs)
         self.train_transform = train_transform
         self.mixed_precision = mixed_precision
@@ -107,6 +115,13 @@ class TeacherNet(NeuralNetClassifier):
         return self.scaler_
 
 
+class AcceleratedTeacherNet(DataParallelMixin, TeacherNet):
+    """:class:`TeacherNet` trained data-parallel through an
+    ``accelerate.Accelerator`` (:class:`~projkd.accelerate.DataParallelMixin`):
+    ``batch_size`` per process, precision and compilation the accelerator's.
+    """
+
+
 def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     """Train a teacher with the data set's recipe and save its weights.
 
@@ -139,28 +154,35 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
         *params.get("callbacks", []),
         *run_callbacks(spec, data.X_test, data.y_test, distiller=False),
     ]
-    net = TeacherNet(
+    fast = speed_kwargs(spec, data_device=False)
+    launch = Launch.current(spec.device, fast)
+    net_class: type[TeacherNet] = TeacherNet
+    device = spec.device
+    if launch.accelerator is not None:  # the recipe's batch is global
+        net_class, device = AcceleratedTeacherNet, launch.device or spec.device
+        params["batch_size"] = launch.per_process_batch(params["batch_size"])
+    net = net_class(
         model,
         max_epochs=spec.epochs,
-        device=spec.device,
         train_split=None,
         verbose=0,
         **params,
-        **speed_kwargs(spec, data_device=False),
+        **{"device": spec.device, **launch.estimator_kwargs(fast)},
     )
-    with seeded(spec.seed, spec.device):
+    with seeded(spec.seed, device):
         net.fit(data.X_train, data.y_train)
     teacher = net.module_.eval()
-    save_teacher(getattr(teacher, "_orig_mod", teacher), out / "teacher.pt")
-    net.history.to_file(str(out / "history.json"))
-    epoch, best = best_epoch(net.history)
     record: dict[str, Any] = {
         "model": f"teacher ({spec.teacher_arch})",
-        "train_acc": _accuracy(teacher, data.X_train, data.y_train, spec.device),
-        "test_acc": _accuracy(teacher, data.X_test, data.y_test, spec.device),
-        "best_test_acc": best,
-        "best_epoch": epoch,
+        "train_acc": _accuracy(teacher, data.X_train, data.y_train, device),
+        "test_acc": _accuracy(teacher, data.X_test, data.y_test, device),
     }
+    epoch, best = best_epoch(net.history)
+    record.update(best_test_acc=best, best_epoch=epoch)
+    if not launch.is_main:
+        return record
+    save_teacher(getattr(teacher, "_orig_mod", teacher), out / "teacher.pt")
+    net.history.to_file(str(out / "history.json"))
     save_json(out / "config.json", {"kind": "teacher", **spec.to_json()})
     best_text = "-" if best is None else f"{100 * best:.2f} (epoch {epoch})"
     write_results(

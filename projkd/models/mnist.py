@@ -81,11 +81,12 @@ class MnistCNN(PooledConvNet):
 
 @register_model
 def mnist_teacher(num_classes: int = 10, in_channels: int = 1) -> MnistCNN:
-    """MNIST teacher: 32-64-128 channels, 128 features (~94k parameters)."""
+    """MNIST teacher: two convolutions per stage, 32-64-128 channels, 128
+    features (~288k parameters)."""
     return MnistCNN(
         widths=(32, 64),
         n_features=128,
-        convs_per_stage=1,
+        convs_per_stage=2,
         num_classes=num_classes,
         in_channels=in_channels,
     )
