@@ -3,7 +3,7 @@
 Run (45 student fits, about 9 minutes of CPU time; on the shared 2-core
 machine 12 minutes of wall time. The teacher is loaded from
 ``benchmarks/results/quality_mnist_teacher.pt`` when present, else trained:
-27 minutes of wall time more on the shared machine):
+12 minutes of wall time more on the shared machine):
 
     python benchmarks/bench_quality.py
 
@@ -189,7 +189,7 @@ OPTIMIZERS = {
 
 
 # ---------------------------------------------------------------- teacher
-TEACHER_RECIPE = dict(lr=0.05, epochs=5, batch_size=128, seed=0)
+TEACHER_RECIPE = dict(lr=0.05, epochs=8, batch_size=128, seed=0)
 
 
 def get_teacher(

@@ -182,14 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from . import experiments
+    from ._distributed import is_main_process
 
     spec = spec_from_args(args)
     if args.command == "train-teacher":
         record = experiments.train_teacher_run(spec)
-        print(
-            f"teacher: train {100 * record['train_acc']:.2f}%, test "
-            f"{100 * record['test_acc']:.2f}% -> {Path(args.out) / 'teacher.pt'}"
-        )
+        if is_main_process():  # one report from a parallel launch
+            print(
+                f"teacher: train {100 * record['train_acc']:.2f}%, test "
+                f"{100 * record['test_acc']:.2f}% -> {Path(args.out) / 'teacher.pt'}"
+            )
         return 0
     if args.command == "distill":
         experiments.distill(
@@ -204,6 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:  # search
         experiments.search(spec, _grid(args), cv=args.cv, n_jobs=args.n_jobs)
     results = Path(args.out) / "results.md"
-    if results.exists():  # not on the non-main processes of a parallel launch
+    if is_main_process() and results.exists():  # one report from a parallel launch
         print(results.read_text())
     return 0

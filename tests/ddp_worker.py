@@ -155,10 +155,23 @@ def register_batchnorm_free_pair() -> None:
 def run_command(name: str, config: dict[str, Any], out_dir: str) -> None:
     """Run a command of :mod:`projkd.experiments` in this process (``reproduce``
     with keyword arguments; ``distill`` or ``train_teacher_run`` with a
-    ``RunSpec``'s fields and distiller parameters); save what it returned."""
+    ``RunSpec``'s fields and distiller parameters; ``"cli"``: ``projkd`` with
+    ``argv``, keeping what it printed); save what it returned."""
     from projkd import experiments
 
     register_batchnorm_free_pair()
+    if config["command"] == "cli":  # the command line, with its printed report
+        import contextlib
+        import io
+
+        from projkd.cli import main
+
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            rc = main(config["argv"])
+        result = {"rc": rc, "stdout": stdout.getvalue()}
+        rank = int(os.environ.get("RANK", "0"))
+        torch.save(result, os.path.join(out_dir, f"{name}-{rank}.pt"))
+        return
     command = getattr(experiments, config["command"])
     if config["command"] == "reproduce":
         result = command(**config["kwargs"])

@@ -72,6 +72,17 @@ def runs(tmp_path_factory):
             "teacher": dict(
                 command="train_teacher_run", kwargs=spec(parallel / "teacher-run")
             ),
+            "cli": dict(
+                command="cli",
+                argv=[
+                    "train-teacher",
+                    "--dataset=digits",
+                    "--subset=256",
+                    "--epochs=1",
+                    f"--teacher-arch={TEACHER}",
+                    f"--out={parallel / 'cli-teacher'}",
+                ],
+            ),
         },
         str(root),
         world_size=2,
@@ -102,6 +113,7 @@ def runs(tmp_path_factory):
         distill=load("distill"),
         distill_reference=load("single_distill", 1)[0],
         teacher=load("teacher"),
+        cli=load("cli"),
         initial_teacher=teacher,
     )
 
@@ -168,3 +180,9 @@ def test_train_teacher_trains_identical_replicas_and_saves_once(runs):
     assert saved.keys() == initial.keys()
     assert any(not torch.equal(saved[k], initial[k]) for k in saved)  # trained
     assert len(json.loads((folder / "history.json").read_text())) == 2
+
+
+def test_the_command_line_reports_once_from_a_parallel_launch(runs):
+    main, other = runs["cli"]
+    assert main["rc"] == other["rc"] == 0
+    assert main["stdout"].startswith("teacher: train ") and other["stdout"] == ""

@@ -80,5 +80,9 @@ def run_callbacks(
 
         callbacks.append(("tensorboard", TensorBoard(SummaryWriter(spec.tensorboard))))
     if spec.progress and main_process:
-        callbacks.append(("progress", ProgressBar()))
+        # "auto" would count the whole data set's batches; a process of a
+        # parallel launch trains on its share, so count the first epoch's
+        parallel = os.environ.get("WORLD_SIZE", "1") != "1"
+        bar = ProgressBar(batches_per_epoch="count" if parallel else "auto")
+        callbacks.append(("progress", bar))
     return callbacks
