@@ -117,11 +117,13 @@ class DataParallelMixin(AccelerateMixin):
 
     def _check_accelerated_params(self) -> None:
         """Refuse settings that belong to the accelerator, before training."""
-        for name, engine in (
-            ("mixed_precision", 'Accelerator(mixed_precision="bf16")'),
-            ("compile", 'Accelerator(dynamo_backend="inductor")'),
-        ):
+        for name in ("mixed_precision", "compile"):
             value = getattr(self, name, None)
+            engine = (
+                f"Accelerator(mixed_precision={value!r})"
+                if name == "mixed_precision"
+                else 'Accelerator(dynamo_backend="inductor")'
+            )
             if value not in (None, False):
                 raise ValueError(
                     f"{type(self).__name__}(..., {name}={value!r}): with an "
@@ -179,17 +181,29 @@ class DataParallelMixin(AccelerateMixin):
         return self
 
     def _unwrap_accelerator(self) -> None:
-        """Put the bare networks back (DDP, compilation and wrappers gone)."""
+        """Put the bare networks back (DDP, compilation and wrappers gone).
+
+        The accelerator's own references to this estimator's wrappers,
+        optimizers and data loaders are dropped too, so that an accelerator
+        shared by many fits (``projkd reproduce``) does not keep every
+        finished run's networks, gradients and optimizer state alive.
+        """
         prepared = self.__dict__.get("_prepared_modules_", {})
-        models = getattr(self.accelerator, "_models", None)
         for name, (wrapped, bare) in prepared.items():
             if getattr(self, name + "_", None) is wrapped:
                 self.accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
                 setattr(self, name + "_", bare)
-            if isinstance(models, list):  # let the wrappers be freed
-                models[:] = [model for model in models if model is not wrapped]
+        self._forget("_models", [wrapped for wrapped, _ in prepared.values()])
+        self._forget("_optimizers", [getattr(self, n + "_") for n in self._optimizers])
+        self._forget("_dataloaders", self.__dict__.pop("_prepared_loaders_", []))
         prepared.clear()
         self._wrapped_with_accelerator = False
+
+    def _forget(self, attribute: str, objects: list[Any]) -> None:
+        """Drop ``objects`` from the accelerator's list ``attribute``."""
+        held = getattr(self.accelerator, attribute, None)
+        if isinstance(held, list):
+            held[:] = [item for item in held if not any(item is o for o in objects)]
 
     @contextmanager
     def _bare_modules(self) -> Iterator[None]:
@@ -255,10 +269,31 @@ class DataParallelMixin(AccelerateMixin):
                     num_replicas=self.accelerator.num_processes,
                     rank=self.accelerator.process_index,
                 )
+                self._own_random_stream()
             return OnDevice(iterator, device)
-        if training:
-            return self.accelerator.prepare(iterator)
+        if training:  # one prepared loader per epoch: forget the last one
+            self._forget("_dataloaders", self.__dict__.pop("_prepared_loaders_", []))
+            loader = self.accelerator.prepare(iterator)
+            self.__dict__["_prepared_loaders_"] = [loader]
+            return loader
         return OnDevice(iterator, device)
+
+    def _own_random_stream(self) -> None:
+        """Give this process its own random stream for the epoch's training.
+
+        Every process draws the same seed for the epoch (``random_state``,
+        :class:`~projkd.lockstep.EpochSeed`), so without this each process
+        would draw the same augmentation and dropout for its slice as every
+        other process does for its own: sample ``j`` of each slice would get
+        the same crop and flip. The stream is reseeded from one draw of the
+        current one plus the rank, so it stays reproducible. (Array batches
+        only: their order comes from their own seed, whereas a sharded
+        ``DataLoader``'s sampler takes torch's seed when it is prepared.)
+        """
+        ranks = self.accelerator.num_processes
+        if ranks > 1:
+            base = int(torch.randint(2**40, (), dtype=torch.int64).item())
+            torch.manual_seed(base * ranks + self.accelerator.process_index)
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
         """Gather the training batches of every process into the history, so

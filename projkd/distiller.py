@@ -705,7 +705,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
         out = y_pred
-        if any(t.dtype != torch.float32 for t in y_pred):  # autocast's outputs
+        if any(t.dtype in (torch.float16, torch.bfloat16) for t in y_pred):
             out = DistillationOutput(*(t.float() for t in y_pred))
         loss, terms = distillation_loss(
             out.logits,

@@ -72,6 +72,19 @@ class SeenSamples(Callback):
             self.seen_[-1].extend(digests)
 
 
+class RecordingNoise:
+    """A training transform adding uniform noise; keeps its first draws per
+    batch (to see whether the processes draw alike)."""
+
+    def __init__(self) -> None:
+        self.draws: list[list[float]] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(len(x), device=x.device)
+        self.draws.append(noise[:4].tolist())
+        return x + 0.01 * noise.reshape(-1, *[1] * (x.ndim - 1))
+
+
 def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     """Fit one configuration in this process and save what the tests compare."""
     from accelerate import Accelerator
@@ -112,6 +125,7 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
             "proba": est.predict_proba(X),
             "module_type": type(est.module_).__name__,
             "wrapper": getattr(seen, "wrapper_", None),  # None: no epoch trained
+            "draws": getattr(params.get("train_transform"), "draws", None),
             "train_dtypes": sorted(seen.dtypes_),
             "channels_last": [
                 bool(p.is_contiguous(memory_format=torch.channels_last))

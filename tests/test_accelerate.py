@@ -52,11 +52,9 @@ def make_accelerated(**params):
         random_state=0,
     )
     kwargs.update(params)
+    kwargs.setdefault("accelerator", accelerate.Accelerator(cpu=True))
     return AcceleratedProjectorDistiller(
-        DigitsCNN(width=8, n_features=32).eval(),
-        DigitsCNN,
-        accelerator=accelerate.Accelerator(cpu=True),
-        **kwargs,
+        DigitsCNN(width=8, n_features=32).eval(), DigitsCNN, **kwargs
     )
 
 
@@ -134,3 +132,19 @@ def test_settings_that_cannot_work_in_several_processes_are_refused(
     )
     with pytest.raises(ValueError, match=match):
         make_accelerated(**params).fit(*small_digits)
+
+
+def test_a_shared_accelerator_lets_finished_fits_go(small_digits):
+    # projkd reproduce shares one accelerator among all its runs: a finished
+    # fit must not stay referenced by it (networks, gradients, optimizer state)
+    from torch.utils.data import TensorDataset
+
+    X, y = small_digits
+    shared = accelerate.Accelerator(cpu=True)
+    dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y).long())
+    for data, target in ((X, y), (dataset, None)):  # sliced arrays, DataLoader
+        est = make_accelerated(accelerator=shared, max_epochs=2)
+        est.fit(data, target)
+        assert isinstance(est.module_, DigitsCNN)
+        assert shared._models == [] and shared._optimizers == []
+        assert shared._dataloaders == []

@@ -26,7 +26,7 @@ pytest.importorskip("accelerate")
 if not torch.distributed.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-from .ddp_worker import spawn  # noqa: E402
+from .ddp_worker import RecordingNoise, spawn  # noqa: E402
 
 N_SAMPLES, BATCH, WORLD = 256, 32, 2  # N divisible by the global batch, 64
 
@@ -106,6 +106,11 @@ def configurations(X, y, teacher, checkpoints):
         student=digits_cnn(batchnorm=False),
         params=dict(common, cache_teacher=False, n_projectors=1),
         accelerator=dict(dynamo_backend="eager"),
+    )
+    # augmentation: each process must draw its own
+    configs["zoo_augmented"] = dict(
+        student=digits_cnn(batchnorm=False),
+        params=dict(common, train_transform=RecordingNoise()),
     )
     # the same run again: every process resumes from the finished checkpoint
     configs["mlp_cached_resumed"] = dict(configs["mlp_cached"])
@@ -350,3 +355,15 @@ def test_estimator_precision_and_compile_are_refused_for_the_accelerator(
         est.fit(X[:64], y[:64])
     assert not hasattr(est, "module_")  # refused before anything was built
     assert "set this on it instead" in str(error.value)
+
+
+def test_each_process_draws_its_own_augmentation(runs):
+    # every process seeds alike (random_state); without a stream of its own,
+    # sample j of every slice would get the same crop, flip or noise
+    first, second = runs["results"]["zoo_augmented"]
+    assert len(first["draws"]) == len(second["draws"]) == 2 * N_SAMPLES // 64
+    for mine, theirs in zip(first["draws"], second["draws"], strict=True):
+        assert mine != theirs
+    for part in ("state", "projectors"):  # and DDP still keeps them in step
+        for key, value in first[part].items():
+            assert torch.equal(value, second[part][key]), (part, key)

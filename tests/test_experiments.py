@@ -116,6 +116,7 @@ def test_parallel_launch_selects_the_accelerated_distiller(monkeypatch):
             made.append(kwargs)
 
     monkeypatch.setattr(accelerate, "Accelerator", FakeAccelerator)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     spec = RunSpec(device="cuda", mixed_precision="fp16")
     monkeypatch.setenv("WORLD_SIZE", "1")
     cls, kwargs = distiller_setup(spec)
@@ -127,10 +128,14 @@ def test_parallel_launch_selects_the_accelerated_distiller(monkeypatch):
     assert isinstance(kwargs["accelerator"], FakeAccelerator)
     assert kwargs["device"] is None and len(made) == 1
     # precision and compilation go to the accelerator, the rest to the estimator
-    assert made[0]["mixed_precision"] == "fp16"
+    assert made[0]["mixed_precision"] == "fp16" and made[0]["cpu"] is False
     assert made[0]["dynamo_backend"] == "inductor"
     assert "mixed_precision" not in kwargs and "compile" not in kwargs
     assert kwargs["channels_last"] is True
+    # asking for GPUs that are not there is an error, not a silent CPU run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        distiller_setup(spec)
 
 
 def test_train_teacher_augments_cifar_with_crop_and_flip(monkeypatch, tmp_path):

@@ -173,6 +173,8 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
                 "is the main figure."
             )
         write_results(out, records, markdown)
+    if accelerator := getattr(estimator, "accelerator", None):
+        accelerator.wait_for_everyone()  # the files are whole when any returns
     return records[-1]
 
 

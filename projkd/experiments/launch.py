@@ -71,9 +71,15 @@ class Launch:
             return cls()
         from accelerate import Accelerator
 
+        on_cpu = torch.device(device).type == "cpu"
+        if not on_cpu and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r}, but this machine has no CUDA device; use "
+                "--device cpu to train CPU processes over gloo."
+            )
         fast = fast or {}
         accelerator = Accelerator(
-            cpu=torch.device(device).type == "cpu" or not torch.cuda.is_available(),
+            cpu=on_cpu,
             mixed_precision=fast.get("mixed_precision") or "no",
             dynamo_backend="inductor" if fast.get("compile") else "no",
         )

@@ -148,18 +148,18 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
-    model = build_model(spec.teacher_arch, data, seed=spec.seed, device=spec.device)
+    fast = speed_kwargs(spec, data_device=False)
+    launch = Launch.current(spec.device, fast)
+    device = launch.device or spec.device  # a parallel launch: this process's
+    model = build_model(spec.teacher_arch, data, seed=spec.seed, device=device)
     params = spec.training_params(spec.teacher_arch)
     params["callbacks"] = [
         *params.get("callbacks", []),
         *run_callbacks(spec, data.X_test, data.y_test, distiller=False),
     ]
-    fast = speed_kwargs(spec, data_device=False)
-    launch = Launch.current(spec.device, fast)
     net_class: type[TeacherNet] = TeacherNet
-    device = spec.device
     if launch.accelerator is not None:  # the recipe's batch is global
-        net_class, device = AcceleratedTeacherNet, launch.device or spec.device
+        net_class = AcceleratedTeacherNet
         params["batch_size"] = launch.per_process_batch(params["batch_size"])
     net = net_class(
         model,
@@ -179,11 +179,24 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     }
     epoch, best = best_epoch(net.history)
     record.update(best_test_acc=best, best_epoch=epoch)
-    if not launch.is_main:
-        return record
+    if launch.is_main:
+        _write_teacher_run(spec, out, teacher, net.history, record)
+    launch.wait()  # the files are whole when any process returns
+    return record
+
+
+def _write_teacher_run(
+    spec: RunSpec,
+    out: Path,
+    teacher: torch.nn.Module,
+    history: Any,
+    record: dict[str, Any],
+) -> None:
+    """Write a trained teacher's run folder (weights, history, results)."""
     save_teacher(getattr(teacher, "_orig_mod", teacher), out / "teacher.pt")
-    net.history.to_file(str(out / "history.json"))
+    history.to_file(str(out / "history.json"))
     save_json(out / "config.json", {"kind": "teacher", **spec.to_json()})
+    best, epoch = record["best_test_acc"], record["best_epoch"]
     best_text = "-" if best is None else f"{100 * best:.2f} (epoch {epoch})"
     write_results(
         out,
@@ -193,7 +206,6 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
         f"| {record['model']} | {100 * record['train_acc']:.2f} | "
         f"{100 * record['test_acc']:.2f} | {best_text} |",
     )
-    return record
 
 
 def _accuracy(model: torch.nn.Module, X: Any, y: Any, device: str) -> float:
