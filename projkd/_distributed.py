@@ -69,6 +69,13 @@ def is_main_process() -> bool:
     return process_index() == 0
 
 
+def writes_outputs(estimator: Any) -> bool:
+    """Whether ``estimator`` writes files from this process: always without
+    an accelerator, else only on the accelerator's main process."""
+    accelerator = getattr(estimator, "accelerator", None)
+    return accelerator is None or bool(accelerator.is_main_process)
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """``obj`` of every process, in rank order (``[obj]`` without a group)."""
     if not _group_ready() or torch.distributed.get_world_size() == 1:
@@ -85,12 +92,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     holder = [obj]
     torch.distributed.broadcast_object_list(holder, src=src)
     return holder[0]
-
-
-def barrier() -> None:
-    """Wait for every process of the group (nothing without one)."""
-    if _group_ready() and torch.distributed.get_world_size() > 1:
-        torch.distributed.barrier()
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:

@@ -76,13 +76,16 @@ class RandomCropFlip(nn.Module):
     def _pad(self, x: Tensor) -> Tensor:
         p = self.padding
         n, c, h, w = x.shape
-        fill = torch.as_tensor(self.fill, dtype=x.dtype, device=x.device)
-        if fill.numel() not in (1, c):
+        fill = (self.fill,) if isinstance(self.fill, int | float) else self.fill
+        if len(fill) not in (1, c):
             raise ValueError(
-                f"fill has {fill.numel()} values but the batch has {c} channels; "
+                f"fill has {len(fill)} values but the batch has {c} channels; "
                 "give one value, or one per channel."
             )
-        padded = fill.reshape(1, -1, 1, 1).expand(n, c, h + 2 * p, w + 2 * p).clone()
+        padded = x.new_empty(n, c, h + 2 * p, w + 2 * p)
+        # filled from Python numbers: no host-to-device copy per batch
+        for channel, value in enumerate(fill * c if len(fill) == 1 else fill):
+            padded[:, channel].fill_(value)
         padded[:, :, p : p + h, p : p + w] = x
         return padded
 

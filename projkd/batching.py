@@ -81,7 +81,9 @@ class ArrayDataset(Dataset):
 
     def batch(self, index: np.ndarray | Tensor) -> tuple[Any, Tensor | None]:
         """The samples at ``index``, as one batch."""
-        positions = index if isinstance(index, Tensor) else torch.from_numpy(index)
+        # on the data's device: a sharded order split on the host indexes data
+        # held on the GPU (index_select wants both on one device)
+        positions = torch.as_tensor(index, device=self.X.device)
         # index_select: the same gather as ``X[positions]``, at half the
         # host overhead (no advanced-indexing dispatch)
         X: Any = self.X.index_select(0, positions)

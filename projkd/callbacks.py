@@ -12,7 +12,7 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
-from ._distributed import broadcast_object
+from ._distributed import broadcast_object, writes_outputs
 from .distiller import DistillationOutput
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
@@ -214,7 +214,7 @@ class ResumableCheckpoint(Checkpoint):
         temps = {name: _temporary_name(path) for name, path in targets.items()}
         try:
             net.save_params(**temps, use_safetensors=self.use_safetensors)
-            if _is_main_process(net):
+            if writes_outputs(net):
                 for name in sorted(targets, key=lambda name: name == "f_history"):
                     os.replace(temps[name], targets[name])
         finally:
@@ -245,11 +245,6 @@ def _temporary_name(path: str) -> str:
     """A fresh name beside ``path``: a rename within one folder is atomic."""
     folder, name = os.path.split(path)
     return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _is_main_process(net: Any) -> bool:
-    accelerator = getattr(net, "accelerator", None)
-    return accelerator is None or bool(accelerator.is_main_process)
 
 
 def fit_key(net: Any, X: Any, y: Any) -> str:

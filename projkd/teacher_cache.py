@@ -302,8 +302,11 @@ def cached_teacher_outputs(
 
     with _CACHES_LOCK:
         per_teacher = _CACHES.setdefault(owner, {})
+        # outputs live on X's device (see compute_teacher_outputs): one cache
+        # per device, so that blocks of two devices are never joined
+        home = X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
         cache = per_teacher.setdefault(
-            (layer, fingerprint, mixed_precision), _SampleCache()
+            (layer, fingerprint, mixed_precision, home), _SampleCache()
         )
         cache.last_used = next(_CLOCK)
 

@@ -7,9 +7,40 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from torch import nn
 
 from projkd.data import load_digits
 from projkd.models import DigitsCNN
+
+
+# ------------------------------------------------------------ mixed precision
+class DtypeProbe(Callback):
+    """Records the dtype of the student's first conv output in training."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.dtypes = []
+        conv = next(m for m in net.module_.modules() if isinstance(m, nn.Conv2d))
+        self.handle = conv.register_forward_hook(
+            lambda m, i, o: self.dtypes.append(o.dtype)
+        )
+
+    def on_train_end(self, net, **kwargs):
+        self.handle.remove()
+
+
+def _fp16_autocast_on_cpu() -> bool:
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            return torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float16
+    except RuntimeError:
+        return False
+
+
+fp16_cpu = pytest.mark.skipif(
+    not _fp16_autocast_on_cpu(), reason="this torch build has no CPU fp16 autocast"
+)
+
 
 FAST = dict(max_epochs=2, batch_size=128, train_split=None, verbose=0, lr=0.01)
 

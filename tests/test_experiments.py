@@ -26,6 +26,8 @@ from projkd.experiments import teacher as teacher_module
 from projkd.experiments.demo import summarize
 from projkd.models import DigitsCNN
 
+from .conftest import DtypeProbe, fp16_cpu
+
 
 def _milestones(params):
     (name, scheduler), *_ = params["callbacks"]
@@ -167,9 +169,12 @@ def test_train_teacher_augments_cifar_with_crop_and_flip(monkeypatch, tmp_path):
     assert record["best_epoch"] == 1 and record["best_test_acc"] == record["test_acc"]
 
 
-@pytest.mark.parametrize("precision", ["bf16", None])
-def test_teacher_net_precision_and_memory_format(precision):
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), (None, torch.float32)]
+)
+def test_teacher_net_precision_and_memory_format(precision, dtype):
     X, y = load_digits()
+    probe = DtypeProbe()
     net = TeacherNet(
         DigitsCNN(width=4),
         mixed_precision=precision,
@@ -177,26 +182,28 @@ def test_teacher_net_precision_and_memory_format(precision):
         max_epochs=1,
         train_split=None,
         verbose=0,
+        callbacks=[probe],
     ).fit(X[:128], y[:128])
+    assert set(probe.dtypes) == {dtype}  # the convolutions ran under autocast
     weight = next(p for p in net.module_.parameters() if p.ndim == 4)
     assert weight.is_contiguous(memory_format=torch.channels_last)
     assert net.predict_proba(X[:4]).dtype == np.float32
     assert np.isfinite(net.history[-1, "train_loss"])
 
 
+@fp16_cpu
 def test_teacher_net_fp16_scales_the_loss():
     X, y = load_digits()
+    probe = DtypeProbe()
     net = TeacherNet(
         DigitsCNN(width=4),
         mixed_precision="fp16",
         max_epochs=1,
         train_split=None,
         verbose=0,
-    )
-    try:
-        net.fit(X[:128], y[:128])
-    except RuntimeError as error:  # CPU builds without fp16 autocast kernels
-        pytest.skip(f"fp16 autocast unsupported here: {error}")
+        callbacks=[probe],
+    ).fit(X[:128], y[:128])
+    assert set(probe.dtypes) == {torch.float16}
     assert net.scaler_.get_scale() > 0 and np.isfinite(net.history[-1, "train_loss"])
 
 

@@ -15,6 +15,8 @@ from torch import nn
 from projkd import ProjectorDistiller
 from projkd.models import DigitsCNN
 
+from .conftest import DtypeProbe, fp16_cpu
+
 FAST = dict(max_epochs=1, batch_size=100, train_split=None, verbose=0, lr=0.01)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -63,24 +65,10 @@ class _Recorder:
 
 
 # ------------------------------------------------------------ mixed precision
-class _DtypeProbe(Callback):
-    """Records the dtype of the student's first conv output in training."""
-
-    def on_train_begin(self, net, **kwargs):
-        self.dtypes = []
-        conv = next(m for m in net.module_.modules() if isinstance(m, nn.Conv2d))
-        self.handle = conv.register_forward_hook(
-            lambda m, i, o: self.dtypes.append(o.dtype)
-        )
-
-    def on_train_end(self, net, **kwargs):
-        self.handle.remove()
-
-
 def test_bf16_autocast_is_active_in_training_and_predictions_are_float32(
     small_digits, teacher
 ):
-    probe = _DtypeProbe()
+    probe = DtypeProbe()
     est = make(teacher, mixed_precision="bf16", callbacks=[probe]).fit(*small_digits)
     assert probe.dtypes and set(probe.dtypes) == {torch.bfloat16}
     proba = est.predict_proba(small_digits[0][:20])
@@ -92,7 +80,7 @@ def test_bf16_autocast_is_active_in_training_and_predictions_are_float32(
 
 
 def test_default_precision_trains_in_float32(small_digits, teacher):
-    probe = _DtypeProbe()
+    probe = DtypeProbe()
     make(teacher, callbacks=[probe]).fit(*small_digits)
     assert set(probe.dtypes) == {torch.float32}
 
@@ -106,22 +94,9 @@ def test_bf16_loss_terms_are_float32(small_digits, teacher):
     assert loss.dtype == torch.float32
 
 
-def _fp16_autocast_on_cpu() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.float16):
-            return torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float16
-    except RuntimeError:
-        return False
-
-
-fp16_cpu = pytest.mark.skipif(
-    not _fp16_autocast_on_cpu(), reason="this torch build has no CPU fp16 autocast"
-)
-
-
 @fp16_cpu
 def test_fp16_trains_through_the_grad_scaler(small_digits, teacher):
-    probe = _DtypeProbe()
+    probe = DtypeProbe()
     est = make(teacher, mixed_precision="fp16", callbacks=[probe])
     est.fit(*small_digits)
     assert set(probe.dtypes) == {torch.float16}

@@ -14,6 +14,8 @@ from projkd.experiments import reproduction as rep
 from projkd.experiments.reproduction import VARIANTS, fast_settings, reproduce
 from projkd.experiments.reproduction_results import PUBLISHED, format_results, summarize
 
+from .conftest import DtypeProbe
+
 _TIMES = {"train_time_s", "images_per_s"}
 # 150 images of 100 classes: sklearn's "looks like regression" warning is noise
 pytestmark = pytest.mark.filterwarnings("ignore:The number of unique classes")
@@ -322,6 +324,7 @@ def test_variants_are_the_papers():
 def test_teacher_fast_path_runs_on_cpu(small_digits):
     """bf16 autocast and channels_last, as used for the teacher on CUDA."""
     X, y = small_digits
+    probe = DtypeProbe()
     net = rep._TeacherNet(
         rep.functools.partial(rep.get_model, "digits_student"),
         criterion=torch.nn.CrossEntropyLoss,
@@ -331,7 +334,9 @@ def test_teacher_fast_path_runs_on_cpu(small_digits):
         verbose=0,
         mixed_precision="bf16",
         channels_last=True,
+        callbacks=[probe],
     ).fit(X, y)
+    assert set(probe.dtypes) == {torch.bfloat16}  # autocast ran
     conv = net.module_.features[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     logits = net.forward(X[:4])

@@ -199,6 +199,21 @@ def test_cuda_tensors_are_keyed_on_the_device(small_digits):
     torch.testing.assert_close(outputs.logits, expected.logits)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_and_device_samples_of_one_teacher_are_cached_apart(small_digits):
+    # outputs stay on X's device: a host array after a CUDA tensor must not be
+    # joined with the CUDA block of the same teacher
+    X, _ = small_digits
+    teacher = DigitsCNN(width=8, n_features=32).eval().cuda()
+    on_device = cached_teacher_outputs(
+        teacher, teacher, torch.tensor(X, device="cuda"), device="cuda"
+    )
+    on_host = cached_teacher_outputs(teacher, teacher, X, device="cuda")
+    assert on_device.logits.device.type == "cuda"
+    assert on_host.logits.device.type == "cpu"
+    torch.testing.assert_close(on_host.logits, on_device.logits.cpu())
+
+
 # --------------------------------------------- no stale outputs (defect 4)
 class ScaledTeacher(DigitsCNN):
     """A teacher whose logits depend on things its state_dict does not hold:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._distributed import writes_outputs
 from ..distiller import ProjectorDistiller
 from ..teacher import load_teacher
 from .data import Data, load_data
@@ -57,11 +58,6 @@ def distiller_setup(
     from ..accelerate import AcceleratedProjectorDistiller
 
     return AcceleratedProjectorDistiller, launch.estimator_kwargs(speed_kwargs(spec))
-
-
-def _is_main_process(estimator: Any) -> bool:
-    accelerator = getattr(estimator, "accelerator", None)
-    return accelerator is None or bool(accelerator.is_main_process)
 
 
 def _teacher(config: dict[str, Any], data: Data, device: str | None) -> torch.nn.Module:
@@ -163,7 +159,7 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
         f_logit_projector=str(out / "logit_projector.pt"),
         f_history=str(out / "history.json"),
     )
-    if _is_main_process(estimator):
+    if writes_outputs(estimator):
         save_json(out / "config.json", config)
         markdown = format_markdown(records)
         if best is not None:

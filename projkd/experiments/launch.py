@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._distributed import barrier, broadcast_object
+from .._distributed import broadcast_object
 from .spec import launched_world_size
 
 __all__ = ["Launch"]
@@ -137,4 +137,4 @@ class Launch:
         """Wait until every process reaches this point (after the main process
         wrote a file the others read)."""
         if self.accelerator is not None:
-            barrier()
+            self.accelerator.wait_for_everyone()

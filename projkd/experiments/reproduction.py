@@ -45,7 +45,7 @@ from ..models import get_model, list_models
 from ..teacher import load_teacher
 from .data import Data, load_data
 from .launch import Launch
-from .recipes import recipe
+from .recipes import default_epochs, recipe
 from .reproduction_results import format_results, summarize, write_plots
 from .reproduction_training import (
     FAST_SETTINGS,
@@ -63,6 +63,7 @@ from .reproduction_training import (
     _write_json,
     fast_settings,
 )
+from .spec import build_model, model_kwargs
 
 __all__ = [
     "DEFAULT_PAIRS",
@@ -99,28 +100,13 @@ DEFAULT_PAIRS = {
 # apart from the students' seeds 0, 1, ...: with a pair of one architecture
 # (self-distillation), "alone" would otherwise replay the teacher's training
 TEACHER_SEED = 1000
-_FULL_EPOCHS = {"cifar100": 240, "digits": 20, "mnist": 20}
-
-
-def _build(arch: str, data: Data, seed: int, device: str) -> torch.nn.Module:
-    """Build a network under the run's seed (the same weights in every process)."""
-    factory = _factory(arch, data, "module")
-    kwargs = {
-        k.removeprefix("module__"): v for k, v in factory.items() if k != "module"
-    }
-    with seeded(seed, device):
-        return factory["module"](**kwargs)
 
 
 def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
     """The network as a factory and its arguments, for the estimator to build
     inside its seeded fit (its checkpoint key then names the recipe, not
     the weights of one instance)."""
-    kwargs: dict[str, Any] = {f"{prefix}__num_classes": data.n_classes}
-    if arch.startswith("digits_"):
-        kwargs[f"{prefix}__in_channels"] = data.in_channels
-    if arch.startswith("torchvision:"):
-        kwargs[f"{prefix}__weights"] = None  # never download weights
+    kwargs = {f"{prefix}__{k}": v for k, v in model_kwargs(arch, data).items()}
     return {prefix: functools.partial(get_model, arch), **kwargs}
 
 
@@ -204,7 +190,9 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
 
 
 def _load(ctx: _Context, weights: Path) -> torch.nn.Module:
-    model = _build(ctx.teacher_arch, ctx.data, TEACHER_SEED, ctx.device)
+    model = build_model(
+        ctx.teacher_arch, ctx.data, seed=TEACHER_SEED, device=ctx.device
+    )
     return load_teacher(model, weights, device=ctx.device)
 
 
@@ -566,7 +554,7 @@ def reproduce(
             )
         device = launch.device or device  # this process's GPU, or the CPU
         clock.agree = launch.agree  # all processes stop at the same point
-    epochs = epochs or _FULL_EPOCHS[dataset]
+    epochs = epochs or default_epochs(dataset)
     make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
     for arch in {teacher_arch, student_arch}:  # before anything trains
         launch.per_process_batch(make_recipe(arch)["batch_size"])
@@ -577,7 +565,7 @@ def reproduce(
         dataset, None if data_root is None else str(data_root), subset=subset
     )
     widths = [
-        getattr(_build(arch, data, 0, "cpu"), "num_features", None)
+        getattr(build_model(arch, data, seed=0), "num_features", None)
         for arch in (teacher_arch, student_arch)
     ]
     equal_widths = widths[0] is not None and widths[0] == widths[1]

@@ -23,7 +23,6 @@ from skorch.callbacks import Callback, Checkpoint
 from ..accelerate import DataParallelMixin
 from ..batching import ArrayBatches, ArrayDataset
 from ..callbacks import ResumableCheckpoint
-from ..distiller import ProjectorDistiller
 from ..metrics import expected_calibration_error, overconfidence
 from .spec import FAST_SETTINGS
 from .teacher import TeacherNet
@@ -185,27 +184,14 @@ def _device_name(device: str) -> str:
     return "cpu"
 
 
-def _supported(name: str) -> bool:
-    """Whether the installed ProjectorDistiller knows parameter ``name``."""
-    import inspect
-
-    from skorch import NeuralNet
-
-    return any(
-        name in inspect.signature(cls.__init__).parameters
-        for cls in (ProjectorDistiller, NeuralNet)
-    )
-
-
 def fast_settings(
     device: str, fast: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The fast settings requested for ``device``, and those this install supports.
+    """The fast settings requested for ``device``, and those applied.
 
-    On CUDA with ``fast``, :data:`FAST_SETTINGS` are requested; an estimator
-    parameter that the installed :class:`~projkd.ProjectorDistiller` does
-    not know is left out (and listed as unavailable in the results) rather
-    than failing. Elsewhere nothing is requested: fp32, eager.
+    On CUDA with ``fast``, :data:`FAST_SETTINGS`; elsewhere none (fp32,
+    eager). Every setting is one the estimators support, so the two are
+    equal; ``results.json`` records both.
 
     Returns
     -------
@@ -213,9 +199,7 @@ def fast_settings(
     """
     if torch.device(device).type != "cuda" or not fast:
         return {}, {}
-    return dict(FAST_SETTINGS), {
-        k: v for k, v in FAST_SETTINGS.items() if _supported(k)
-    }
+    return dict(FAST_SETTINGS), dict(FAST_SETTINGS)
 
 
 def _metrics(proba_train, y_train, proba_test, y_test) -> dict[str, float]:

@@ -28,6 +28,7 @@ __all__ = [
     "RunSpec",
     "build_model",
     "launched_world_size",
+    "model_kwargs",
     "speed_kwargs",
 ]
 
@@ -179,19 +180,26 @@ def speed_kwargs(spec: RunSpec, *, data_device: bool = True) -> dict[str, Any]:
     return kwargs
 
 
+def model_kwargs(arch: str, data: Data) -> dict[str, Any]:
+    """The arguments of :func:`~projkd.models.get_model` that fit ``arch`` to
+    ``data``: its classes, its channels (digits networks) and no downloaded
+    weights (torchvision networks)."""
+    kwargs: dict[str, Any] = {"num_classes": data.n_classes}
+    if arch.startswith("digits_"):
+        kwargs["in_channels"] = data.in_channels
+    if arch.startswith("torchvision:"):
+        kwargs["weights"] = None
+    return kwargs
+
+
 def build_model(arch: str, data: Data, *, seed: int, device: str = "cpu") -> Any:
     """Build a network by name, initialised under the run's seed.
 
     Networks built from torch's global generator differ from process to
     process; built here, the same seed gives the same weights everywhere.
     """
-    kwargs: dict[str, Any] = {}
-    if arch.startswith("digits_"):
-        kwargs["in_channels"] = data.in_channels
-    if arch.startswith("torchvision:"):
-        kwargs["weights"] = None
     with seeded(seed, device):
-        return get_model(arch, num_classes=data.n_classes, **kwargs)
+        return get_model(arch, **model_kwargs(arch, data))
 
 
 def launched_world_size(env: Mapping[str, str] | None = None) -> int:

@@ -8,14 +8,14 @@ published tables (METHOD.md).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 from skorch.callbacks import Callback, ProgressBar
 
+from .._distributed import is_main_process
 from ..callbacks import EpochCalibration, EpochCKA
-from .spec import RunSpec
+from .spec import RunSpec, launched_world_size
 
 __all__ = ["EpochTestAccuracy", "RecordLR", "best_epoch", "run_callbacks"]
 
@@ -64,7 +64,7 @@ def run_callbacks(
     ``spec.progress`` (both on the main process of a parallel launch only).
     TensorBoard comes after the others, so that it sees every value they
     record."""
-    main_process = os.environ.get("RANK", "0") == "0"
+    main_process = is_main_process()
     callbacks: list[tuple[str, Any]] = [
         ("test_acc", EpochTestAccuracy(X_test, y_test)),
         ("record_lr", RecordLR()),
@@ -82,7 +82,7 @@ def run_callbacks(
     if spec.progress and main_process:
         # "auto" would count the whole data set's batches; a process of a
         # parallel launch trains on its share, so count the first epoch's
-        parallel = os.environ.get("WORLD_SIZE", "1") != "1"
+        parallel = launched_world_size() > 1
         bar = ProgressBar(batches_per_epoch="count" if parallel else "auto")
         callbacks.append(("progress", bar))
     return callbacks

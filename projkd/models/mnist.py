@@ -12,25 +12,20 @@ from torch import nn
 
 from ._base import PooledConvNet
 from ._registry import register_model
+from .cifar_resnet import conv_bn
 
 __all__ = ["MnistCNN", "mnist_student", "mnist_teacher"]
 
 
 def _stage(in_channels: int, out_channels: int, n_convs: int) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for i in range(n_convs):
-        layers += [
-            nn.Conv2d(
-                in_channels if i == 0 else out_channels,
-                out_channels,
-                3,
-                padding=1,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        ]
-    return layers
+    """``n_convs`` 3x3 conv-BN-ReLU, flat (``features.N`` names)."""
+    return [
+        layer
+        for i in range(n_convs)
+        for layer in conv_bn(
+            in_channels if i == 0 else out_channels, out_channels, 3, relu=True
+        )
+    ]
 
 
 class MnistCNN(PooledConvNet):
