@@ -6,6 +6,8 @@ import copy
 import inspect
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -655,20 +657,12 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         """The distillation forward pass: teacher (no grad, or looked up in the
         cache), student, projectors -- under autocast with ``mixed_precision``."""
         with autocast(self.device, self.mixed_precision):
-            if isinstance(x, CachedTeacherBatch):
-                x, teacher_logits, teacher_features = (
-                    to_tensor(t, device=self.device) for t in x
-                )
-                x = self._as_input(x)
-            else:
-                x = to_tensor(x, device=self.device)
-                if self.train_transform is not None and self.module_.training:
-                    x = self.train_transform(x)  # one view for student and teacher
-                x = self._as_input(x)
-                with torch.no_grad():
-                    teacher_logits, teacher_features = self._forward_of(
-                        "_teacher_forward_fn", self.teacher_, self.teacher_layer
-                    )(x)
+            if not isinstance(x, CachedTeacherBatch):
+                x = self._teacher_batch(x, training=self.module_.training)
+            x, teacher_logits, teacher_features = (
+                to_tensor(t, device=self.device) for t in x
+            )
+            x = self._as_input(x)
             logits, features = self._student_forward(x)
             return DistillationOutput(
                 logits=logits,
@@ -680,6 +674,24 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 teacher_logits=teacher_logits,
                 teacher_features=teacher_features,
             )
+
+    def _teacher_batch(self, x: Any, *, training: bool) -> CachedTeacherBatch:
+        """The batch as the student will see it -- on the device, augmented
+        when ``training`` (one view for student and teacher), in its memory
+        format -- with the teacher's outputs for it. Call under autocast.
+
+        :func:`~projkd.lockstep.fit_lockstep` calls it once per batch for
+        all its estimators.
+        """
+        x = to_tensor(x, device=self.device)
+        if training and self.train_transform is not None:
+            x = self.train_transform(x)
+        x = self._as_input(x)
+        with torch.no_grad():
+            logits, features = self._forward_of(
+                "_teacher_forward_fn", self.teacher_, self.teacher_layer
+            )(x)
+        return CachedTeacherBatch(x, logits, features)
 
     def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The student's logits and features (data-parallel subclasses route
@@ -810,35 +822,55 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         overhead of every batch. Here the batch losses, loss terms and
         accuracies stay on the device and fill the batch entries of the
         history in one transfer at the end of the loop, before
-        ``on_epoch_end`` scorers read them. Everything else -- the
-        callbacks' ``on_batch_begin``/``on_batch_end`` (``ProgressBar`` keeps
-        counting batches), batch sizes, the batch count -- is as in skorch.
+        ``on_epoch_end`` scorers read them (:meth:`_device_records`). One read
+        per training batch remains: whether its loss is finite, which
+        ``nonfinite_loss`` needs before the optimizer step. Everything else --
+        the callbacks' ``on_batch_begin``/``on_batch_end`` (``ProgressBar``
+        keeps counting batches), batch sizes, the batch count -- is as in
+        skorch.
         """
         if iterator is None:
             return
+        with self._device_records(prefix, training) as run_batch:
+            for batch in iterator:
+                run_batch(batch, step_fn, **fit_params)
+
+    @contextmanager
+    def _device_records(self, prefix: str, training: bool) -> Iterator[Any]:
+        """One epoch's batch records, kept on the device until it ends.
+
+        Yields ``run_batch(batch, step_fn, **fit_params)``, which runs one
+        step between the ``on_batch_begin``/``on_batch_end`` notifications
+        and returns it; the records reach the history when the block ends,
+        and the batch count when it ends normally. Used by
+        :meth:`run_single_epoch` and :func:`~projkd.lockstep.fit_lockstep`.
+        """
         stats = DeviceStats()
         self._epoch_stats: DeviceStats | None = stats
         # the epoch's batch list, read once: History's own indexing costs
         # more host time than a small network's step
         batches = self._epoch_batches = list.__getitem__(self.history, -1)["batches"]
         losses = DeviceStats()  # of batches whose get_loss recorded nothing
-        batch_count = 0
+        count = 0
+
+        def run_batch(batch: Any, step_fn: Any, **fit_params: Any) -> Any:
+            nonlocal count
+            self.notify("on_batch_begin", batch=batch, training=training)
+            recorded = len(stats.keys)
+            step = step_fn(batch, **fit_params)
+            index = len(batches) - 1
+            if len(stats.keys) == recorded:  # a skipped batch, a custom output
+                losses.add(index, step["loss"].detach().float().reshape(1))
+            batch_size = (
+                get_len(batch[0]) if isinstance(batch, tuple | list) else get_len(batch)
+            )
+            batches[index][prefix + "_batch_size"] = batch_size
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            count += 1
+            return step
+
         try:
-            for batch in iterator:
-                self.notify("on_batch_begin", batch=batch, training=training)
-                recorded = len(stats.keys)
-                step = step_fn(batch, **fit_params)
-                index = len(batches) - 1
-                if len(stats.keys) == recorded:  # a skipped batch, a custom output
-                    losses.add(index, step["loss"].detach().float().reshape(1))
-                batch_size = (
-                    get_len(batch[0])
-                    if isinstance(batch, tuple | list)
-                    else get_len(batch)
-                )
-                batches[index][prefix + "_batch_size"] = batch_size
-                self.notify("on_batch_end", batch=batch, training=training, **step)
-                batch_count += 1
+            yield run_batch
         finally:
             self._epoch_stats, self._epoch_batches = None, []
             for index, (loss,) in losses.read():
@@ -846,7 +878,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             for (index, kind), values in stats.read():
                 self._record_terms(kind, values, batch=batches[index])
                 batches[index][prefix + "_loss"] = values[-1]
-        self.history.record(prefix + "_batch_count", batch_count)
+        self.history.record(prefix + "_batch_count", count)
 
     def _nonfinite_loss(self, total: float, terms: dict[str, float]) -> Tensor:
         """Stop (or skip the batch) before a non-finite loss reaches the weights."""

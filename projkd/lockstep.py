@@ -12,17 +12,17 @@ every result equals what a separate ``fit`` of that estimator gives.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback
-from skorch.utils import to_tensor
 
 from ._random import seeded
 from .batching import CachedTeacherBatch
 from .distiller import ProjectorDistiller
-from .features import forward_with_features
+from .precision import autocast
 
 __all__ = ["EpochSeed", "fit_lockstep"]
 
@@ -34,6 +34,8 @@ _SHARED = (
     "device",
     "teacher_layer",
     "iterator_train__shuffle",
+    "mixed_precision",  # the teacher's outputs are computed once, at one
+    "channels_last",  # precision and in one memory format, for all
 )
 
 
@@ -112,8 +114,9 @@ def fit_lockstep(estimators: Sequence[ProjectorDistiller], X: Any, y: Any) -> li
     ----------
     estimators : sequence of ProjectorDistiller
         Sharing the teacher object, ``batch_size``, ``max_epochs``, an
-        integer ``random_state``, ``device``, ``teacher_layer`` and
-        ``train_transform``; otherwise free (losses, projectors, optimizers,
+        integer ``random_state``, ``device``, ``teacher_layer``,
+        ``mixed_precision``, ``channels_last`` and ``train_transform``;
+        otherwise free (losses, projectors, optimizers,
         callbacks). Array input only, without a validation split.
     X, y : array-like
         The training data, as for ``fit``.
@@ -170,26 +173,18 @@ def fit_lockstep(estimators: Sequence[ProjectorDistiller], X: Any, y: Any) -> li
 
 
 def _epoch(estimators: list[ProjectorDistiller], iterator: Any) -> None:
-    """One epoch: one augmentation and one teacher forward per batch for all."""
+    """One epoch: one augmentation and one teacher forward per batch for all,
+    every estimator's records kept on the device as in its own ``fit``."""
     first = estimators[0]
-    count = 0
-    for Xi, yi in iterator:
-        if not isinstance(Xi, CachedTeacherBatch):
-            x = to_tensor(Xi, device=first.device)
-            if first.train_transform is not None:
-                x = first.train_transform(x)
-            with torch.no_grad():
-                logits, features = forward_with_features(
-                    first.teacher_, x, layer=first.teacher_layer
-                )
-            Xi = CachedTeacherBatch(x, logits, features)
-        batch = (Xi, yi)
-        for est in estimators:
-            est.notify("on_batch_begin", batch=batch, training=True)
-            step = est.train_step(batch)
-            est.history.record_batch("train_loss", step["loss"].item())
-            est.history.record_batch("train_batch_size", len(yi))
-            est.notify("on_batch_end", batch=batch, training=True, **step)
-        count += 1
-    for est in estimators:
-        est.history.record("train_batch_count", count)
+    with ExitStack() as stack:
+        steps = [
+            stack.enter_context(est._device_records("train", training=True))
+            for est in estimators
+        ]
+        for Xi, yi in iterator:
+            if not isinstance(Xi, CachedTeacherBatch):
+                with autocast(first.device, first.mixed_precision):
+                    Xi = first._teacher_batch(Xi, training=True)
+            batch = (Xi, yi)
+            for est, run_batch in zip(estimators, steps, strict=True):
+                run_batch(batch, est.train_step)
