@@ -191,19 +191,34 @@ def test_teacher_net_precision_and_memory_format(precision, dtype):
     assert np.isfinite(net.history[-1, "train_loss"])
 
 
+class _GradientSizes(Callback):
+    """The largest gradient entry seen by ``on_grad_computed``, per step."""
+
+    def initialize(self):
+        self.largest = []
+        return self
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        grads = [p.grad.abs().max() for _, p in named_parameters if p.grad is not None]
+        self.largest.append(float(max(grads)))
+
+
 @fp16_cpu
 def test_teacher_net_fp16_scales_the_loss():
     X, y = load_digits()
     probe = DtypeProbe()
+    grads = _GradientSizes()
     net = TeacherNet(
         DigitsCNN(width=4),
         mixed_precision="fp16",
         max_epochs=1,
         train_split=None,
         verbose=0,
-        callbacks=[probe],
+        callbacks=[probe, grads],
     ).fit(X[:128], y[:128])
     assert set(probe.dtypes) == {torch.float16}
+    # callbacks (gradient clipping) see unscaled gradients, not 2**16 times them
+    assert grads.largest and max(grads.largest) < 100
     assert net.scaler_.get_scale() > 0 and np.isfinite(net.history[-1, "train_loss"])
 
 

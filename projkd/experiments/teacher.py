@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
+from skorch.utils import TeeGenerator, to_tensor
 
 from .._random import seeded
 from ..accelerate import DataParallelMixin
+from ..precision import autocast, grad_scaler
 from ..teacher import save_teacher
 from ..teacher_cache import compute_teacher_outputs
 from .data import load_data
@@ -22,8 +23,6 @@ from .spec import RunSpec, build_model, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
 __all__ = ["AcceleratedTeacherNet", "TeacherNet", "train_teacher_run"]
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TeacherNet(NeuralNetClassifier):
@@ -83,7 +82,7 @@ class TeacherNet(NeuralNetClassifier):
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mixed_precision is None:
             return self.module_(x, **fit_params)
-        with torch.autocast(x.device.type, dtype=_DTYPES[self.mixed_precision]):
+        with autocast(x.device, self.mixed_precision):
             logits = self.module_(x, **fit_params)
         return logits.float()
 
@@ -98,20 +97,32 @@ class TeacherNet(NeuralNetClassifier):
         return {"loss": loss, "y_pred": y_pred}
 
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step, or with ``"fp16"`` the gradient scaler's (as
+        :class:`~projkd.ProjectorDistiller`'s): gradients are unscaled before
+        ``on_grad_computed``, and an overflowing step is skipped."""
         if self.mixed_precision != "fp16":
             return super().train_step(batch, **fit_params)
         # GradScaler takes no optimizer closure: one plain step per batch
         self._zero_grad_optimizer()
         step = self.train_step_single(batch, **fit_params)
         scaler = self._scaler()
-        for name in self._optimizers:
-            scaler.step(getattr(self, name + "_"))
+        optimizers = [getattr(self, name + "_") for name in self._optimizers]
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+        for optimizer in optimizers:
+            scaler.step(optimizer)
         scaler.update()
         return step
 
     def _scaler(self) -> torch.amp.GradScaler:
         if getattr(self, "scaler_", None) is None:
-            self.scaler_ = torch.amp.GradScaler(torch.device(self.device).type)
+            self.scaler_ = grad_scaler(self.device, self.mixed_precision)
         return self.scaler_
 
 
