@@ -12,8 +12,16 @@ __all__ = ["save_json", "write_results"]
 
 
 def save_json(path: Path, value: Any) -> None:
-    """Write ``value`` as indented JSON (numpy values as plain numbers)."""
-    path.write_text(json.dumps(value, indent=2, default=_jsonable) + "\n")
+    """Write ``value`` as indented JSON (numpy values as plain numbers).
+
+    The folder is made if needed, and the file is written whole or not at all
+    (a temporary file beside it, then renamed): a done marker or a results
+    file is never read half-written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_jsonable) + "\n")
+    tmp.replace(path)
 
 
 def _jsonable(value: Any) -> Any:

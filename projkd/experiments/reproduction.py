@@ -43,7 +43,9 @@ from ..lockstep import EpochSeed, fit_lockstep
 from ..metrics import linear_cka
 from ..models import get_model, list_models
 from ..teacher import load_teacher
+from ..teacher_cache import compute_teacher_outputs
 from .data import Data, load_data
+from .io import save_json
 from .launch import Launch
 from .recipes import default_epochs, recipe
 from .reproduction_results import format_results, summarize, write_plots
@@ -60,7 +62,6 @@ from .reproduction_training import (
     _TeacherCheckpoint,
     _TeacherNet,
     _TestScore,
-    _write_json,
     fast_settings,
 )
 from .spec import build_model, model_kwargs
@@ -126,10 +127,8 @@ class _Context:
     recipe: Callable[[str], dict[str, Any]]
     equal_widths: bool
     verbose: bool
-    forward: Callable[[torch.nn.Module, Any], torch.Tensor]
     lockstep: bool = False
     launch: Launch = field(default_factory=Launch)
-    teacher_curve: dict[str, Any] = field(default_factory=dict)
 
     def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """The recipe's ``params`` with this launch's device and speed
@@ -163,21 +162,22 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
         weights = Path(ctx.teacher_weights).resolve()
         record.update(source="given", weights=str(weights))
     else:
-        trained = _train_teacher(ctx, folder)
-        if trained is None or ctx.clock.out_of_time():
+        result = _train_teacher(ctx, folder)
+        if result is None or ctx.clock.out_of_time():
             return None  # stopped on the budget (or no time to evaluate): resumes
+        trained, curve = result
         weights = folder / "teacher.pt"
         state = {k: v.detach().float().cpu() for k, v in trained.state_dict().items()}
         if ctx.launch.is_main:
             torch.save(state, weights)
         ctx.launch.wait()  # every process loads the file the main one wrote
         record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
-        record.update(ctx.teacher_curve)
+        record.update(curve)
     teacher = _load(ctx, weights)  # trained or not, students see the saved weights
     record["sha256"] = _sha256(weights)
     data = ctx.data
     proba = {
-        name: torch.softmax(ctx.forward(teacher, X).float(), dim=1).numpy()
+        name: torch.softmax(_logits(teacher, X, ctx.device), dim=1).numpy()
         for name, X in (("train", data.X_train), ("test", data.X_test))
     }
     record.update(_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
@@ -185,7 +185,7 @@ def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | No
     ctx.clock.done(time.monotonic() - started)
     if ctx.launch.is_main:
         _save_proba(folder, proba["test"])
-        _write_json(done, record)
+        save_json(done, record)
     return record, teacher
 
 
@@ -196,7 +196,10 @@ def _load(ctx: _Context, weights: Path) -> torch.nn.Module:
     return load_teacher(model, weights, device=ctx.device)
 
 
-def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
+def _train_teacher(
+    ctx: _Context, folder: Path
+) -> tuple[torch.nn.Module, dict[str, Any]] | None:
+    """The trained teacher and its training curve; None if stopped early."""
     params = ctx.recipe(ctx.teacher_arch)
     callbacks = _callbacks(
         ctx, params.pop("callbacks", []), folder, TEACHER_SEED, "teacher"
@@ -222,9 +225,9 @@ def _train_teacher(ctx: _Context, folder: Path) -> torch.nn.Module | None:
         net.fit(ctx.data.X_train, ctx.data.y_train)
     if len(net.history) < ctx.epochs:
         return None  # stopped on the budget; resumes on the next call
-    ctx.teacher_curve = _curve_fields(net.history, len(ctx.data.y_train))
     module: torch.nn.Module = net.module_
-    return getattr(module, "_orig_mod", module).eval()
+    curve = _curve_fields(net.history, len(ctx.data.y_train))
+    return getattr(module, "_orig_mod", module).eval(), curve
 
 
 def _callbacks(
@@ -319,7 +322,7 @@ def _finish(
     ctx.clock.done(time.monotonic() - started)
     if ctx.launch.is_main:
         _save_proba(folder, proba_test)
-        _write_json(folder / "record.json", record)
+        save_json(folder / "record.json", record)
     return record
 
 
@@ -360,13 +363,9 @@ def _seed_runs(
     return records
 
 
-def _forward(device: str) -> Any:
-    from ..teacher_cache import compute_teacher_outputs
-
-    def forward(model: torch.nn.Module, X: Any) -> torch.Tensor:
-        return compute_teacher_outputs(model, X, device=device).logits
-
-    return forward
+def _logits(model: torch.nn.Module, X: Any, device: str) -> torch.Tensor:
+    """``model``'s float32 logits for ``X``, computed in batches on ``device``."""
+    return compute_teacher_outputs(model, X, device=device).logits.float()
 
 
 # ------------------------------------------------------------- validation
@@ -417,7 +416,7 @@ def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> 
                 "with the same settings to resume, or choose another out folder."
             )
     elif write:
-        _write_json(path, settings)
+        save_json(path, settings)
 
 
 def _recipe_factory(
@@ -601,7 +600,6 @@ def reproduce(
         recipe=make_recipe,
         equal_widths=equal_widths,
         verbose=verbose,
-        forward=_forward(device),
         lockstep=lockstep,
         launch=launch,
     )
@@ -623,10 +621,10 @@ def reproduce(
     )
     results["processes"] = launch.world_size
     if launch.is_main:
-        _write_json(out / "results.json", results)
+        save_json(out / "results.json", results)
         (out / "results.md").write_text(format_results(results) + "\n")
         results["plots"] = write_plots(out, results, data.y_test)
-        _write_json(out / "results.json", results)
+        save_json(out / "results.json", results)
     launch.wait()  # the files are whole when any process returns
     return results
 
