@@ -90,6 +90,8 @@ class FeatureForward:
         ``forward_features`` with a permanent :class:`FeatureTap` rather than
         a hook added and removed at every call (less host time per step).
         Only for a network that is yours to modify.
+    network : str, default="network"
+        What error messages call the network (``"student"``, ``"teacher"``).
 
     Examples
     --------
@@ -107,8 +109,10 @@ class FeatureForward:
         layer: str | None = None,
         compile_kwargs: dict[str, Any] | None = None,
         tap: bool = False,
+        network: str = "network",
     ) -> None:
         self.source = model
+        self.network = network
         self.model = unwrap_compiled(model)
         self.layer = layer
         self.compile_kwargs = compile_kwargs
@@ -121,13 +125,16 @@ class FeatureForward:
             self._target = resolve_feature_layer(self.model, self.layer)
         if self._target is None:
             features = self.model.forward_features(x)  # type: ignore[operator]
-            logits = logits_of(self.model.forward_head(features))  # type: ignore[operator]
+            head = self.model.forward_head(features)  # type: ignore[operator]
+            logits = logits_of(head, network=self.network)
             return logits, _pool(features)
         if self.tap:  # a permanent hook: no registration at every step
             if self._compiled is None:
                 self._compiled = self._traceable()
             return self._compiled(x)
-        return forward_with_features(self.model, x, layer=self.layer)
+        return forward_with_features(
+            self.model, x, layer=self.layer, network=self.network
+        )
 
     def _traceable(self) -> Any:
         """The function to compile: hook-free where the network has
@@ -143,13 +150,13 @@ class FeatureForward:
         if tap is None or tap.use_output != (self.layer is not None):
             tap = FeatureTap(use_output=self.layer is not None)
             target.register_forward_hook(tap)
-        model, layer = self.model, self.layer
+        model, layer, network = self.model, self.layer, self.network
         tokens = _is_transformers_model(model)
 
         def forward(x: Tensor) -> tuple[Tensor, Tensor]:
             # the same reading of outputs as forward_with_features
-            logits = logits_of(model(x))
-            features = layer_activation(tap.take(), layer)
+            logits = logits_of(model(x), network=network)
+            features = layer_activation(tap.take(), layer, network=network)
             return logits, _pool(features, tokens=tokens)
 
         return forward

@@ -559,7 +559,10 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         forward = self.__dict__.get(name)
         if forward is None or forward.source is not model:
             kwargs = self.get_params_for("compile") if self.compile else None
-            forward = self.__dict__[name] = FeatureForward(model, layer, kwargs, tap)
+            network = "teacher" if "teacher" in name else "student"  # for errors
+            forward = self.__dict__[name] = FeatureForward(
+                model, layer, kwargs, tap, network=network
+            )
         return forward
 
     def __getstate__(self) -> dict[str, Any]:

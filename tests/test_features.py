@@ -252,3 +252,15 @@ class LambdaCallback(Callback):
 
     def on_batch_begin(self, net, **kwargs):
         self.on_batch()
+
+
+@pytest.mark.parametrize("tap", [False, True])
+def test_the_training_forward_names_the_network_in_its_errors(tap):
+    from projkd.compiling import FeatureForward
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    mlp.append(torch.nn.Linear(8, 3))
+    model = Structured(mlp, lambda z: {"scores": z})
+    forward = FeatureForward(model, tap=tap, network="student")
+    with pytest.raises(UnsupportedOutputError, match="The student returned dict"):
+        forward(torch.zeros(2, 4))
