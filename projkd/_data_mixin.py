@@ -13,7 +13,7 @@ from skorch.utils import is_dataset
 from torch.utils.data import DataLoader, Subset
 
 from ._validation import check_input, check_input_shape, check_target
-from .batching import ArrayBatches, ArrayDataset, array_source
+from .batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
 from .device_data import Prefetcher, nbytes, resolve_data_device, to_device
 from .teacher_cache import cached_teacher_outputs
 
@@ -139,12 +139,7 @@ class ArrayDataMixin:
 
         ``Subset`` wrappers, as a callable split may add, are kept.
         """
-        indices: np.ndarray | None = None
-        base = dataset
-        while isinstance(base, Subset):
-            subset = np.asarray(base.indices, dtype=np.int64)
-            indices = subset if indices is None else subset[indices]
-            base = base.dataset
+        base, indices = unwrap_subsets(dataset)
         if isinstance(base, tuple) and len(base) == 2:
             X, y = base
         elif isinstance(base, Dataset) and base.y is not None:

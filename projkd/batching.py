@@ -98,17 +98,24 @@ class ArrayDataset(Dataset):
         return X, y
 
 
+def unwrap_subsets(dataset: Any) -> tuple[Any, np.ndarray | None]:
+    """The dataset under (nested) ``Subset`` wrappers and the indices into it
+    that they select (None: no wrapper)."""
+    indices: np.ndarray | None = None
+    while isinstance(dataset, Subset):
+        subset = np.asarray(dataset.indices, dtype=np.int64)
+        indices = subset if indices is None else subset[indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
 def array_source(dataset: Any) -> tuple[ArrayDataset, np.ndarray] | None:
     """The :class:`ArrayDataset` behind ``dataset`` and the indices it covers.
 
     Handles an ``ArrayDataset`` and (nested) ``Subset``s of one, as skorch's
     ``ValidSplit`` makes; returns None for any other dataset.
     """
-    indices: np.ndarray | None = None
-    while isinstance(dataset, Subset):
-        subset = np.asarray(dataset.indices, dtype=np.int64)
-        indices = subset if indices is None else subset[indices]
-        dataset = dataset.dataset
+    dataset, indices = unwrap_subsets(dataset)
     if not isinstance(dataset, ArrayDataset):
         return None
     if indices is None:
