@@ -10,7 +10,6 @@ before and without one (the launcher's environment variables, then 1 and 0).
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -160,37 +159,6 @@ class OnDevice:
             yield _to_device(batch, self.device)
 
 
-class _Order:
-    """Stands in for a dataset: a batch of it is its indices. It claims the
-    real dataset's device, so the order is drawn where the real one would be."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def batch(self, index: Any) -> tuple[Any, None]:
-        return index, None
-
-
-def epoch_order(batches: ArrayBatches) -> np.ndarray:
-    """The sample order ``batches`` would use for its next epoch; advances it.
-
-    Asks ``batches`` itself, so the order is the one a single process
-    iterating it would see, whatever its shuffling rule.
-    """
-    if len(batches.indices) == 0:
-        batches.epoch += 1
-        return np.asarray(batches.indices)
-    whole = copy.copy(batches)
-    whole.dataset = _Order(batches.dataset.device)  # type: ignore[assignment]
-    whole.batch_size = len(batches.indices)
-    whole.drop_last = False
-    ((order, _),) = list(iter(whole))
-    batches.epoch = whole.epoch
-    if isinstance(order, torch.Tensor):
-        order = order.cpu()
-    return np.asarray(order)
-
-
 class ShardedArrayBatches:
     """This process's part of each global batch of an :class:`ArrayBatches`.
 
@@ -225,11 +193,16 @@ class ShardedArrayBatches:
         return full + int(rest >= self.num_replicas)
 
     def __iter__(self) -> Iterator[Any]:
-        n_batches = len(self)  # before epoch_order advances the epoch
-        order = epoch_order(self.batches)
+        n_batches = len(self)
+        # the single-process order, on the data's device: every process
+        # draws the same one (same seed, same epoch)
+        order = self.batches.epoch_order()
         size = self.global_batch_size
         for start in range(0, n_batches * size, size):
             chunk = order[start : start + size]
-            yield self.batches.dataset.batch(
-                np.array_split(chunk, self.num_replicas)[self.rank]
-            )
+            split = (
+                chunk.tensor_split(self.num_replicas)
+                if isinstance(chunk, Tensor)
+                else np.array_split(chunk, self.num_replicas)
+            )  # both: the first len % n parts one sample longer
+            yield self.batches.dataset.batch(split[self.rank])

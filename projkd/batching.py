@@ -166,33 +166,38 @@ class ArrayBatches:
         return n // size if self.drop_last else -(-n // size)
 
     def __iter__(self) -> Iterator[tuple[Any, Tensor | None]]:
+        return self._slices(self.epoch_order())
+
+    def epoch_order(self) -> Any:
+        """The sample order of the next epoch; advances the epoch.
+
+        With the data on an accelerator the order is a tensor there (indices,
+        permutation and slicing stay on the device, so drawing a batch never
+        waits for the host); otherwise an array.
+        """
         device = self.dataset.device
+        order: Any
         if device.type != "cpu":
-            # data on an accelerator: indices, permutation and slicing stay
-            # there, so drawing a batch never waits for the host
-            return self._iter_on_device(device)
-        order = self.indices
-        if self.shuffle:
-            generator = self._generator("cpu")
-            order = order[torch.randperm(len(order), generator=generator).numpy()]
+            order = torch.as_tensor(self.indices, device=device)
+            if self.shuffle:
+                permutation = torch.randperm(
+                    len(order), device=device, generator=self._generator(device)
+                )
+                order = order[permutation]
+        else:
+            order = self.indices
+            if self.shuffle:
+                generator = self._generator("cpu")
+                permutation = torch.randperm(len(order), generator=generator)
+                order = order[permutation.numpy()]
         self.epoch += 1
-        return self._slices(order)
+        return order
 
     def _generator(self, device: Any) -> torch.Generator | None:
         if self.seed is None:
             return None
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)
         return torch.Generator(device).manual_seed(int(state[0]))
-
-    def _iter_on_device(self, device: torch.device) -> Iterator[Any]:
-        order = torch.as_tensor(self.indices, device=device)
-        if self.shuffle:
-            permutation = torch.randperm(
-                len(order), device=device, generator=self._generator(device)
-            )
-            order = order[permutation]
-        self.epoch += 1
-        return self._slices(order)
 
     def _slices(self, order: Any) -> Iterator[tuple[Any, Tensor | None]]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
