@@ -11,7 +11,7 @@ before and without one (the launcher's environment variables, then 1 and 0).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from .features import forward_with_features
 
 __all__ = [
     "FeatureModule",
+    "launched_world_size",
     "OnDevice",
     "ShardedArrayBatches",
     "is_main_process",
@@ -35,6 +36,28 @@ def _group_ready() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def launched_world_size(env: Mapping[str, str] | None = None) -> int:
+    """Number of processes the run was launched with (torchrun/accelerate's
+    ``WORLD_SIZE``; 1 for a plain launch).
+
+    Examples
+    --------
+    >>> launched_world_size({"WORLD_SIZE": "4"})
+    4
+    >>> launched_world_size({})
+    1
+    """
+    env = os.environ if env is None else env
+    value = env.get("WORLD_SIZE", "1")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(
+            f"WORLD_SIZE={value!r} is not a number of processes; unset it or "
+            "launch with torchrun/accelerate launch."
+        ) from None
+
+
 def world_size() -> int:
     """The number of processes training together (1 when not launched so).
 
@@ -43,7 +66,7 @@ def world_size() -> int:
     """
     if _group_ready():
         return torch.distributed.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return launched_world_size()
 
 
 def process_index() -> int:

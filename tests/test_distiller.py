@@ -152,16 +152,13 @@ def test_prediction_never_runs_the_teacher(small_digits, teacher):
     assert calls == []
 
 
-def test_history_terms_are_the_epoch_means_of_the_objective():
-    """With lr=0 the weights stay at their initial values, so each epoch's
-    recorded terms are the sample means of the objective over the training
-    part, and ``valid_*`` over the validation part (ValidSplit(5): the first
-    fifth): recompute them from the networks, across several uneven batches."""
-    from sklearn.model_selection import KFold
-
+def _lr0_distiller(n, **params):
+    """Two MLPs and ``n`` samples of 3 classes, fitted with lr=0: the weights
+    stay at their initial values, so every recorded term is a function of
+    them that :func:`_hand_objective` recomputes."""
     torch.manual_seed(0)
-    X = torch.randn(100, 6)
-    y = torch.arange(100) % 3
+    X = torch.randn(n, 6)
+    y = torch.arange(n) % 3
     teacher = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     student = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
     est = ProjectorDistiller(
@@ -170,36 +167,50 @@ def test_history_terms_are_the_epoch_means_of_the_objective():
         n_projectors=2,
         kd_weight=0.5,
         lr=0.0,
+        verbose=0,
+        random_state=0,
+        **params,
+    ).fit(X, y)
+    return est, teacher, X, y
+
+
+def _hand_objective(est, teacher, X, y):
+    """CE + 0.5 KD (T = 4) + 25 (1 - cosine) and accuracy, by hand."""
+    with torch.no_grad():
+        logits = est.module_(X)
+        s, t = est.module_[:2](X), teacher[:2](X)
+        ce = F.cross_entropy(logits, y)
+        kd = 16 * F.kl_div(
+            F.log_softmax(logits / 4, 1),
+            F.softmax(teacher(X) / 4, 1),
+            reduction="batchmean",
+        )
+        feat = (1 - F.cosine_similarity(est.projectors_(s), t)).mean()
+        acc = (logits.argmax(1) == y).float().mean()
+    return {
+        "ce": float(ce),
+        "kd": float(kd),
+        "feat": float(feat),
+        "acc": float(acc),
+        "loss": float(ce + 0.5 * kd + 25 * feat),
+    }
+
+
+def test_history_terms_are_the_epoch_means_of_the_objective():
+    """Each epoch's recorded terms are the sample means of the objective over
+    the training part, and ``valid_*`` over the validation part
+    (ValidSplit(5): the first fifth), across several uneven batches."""
+    from sklearn.model_selection import KFold
+
+    est, teacher, X, y = _lr0_distiller(
+        100,
         max_epochs=2,
         batch_size=32,  # 80 training samples: batches of 32, 32 and 16
         train_split=ValidSplit(5),
-        verbose=0,
-        random_state=0,
-    ).fit(X, y)
-
-    def objective(index):
-        Xi, yi = X[index], y[index]
-        with torch.no_grad():
-            logits = est.module_(Xi)
-            s, t = est.module_[:2](Xi), teacher[:2](Xi)
-            ce = F.cross_entropy(logits, yi)
-            kd = 16 * F.kl_div(
-                F.log_softmax(logits / 4, 1),
-                F.softmax(teacher(Xi) / 4, 1),
-                reduction="batchmean",
-            )
-            feat = (1 - F.cosine_similarity(est.projectors_(s), t)).mean()
-            acc = (logits.argmax(1) == yi).float().mean()
-        return {
-            "ce": float(ce),
-            "kd": float(kd),
-            "feat": float(feat),
-            "acc": float(acc),
-            "loss": float(ce + 0.5 * kd + 25 * feat),
-        }
-
+    )
     train_idx, valid_idx = next(KFold(5).split(X))
-    train, valid = objective(train_idx), objective(valid_idx)
+    train = _hand_objective(est, teacher, X[train_idx], y[train_idx])
+    valid = _hand_objective(est, teacher, X[valid_idx], y[valid_idx])
     assert train["acc"] != valid["acc"]  # the two parts are told apart
     for epoch in est.history:
         for term in ("ce", "kd", "feat", "acc", "loss"):
@@ -209,40 +220,20 @@ def test_history_terms_are_the_epoch_means_of_the_objective():
 
 
 def test_recorded_terms_equal_the_objective_on_the_data():
-    """With lr=0 and one full batch, the recorded terms are exact functions of
-    the initial weights: recompute them by hand."""
-    torch.manual_seed(0)
-    X = torch.randn(40, 6)
-    y = torch.arange(40) % 3
-    teacher = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
-    student = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-    est = ProjectorDistiller(
-        teacher,
-        student,
-        n_projectors=2,
-        kd_weight=0.5,
-        lr=0.0,
+    """With one full batch, the recorded terms are the objective itself."""
+    est, teacher, X, y = _lr0_distiller(
+        40,
         max_epochs=1,
         batch_size=40,
         train_split=None,
-        verbose=0,
-        random_state=0,
         iterator_train__shuffle=False,
-    ).fit(X, y)
-    with torch.no_grad():
-        s, t = est.module_[:2](X), teacher[:2](X)
-        ce = F.cross_entropy(est.module_(X), y)
-        kd = 16 * F.kl_div(
-            F.log_softmax(est.module_(X) / 4, 1),
-            F.softmax(teacher(X) / 4, 1),
-            reduction="batchmean",
-        )
-        feat = (1 - F.cosine_similarity(est.projectors_(s), t)).mean()
+    )
+    expected = _hand_objective(est, teacher, X, y)
     h = est.history[-1]
-    assert h["train_ce"] == pytest.approx(float(ce), rel=1e-5)
-    assert h["train_kd"] == pytest.approx(float(kd), rel=1e-4)
-    assert h["train_feat"] == pytest.approx(float(feat), rel=1e-5)
-    assert h["train_loss"] == pytest.approx(float(ce + 0.5 * kd + 25 * feat), rel=1e-5)
+    assert h["train_ce"] == pytest.approx(expected["ce"], rel=1e-5)
+    assert h["train_kd"] == pytest.approx(expected["kd"], rel=1e-4)
+    assert h["train_feat"] == pytest.approx(expected["feat"], rel=1e-5)
+    assert h["train_loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
 def test_logit_projector_is_trained_by_the_kd_term(small_digits, teacher):

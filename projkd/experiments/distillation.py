@@ -52,12 +52,14 @@ def distiller_setup(
     kwargs : dict
         Parameters for ``cls`` beyond the recipe's.
     """
-    launch = Launch.current(spec.device, speed_kwargs(spec), world_size)
+    fast = speed_kwargs(spec)
+    launch = Launch.current(spec.device, fast, world_size)
+    kwargs = {"device": spec.device, **launch.estimator_kwargs(fast)}
     if launch.accelerator is None:
-        return ProjectorDistiller, {"device": spec.device, **speed_kwargs(spec)}
+        return ProjectorDistiller, kwargs
     from ..accelerate import AcceleratedProjectorDistiller
 
-    return AcceleratedProjectorDistiller, launch.estimator_kwargs(speed_kwargs(spec))
+    return AcceleratedProjectorDistiller, kwargs
 
 
 def _teacher(config: dict[str, Any], data: Data, device: str | None) -> torch.nn.Module:

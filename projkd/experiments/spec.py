@@ -11,13 +11,12 @@ settings (:func:`speed_kwargs`), networks built under the run's seed
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._distributed import launched_world_size
 from .._random import seeded
 from ..models import get_model
 from .data import DEFAULT_ARCHS, Data
@@ -200,25 +199,3 @@ def build_model(arch: str, data: Data, *, seed: int, device: str = "cpu") -> Any
     """
     with seeded(seed, device):
         return get_model(arch, **model_kwargs(arch, data))
-
-
-def launched_world_size(env: Mapping[str, str] | None = None) -> int:
-    """Number of processes the run was launched with (torchrun/accelerate's
-    ``WORLD_SIZE``; 1 for a plain launch).
-
-    Examples
-    --------
-    >>> launched_world_size({"WORLD_SIZE": "4"})
-    4
-    >>> launched_world_size({})
-    1
-    """
-    env = os.environ if env is None else env
-    value = env.get("WORLD_SIZE", "1")
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise ValueError(
-            f"WORLD_SIZE={value!r} is not a number of processes; unset it or "
-            "launch with torchrun/accelerate launch."
-        ) from None
