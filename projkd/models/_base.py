@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 __all__ = ["PooledConvNet"]
@@ -12,12 +14,14 @@ class PooledConvNet(nn.Module):
 
     ``forward(x) == forward_head(forward_features(x))``, the interface
     :class:`~projkd.ProjectorDistiller` reads penultimate features through.
-    Subclasses build ``self.features`` (ending in a ReLU), ``self.classifier``
-    and ``self.num_features``, or override the two halves.
+    Subclasses build ``self.features`` (ending in a ReLU), the linear head
+    and ``self.num_features``, or override :meth:`forward_features`;
+    :attr:`head_name` names the head (the reference code's names differ from
+    family to family, and its checkpoints load by name).
     """
 
+    head_name: ClassVar[str] = "classifier"
     features: nn.Module
-    classifier: nn.Module
     num_features: int
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -26,7 +30,8 @@ class PooledConvNet(nn.Module):
 
     def forward_head(self, features: Tensor) -> Tensor:
         """Logits from penultimate features."""
-        return self.classifier(features)
+        head: nn.Module = getattr(self, self.head_name)
+        return head(features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

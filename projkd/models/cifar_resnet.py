@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 
 __all__ = [
@@ -178,7 +179,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + shortcut)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(PooledConvNet):
     """A ResNet for 32x32 images: 3x3 stem, no max-pooling, stages of blocks.
 
     The first stage keeps the resolution, every later one halves it with a
@@ -272,14 +273,6 @@ class CifarResNet(nn.Module):
         for stage in self.stages():
             x = stage(x)
         return x.mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        head: nn.Module = getattr(self, self.head_name)
-        return head(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _basic_resnet(

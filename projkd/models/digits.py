@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 
 __all__ = ["DigitsCNN", "digits_student", "digits_teacher"]
@@ -17,7 +20,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
-class DigitsCNN(nn.Module):
+class DigitsCNN(PooledConvNet):
     """Three 3x3 conv-BN-ReLU blocks, global average pooling and a linear head.
 
     Parameters
@@ -36,6 +39,8 @@ class DigitsCNN(nn.Module):
     >>> tuple(net.forward_features(torch.zeros(2, 1, 8, 8)).shape)
     (2, 32)
     """
+
+    head_name: ClassVar[str] = "fc"
 
     def __init__(
         self,
@@ -59,13 +64,6 @@ class DigitsCNN(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """The penultimate features: pooled, after the last ReLU."""
         return self.features(x)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.fc(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

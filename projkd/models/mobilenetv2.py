@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import conv_bn, init_weights
 
@@ -72,7 +73,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(PooledConvNet):
     """MobileNetV2 for 32x32 images.
 
     Modules are named as in the CRD benchmark's code (``conv1``,
@@ -146,13 +147,6 @@ class MobileNetV2(nn.Module):
         for stage in self.blocks:
             x = stage(x)
         return self.conv2(x).mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.classifier(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -20,12 +20,13 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import conv
 
@@ -190,10 +191,12 @@ class ShuffleV2DownUnit(nn.Module):
         return channel_shuffle(torch.cat([left, right], dim=1), 2)
 
 
-class _ShuffleNet(nn.Module):
+class _ShuffleNet(PooledConvNet):
     """The stem (``conv1``, ``bn1``), stages ``layer1`` ... ``layer3`` and
     classifier (``linear``) shared by both versions, named as in the reference.
     """
+
+    head_name: ClassVar[str] = "linear"
 
     linear: nn.Linear
 
@@ -215,13 +218,6 @@ class _ShuffleNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """The penultimate features: pooled, after the last ReLU."""
         return self._trunk(x).mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.linear(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class ShuffleNetV1(_ShuffleNet):

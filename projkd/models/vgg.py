@@ -21,6 +21,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import init_weights
 
@@ -42,7 +43,7 @@ _CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
 }
 
 
-class VGG(nn.Module):
+class VGG(PooledConvNet):
     """A VGG network for 32x32 images.
 
     Modules are named as in the CRD benchmark's code: five convolution
@@ -112,13 +113,6 @@ class VGG(nn.Module):
             if i < 3 or (i == 3 and pool_last):
                 x = getattr(self, f"pool{i}")(x)
         return x.mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.classifier(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

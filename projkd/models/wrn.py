@@ -15,11 +15,12 @@ References
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._base import PooledConvNet
 from ._registry import register_model
 from .cifar_resnet import init_weights
 
@@ -121,7 +122,7 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(PooledConvNet):
     """A wide ResNet for 32x32 images.
 
     Modules are named as in the CRD benchmark's code (``conv1``,
@@ -156,6 +157,8 @@ class WideResNet(nn.Module):
     (2, 10)
     """
 
+    head_name: ClassVar[str] = "fc"
+
     def __init__(
         self,
         depth: int = 40,
@@ -184,13 +187,6 @@ class WideResNet(nn.Module):
         """The penultimate features: pooled, after the last ReLU."""
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.relu(self.bn1(x)).mean(dim=(2, 3))
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from penultimate features."""
-        return self.fc(features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model
