@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .precision import device_type
+
 __all__ = [
     "DEVICE_MEMORY_FRACTION",
     "DeviceStats",
@@ -224,7 +226,7 @@ def cudnn_benchmark(device: Any) -> Iterator[None]:
     """Turn on ``torch.backends.cudnn.benchmark`` for CUDA fits, restoring
     the previous setting afterwards (input shapes are fixed in training, so
     cuDNN's autotuned kernels pay off after the first batches)."""
-    if torch.device(device if device is not None else "cpu").type != "cuda":
+    if device_type(device) != "cuda":
         yield
         return
     previous = torch.backends.cudnn.benchmark

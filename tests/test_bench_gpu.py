@@ -33,6 +33,11 @@ def test_tiny_cpu_mode_writes_the_three_ratios(bench, tmp_path):
         line = next(line for line in text.splitlines() if row in line)
         value = line.split("|")[2].strip()
         assert np.isfinite(float(value)), line
+    # the accuracy row's value is the difference of the two accuracies it shows
+    line = next(line for line in text.splitlines() if "bf16 - fp32" in line)
+    _, _, value, _, detail, _ = line.split("|")
+    fp32, bf16 = (float(part.split()[-1]) for part in detail.split(","))
+    assert float(value) == pytest.approx(100 * (bf16 - fp32), abs=0.1)
 
 
 def test_gpu_loops_and_flop_count_run_on_the_cpu(bench):

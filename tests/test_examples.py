@@ -89,9 +89,11 @@ def check_huggingface(out):
         rf"^(.+): features (\d+) -> (\d+), test accuracy ({NUMBER})$", out, re.M
     )
     assert len(rows) == 2, out  # a CNN and a ConvNeXt student
-    for _, d_s, d_t, acc in rows:
-        assert int(d_s) > 0 and int(d_t) > 0 and 0 <= float(acc) <= 1
-    assert len({d_t for _, _, d_t, _ in rows}) == 1  # one teacher
+    for _, _, _, acc in rows:
+        assert 0 <= float(acc) <= 1
+    # the widths the example configures: CNN 32, ConvNeXt 32 (its last
+    # stage), the ViT's hidden size 64
+    assert {(d_s, d_t) for _, d_s, d_t, _ in rows} == {("32", "64")}
     layer = re.search(
         rf"^teacher_layer='vit.layernorm': test accuracy ({NUMBER})$", out, re.M
     )

@@ -208,6 +208,13 @@ def test_layer_cka_reads_hugging_face_blocks(digits, vit_teacher):
     )
     assert cka.shape == (2, 3)
     assert np.isfinite(cka).all() and (cka >= 0).all() and (cka <= 1 + 1e-6).all()
+    # each block against itself is 1, and the blocks are told apart
+    layers = ["vit.embeddings", first_block(vit_teacher), "vit"]
+    itself, _, _ = layer_cka(
+        vit_teacher, vit_teacher, X, student_layers=layers, teacher_layers=layers
+    )
+    np.testing.assert_allclose(np.diag(itself), 1.0, atol=1e-5)
+    assert itself[0, 2] < 0.99
 
 
 def test_pixel_values_of_another_size_name_the_network(digits):
