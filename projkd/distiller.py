@@ -19,7 +19,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
 from skorch.dataset import get_len, unpack_data
 from skorch.history import History
-from skorch.utils import TeeGenerator, is_dataset, to_numpy, to_tensor
+from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch import Tensor, nn
 
 from ._data_mixin import ArrayDataMixin
@@ -37,7 +37,7 @@ from .features import (
     resolve_feature_layer,
 )
 from .losses import distillation_loss
-from .precision import autocast, check_supported, grad_scaler
+from .precision import autocast, check_supported, grad_scaler, scaled_step
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
 from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
@@ -786,18 +786,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         step = self.train_step_single(batch, **fit_params)
         if step["loss"].grad_fn is None:  # a skipped non-finite batch
             return step
-        optimizers = [getattr(self, name + "_") for name in self._optimizers]
-        for optimizer in optimizers:
-            scaler.unscale_(optimizer)
-        self.notify(
-            "on_grad_computed",
-            named_parameters=TeeGenerator(self.get_all_learnable_params()),
-            batch=batch,
-            training=True,
-        )
-        for optimizer in optimizers:
-            scaler.step(optimizer)
-        scaler.update()
+        scaled_step(self, scaler, batch)
         return step
 
     def on_batch_begin(

@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["MIXED_PRECISION", "autocast", "autocast_dtype", "grad_scaler"]
+__all__ = [
+    "MIXED_PRECISION",
+    "autocast",
+    "autocast_dtype",
+    "grad_scaler",
+    "scaled_step",
+]
 
 MIXED_PRECISION: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -84,6 +90,27 @@ def grad_scaler(device: Any, mixed_precision: str | None) -> Any:
     if mixed_precision != "fp16":
         return None
     return torch.amp.GradScaler(device_type(device))
+
+
+def scaled_step(net: Any, scaler: Any, batch: Any) -> None:
+    """The optimizer step of a skorch ``net`` whose loss ``scaler`` scaled
+    (the backward pass done): gradients unscaled, then ``on_grad_computed``
+    (so clipping callbacks see true values), then each optimizer's step,
+    skipped by the scaler when a gradient overflowed."""
+    from skorch.utils import TeeGenerator
+
+    optimizers = [getattr(net, name + "_") for name in net._optimizers]
+    for optimizer in optimizers:
+        scaler.unscale_(optimizer)
+    net.notify(
+        "on_grad_computed",
+        named_parameters=TeeGenerator(net.get_all_learnable_params()),
+        batch=batch,
+        training=True,
+    )
+    for optimizer in optimizers:
+        scaler.step(optimizer)
+    scaler.update()
 
 
 def check_supported(device: Any, mixed_precision: str | None) -> None:

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from skorch.utils import TeeGenerator, to_tensor
+from skorch.utils import to_tensor
 
 from .._random import seeded
 from ..accelerate import DataParallelMixin
-from ..precision import autocast, grad_scaler
+from ..precision import autocast, grad_scaler, scaled_step
 from ..teacher import save_teacher
 from ..teacher_cache import compute_teacher_outputs
 from .data import load_data
@@ -106,18 +106,7 @@ class TeacherNet(NeuralNetClassifier):
         self._zero_grad_optimizer()
         step = self.train_step_single(batch, **fit_params)
         scaler = self._scaler()
-        optimizers = [getattr(self, name + "_") for name in self._optimizers]
-        for optimizer in optimizers:
-            scaler.unscale_(optimizer)
-        self.notify(
-            "on_grad_computed",
-            named_parameters=TeeGenerator(self.get_all_learnable_params()),
-            batch=batch,
-            training=True,
-        )
-        for optimizer in optimizers:
-            scaler.step(optimizer)
-        scaler.update()
+        scaled_step(self, scaler, batch)
         return step
 
     def _scaler(self) -> torch.amp.GradScaler:
