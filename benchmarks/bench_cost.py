@@ -3,11 +3,11 @@
 Run: python benchmarks/bench_cost.py [--quick] [--device cpu] [--out FILE]
 
 For the teacher -> student pairs of METHOD.md's anchor table: parameters,
-multiply-accumulates per 3x32x32 image (projkd.cost.count_macs; FLOPs / 2 of
+multiply-accumulates per 3x32x32 image (projkd.analysis.cost.count_macs; FLOPs / 2 of
 torch's FlopCounterMode) and inference latency measured side by side on one
 device, at batch 1 (median of 30 passes) and batch 64 (median of 5), after
 two warm-up passes each, then the
-sentence projkd.cost.cost_sentence renders for each pair. No accuracy here:
+sentence projkd.analysis.cost.cost_sentence renders for each pair. No accuracy here:
 see quality_cifar100.md for that.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from projkd.cost import cost_sentence, model_cost
+from projkd.analysis.cost import cost_sentence, model_cost
 from projkd.models import get_model
 
 PAIRS = (

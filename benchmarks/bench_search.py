@@ -35,7 +35,7 @@ from projkd.data import CIFAR100_MEAN, CIFAR100_STD, load_cifar100, normalize
 from projkd.features import forward_with_features
 from projkd.models import get_model
 from projkd.projectors import ProjectorEnsemble
-from projkd.teacher_cache import clear_teacher_cache
+from projkd.teacher import clear_teacher_cache
 
 GRID = {"n_projectors": [1, 2, 3, 4]}
 SETTINGS = dict(

@@ -13,9 +13,9 @@ from skorch.utils import is_dataset
 from torch.utils.data import DataLoader, Subset
 
 from ._validation import check_input, check_input_shape, check_target
-from .batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
-from .device_data import Prefetcher, nbytes, resolve_data_device, to_device
-from .teacher_cache import cached_teacher_outputs
+from .teacher.cache import cached_teacher_outputs
+from .training.batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
+from .training.device import Prefetcher, nbytes, resolve_data_device, to_device
 
 __all__ = ["ArrayDataMixin"]
 
@@ -25,9 +25,9 @@ _SLICEABLE = {"batch_size", "shuffle", "drop_last"}
 class ArrayDataMixin:
     """skorch's ``get_dataset``/``get_iterator`` for arrays sliced into batches.
 
-    Arrays and tensors become an :class:`~projkd.batching.ArrayDataset` of
+    Arrays and tensors become an :class:`~projkd.training.batching.ArrayDataset` of
     inputs, *encoded* labels and, when training with the teacher cache, the
-    teacher's outputs, iterated by :class:`~projkd.batching.ArrayBatches`;
+    teacher's outputs, iterated by :class:`~projkd.training.batching.ArrayBatches`;
     any other dataset, or a custom iterator, goes through skorch unchanged.
     The host class provides ``_encode``, ``_compute_device`` and the teacher
     parameters.
@@ -63,7 +63,7 @@ class ArrayDataMixin:
         """No-op: ``fit`` has already checked the data and set ``classes_``."""
 
     def get_dataset(self, X: Any, y: Any = None) -> Any:
-        """Arrays and tensors become an :class:`~projkd.batching.ArrayDataset`
+        """Arrays and tensors become an :class:`~projkd.training.batching.ArrayDataset`
         of inputs, *encoded* labels and, when training with the teacher cache,
         the teacher's outputs; a Dataset is used as is. A custom ``dataset``
         class receives encoded labels as well."""
@@ -127,7 +127,7 @@ class ArrayDataMixin:
     def _encoded_dataset(self, dataset: Any, converted: dict[int, Any]) -> Any:
         """``dataset`` with its labels as indices into ``classes_``.
 
-        - an :class:`~projkd.batching.ArrayDataset` (or a ``Subset`` of one)
+        - an :class:`~projkd.training.batching.ArrayDataset` (or a ``Subset`` of one)
           was made by :meth:`get_dataset`: its labels are encoded already;
         - ``(X, y)`` arrays, or a skorch ``Dataset`` of arrays or tensors with
           labels, become an ``ArrayDataset`` exactly as the fit's own arrays
@@ -174,7 +174,7 @@ class ArrayDataMixin:
         return bool(self.cache_teacher)
 
     def get_iterator(self, dataset: Any, training: bool = False) -> Any:
-        """Batches sliced from arrays (:class:`~projkd.batching.ArrayBatches`)
+        """Batches sliced from arrays (:class:`~projkd.training.batching.ArrayBatches`)
         when the data are arrays and the iterator is skorch's default
         ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
         ``drop_last`` set; otherwise skorch's iterator."""

@@ -12,10 +12,10 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
-from ._distributed import broadcast_object, writes_outputs
 from .distiller import DistillationOutput
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
+from .parallel.process import broadcast_object, writes_outputs
 
 __all__ = [
     "CheckpointError",
@@ -147,7 +147,7 @@ class ResumableCheckpoint(Checkpoint):
     folder, then renamed over the previous one (the history last, as it
     marks the epoch done), so a process killed while saving leaves the
     previous epoch's files intact. With several processes
-    (:class:`~projkd.accelerate.AcceleratedProjectorDistiller`) only the main
+    (:class:`~projkd.parallel.AcceleratedProjectorDistiller`) only the main
     process writes. A file that still cannot be read at resume raises
     :class:`CheckpointError` naming the run's folder.
 
@@ -251,7 +251,7 @@ def fit_key(net: Any, X: Any, y: Any) -> str:
     """A digest of what defines a run: parameters, teacher weights, data."""
     import joblib
 
-    from .teacher_cache import weights_fingerprint
+    from .teacher.fingerprint import weights_fingerprint
 
     params = {
         name: value

@@ -26,9 +26,6 @@ from ._data_mixin import ArrayDataMixin
 from ._labels import encode_labels, label_space
 from ._random import seeded
 from ._validation import check_input, check_input_shape, check_params, check_target
-from .batching import CachedTeacherBatch
-from .compiling import FeatureForward
-from .device_data import DeviceStats, cudnn_benchmark
 from .features import (
     first_inputs,
     forward_with_features,
@@ -37,10 +34,13 @@ from .features import (
     resolve_feature_layer,
 )
 from .losses import distillation_loss
-from .precision import autocast, check_supported, grad_scaler, scaled_step
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
-from .teacher import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
+from .teacher.frozen import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
+from .training.batching import CachedTeacherBatch
+from .training.compiling import FeatureForward
+from .training.device import DeviceStats, cudnn_benchmark
+from .training.precision import autocast, check_supported, grad_scaler, scaled_step
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
@@ -148,7 +148,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         tensors, and its outputs on a probe batch), so a cross-validated
         search runs the teacher over each sample about once, and a teacher
         changed in place is never served old outputs. Its memory is bounded:
-        see :func:`projkd.teacher_cache.set_teacher_cache_limit`.
+        see :func:`projkd.teacher.set_teacher_cache_limit`.
     memory : str, joblib.Memory or None, default=None
         Keep the teacher's outputs in this joblib cache (a folder) instead of
         in memory: shared across processes (parallel searches) and runs.
@@ -181,7 +181,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     data_device : {"auto"} or str or torch.device, default="auto"
         Where array input lives during ``fit``. ``"auto"``: on the compute
         device when it is an accelerator and the arrays take under
-        :data:`projkd.device_data.DEVICE_MEMORY_FRACTION` of its free memory
+        :data:`projkd.training.device.DEVICE_MEMORY_FRACTION` of its free memory
         (shuffling, slicing, augmentation and the teacher cache then all
         stay there), else on the host, from where batches are copied from
         pinned memory one batch ahead. A tensor already on the device is
@@ -548,7 +548,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     def _forward_of(
         self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False
     ) -> Any:
-        """The :class:`~projkd.compiling.FeatureForward` running ``model``.
+        """The :class:`~projkd.training.compiling.FeatureForward` running ``model``.
 
         With ``compile=True`` it is compiled (skorch's compile of ``module_``
         alone would leave ``forward_features``/``forward_head`` eager). Built

@@ -20,9 +20,9 @@ import torch
 from skorch.callbacks import Callback
 
 from ._random import seeded
-from .batching import CachedTeacherBatch
 from .distiller import ProjectorDistiller
-from .precision import autocast
+from .training.batching import CachedTeacherBatch
+from .training.precision import autocast
 
 __all__ = ["EpochSeed", "fit_lockstep"]
 

@@ -90,7 +90,7 @@ def fit_one(name: str, config: dict[str, Any], out_dir: str) -> None:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from projkd.accelerate import AcceleratedProjectorDistiller
+    from projkd.parallel import AcceleratedProjectorDistiller
 
     params = dict(config["params"])
     seen = SeenSamples()
@@ -178,7 +178,7 @@ def run_command(name: str, config: dict[str, Any], out_dir: str) -> None:
         import contextlib
         import io
 
-        from projkd.cli import main
+        from projkd.experiments.cli import main
 
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
             rc = main(config["argv"])

@@ -10,7 +10,7 @@ accelerate = pytest.importorskip("accelerate")
 
 
 def test_one_process_fit_through_accelerate(small_digits, capsys):
-    from projkd.accelerate import AcceleratedProjectorDistiller
+    from projkd.parallel import AcceleratedProjectorDistiller
 
     X, y = small_digits
     teacher = DigitsCNN(width=8, n_features=32).eval()
@@ -40,7 +40,7 @@ def test_one_process_fit_through_accelerate(small_digits, capsys):
 
 
 def make_accelerated(**params):
-    from projkd.accelerate import AcceleratedProjectorDistiller
+    from projkd.parallel import AcceleratedProjectorDistiller
 
     kwargs = dict(
         student__width=4,
@@ -59,7 +59,7 @@ def make_accelerated(**params):
 
 
 def test_only_trainable_modules_are_prepared(small_digits):
-    from projkd._distributed import FeatureModule
+    from projkd.parallel.mixin import FeatureModule
 
     X, y = small_digits
     # no projector and an identity logit projector: modules without parameters
@@ -99,7 +99,7 @@ def test_refit_and_partial_fit_train_again_then_unwrap(small_digits):
 
 def test_make_distiller_picks_the_estimator(monkeypatch):
     from projkd import ProjectorDistiller
-    from projkd.accelerate import AcceleratedProjectorDistiller, make_distiller
+    from projkd.parallel import AcceleratedProjectorDistiller, make_distiller
 
     teacher = DigitsCNN(width=8).eval()
     monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -126,7 +126,7 @@ def test_teacher_probabilities_are_a_distribution(fitted):
 
 def test_compare_adds_costs_for_teacher_and_students(fitted):
     from projkd.analysis import cost_summary
-    from projkd.cost import count_macs, count_parameters
+    from projkd.analysis.cost import count_macs, count_parameters
 
     ests, X_train, y_train, X_test, y_test = fitted
     assert "macs" not in compare(ests, X_train, y_train, X_test, y_test)[0]

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from projkd.cli import main
-from projkd.demo import VARIANTS
+from projkd.experiments.cli import main
+from projkd.experiments.demo import VARIANTS
 
 pytest.importorskip("matplotlib")
 

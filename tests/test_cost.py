@@ -1,4 +1,4 @@
-"""Parameters, MACs and measured speed (projkd.cost)."""
+"""Parameters, MACs and measured speed (projkd.analysis.cost)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from projkd.cost import (
+from projkd.analysis.cost import (
     ModelCost,
     cost_sentence,
     count_macs,

@@ -1,4 +1,4 @@
-"""projkd.device_data and projkd.precision on their own."""
+"""projkd.training.device and projkd.training.precision on their own."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from projkd import device_data
-from projkd.batching import CachedTeacherBatch
-from projkd.device_data import (
+from projkd.training import device as device_data
+from projkd.training.batching import CachedTeacherBatch
+from projkd.training.device import (
     DeviceStats,
     Prefetcher,
     cudnn_benchmark,
@@ -16,7 +16,7 @@ from projkd.device_data import (
     resolve_data_device,
     to_device,
 )
-from projkd.precision import autocast, autocast_dtype, grad_scaler
+from projkd.training.precision import autocast, autocast_dtype, grad_scaler
 
 
 def test_auto_puts_data_on_the_accelerator_only_when_they_fit(monkeypatch):

@@ -277,8 +277,8 @@ def test_only_one_checkpoint_is_written_whole(runs):
     ],
 )
 def test_sharded_batches_cover_each_global_batch_once(n, drop_last, sizes):
-    from projkd._distributed import ShardedArrayBatches
-    from projkd.batching import ArrayBatches, ArrayDataset
+    from projkd.parallel.sharding import ShardedArrayBatches
+    from projkd.training.batching import ArrayBatches, ArrayDataset
 
     X = torch.arange(n, dtype=torch.float32)[:, None]
     dataset = ArrayDataset(X, torch.zeros(n, dtype=torch.long))
@@ -339,7 +339,7 @@ def test_estimator_precision_and_compile_are_refused_for_the_accelerator(
 ):
     from accelerate import Accelerator
 
-    from projkd.accelerate import AcceleratedProjectorDistiller
+    from projkd.parallel import AcceleratedProjectorDistiller
 
     X, _, y, _ = digits
     torch.manual_seed(0)

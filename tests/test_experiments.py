@@ -9,7 +9,7 @@ from skorch.callbacks import Callback
 
 from projkd import ProjectorDistiller
 from projkd.augment import RandomCropFlip
-from projkd.cli import _parser, spec_from_args
+from projkd.experiments.cli import _parser, spec_from_args
 from projkd.data import CIFAR100_MEAN, CIFAR100_STD, load_digits
 from projkd.experiments import (
     FAST_SETTINGS,
@@ -104,7 +104,7 @@ def test_speed_flags_map_to_estimator_parameters():
 def test_parallel_launch_selects_the_accelerated_distiller(monkeypatch):
     import accelerate
 
-    from projkd.accelerate import AcceleratedProjectorDistiller
+    from projkd.parallel import AcceleratedProjectorDistiller
 
     assert launched_world_size({"WORLD_SIZE": "2"}) == 2
     assert launched_world_size({}) == 1

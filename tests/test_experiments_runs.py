@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from projkd.cli import main
+from projkd.experiments.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--subset", "200", "--no-progress"]
@@ -40,7 +40,7 @@ def _run_in_processes(code: str, folders: list[Path]) -> list[str]:
 
 def test_cli_and_demo_runs_are_identical_in_separate_processes(tmp_path):
     code = (
-        "from projkd.cli import main\n"
+        "from projkd.experiments.cli import main\n"
         "from projkd.experiments.demo import main as demo\n"
         f"tiny = {TINY!r}\n"
         "main(['train-teacher', *tiny, '--epochs', '2', '--out', '{out}/t'])\n"

@@ -256,7 +256,7 @@ class LambdaCallback(Callback):
 
 @pytest.mark.parametrize("tap", [False, True])
 def test_the_training_forward_names_the_network_in_its_errors(tap):
-    from projkd.compiling import FeatureForward
+    from projkd.training.compiling import FeatureForward
 
     mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
     mlp.append(torch.nn.Linear(8, 3))

@@ -1,4 +1,4 @@
-"""Content digests of samples and teachers (projkd._fingerprint).
+"""Content digests of samples and teachers (projkd.teacher.fingerprint).
 
 The device hash runs on whatever device its tensor is on, so its arithmetic
 is checked here on the CPU against a plain-Python reference.
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projkd._fingerprint import (
+from projkd.teacher.fingerprint import (
     N_HASHES,
     WIDTH,
     P,
@@ -79,7 +79,7 @@ def test_device_hash_tells_rows_apart_and_ignores_neighbours(values, position):
 
 
 def test_device_hash_is_chunked_without_changing_values(monkeypatch):
-    import projkd._fingerprint as fingerprint
+    import projkd.teacher.fingerprint as fingerprint
 
     X = torch.randn(50, 300)
     whole = device_row_hashes(X)

@@ -8,11 +8,11 @@ import torch
 from sklearn.model_selection import GridSearchCV
 
 from projkd import ProjectorDistiller
-from projkd._fingerprint import PROBE_SIZE
+from projkd.teacher.fingerprint import PROBE_SIZE
 from projkd.augment import RandomCropFlip
-from projkd.batching import ArrayBatches, ArrayDataset
+from projkd.training.batching import ArrayBatches, ArrayDataset
 from projkd.models import DigitsCNN
-from projkd.teacher_cache import (
+from projkd.teacher import (
     cached_teacher_outputs,
     clear_teacher_cache,
     compute_teacher_outputs,

@@ -21,7 +21,7 @@ from ..analysis import (
 from ..data import load_digits
 from ..distiller import ProjectorDistiller
 from ..models import digits_student, digits_teacher
-from ..teacher import train_teacher
+from ..teacher.training import train_teacher
 
 __all__ = ["VARIANTS", "main", "run_demo", "summarize"]
 

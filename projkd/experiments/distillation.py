@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._distributed import writes_outputs
 from ..distiller import ProjectorDistiller
-from ..teacher import load_teacher
+from ..parallel.process import writes_outputs
+from ..teacher.io import load_teacher
 from .data import Data, load_data
 from .io import save_json, write_results
 from .launch import Launch
@@ -36,7 +36,7 @@ def distiller_setup(
     A plain launch trains a :class:`~projkd.ProjectorDistiller` with
     :func:`~projkd.experiments.speed_kwargs`. Under ``torchrun`` or
     ``accelerate launch`` (``WORLD_SIZE > 1``) it is an
-    :class:`~projkd.accelerate.AcceleratedProjectorDistiller` sharing the
+    :class:`~projkd.parallel.AcceleratedProjectorDistiller` sharing the
     launch's ``accelerator``, which decides devices, precision and
     compilation (:class:`~projkd.experiments.launch.Launch`).
 
@@ -57,7 +57,7 @@ def distiller_setup(
     kwargs = {"device": spec.device, **launch.estimator_kwargs(fast)}
     if launch.accelerator is None:
         return ProjectorDistiller, kwargs
-    from ..accelerate import AcceleratedProjectorDistiller
+    from ..parallel import AcceleratedProjectorDistiller
 
     return AcceleratedProjectorDistiller, kwargs
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._distributed import broadcast_object
+from ..parallel.process import broadcast_object
 from .spec import launched_world_size
 
 __all__ = ["Launch"]

@@ -35,15 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._distributed import is_main_process
 from .._random import seeded
 from ..callbacks import ResumableCheckpoint
 from ..distiller import ProjectorDistiller
 from ..lockstep import EpochSeed, fit_lockstep
 from ..metrics import linear_cka
 from ..models import get_model, list_models
-from ..teacher import load_teacher
-from ..teacher_cache import compute_teacher_outputs
+from ..parallel.process import is_main_process
+from ..teacher.inference import compute_teacher_outputs
+from ..teacher.io import load_teacher
 from .data import Data, load_data
 from .io import save_json
 from .launch import Launch
@@ -280,7 +280,7 @@ def _student(
         variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
     cls: type[Any] = ProjectorDistiller
     if ctx.launch.accelerator is not None:
-        from ..accelerate import AcceleratedProjectorDistiller
+        from ..parallel import AcceleratedProjectorDistiller
 
         cls = AcceleratedProjectorDistiller
     return cls(

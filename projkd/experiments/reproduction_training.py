@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback, Checkpoint
 
-from ..accelerate import DataParallelMixin
-from ..batching import ArrayBatches, ArrayDataset
 from ..callbacks import ResumableCheckpoint
 from ..metrics import expected_calibration_error, overconfidence
+from ..parallel import DataParallelMixin
+from ..training.batching import ArrayBatches, ArrayDataset
 from .spec import FAST_SETTINGS
 from .teacher import TeacherNet
 

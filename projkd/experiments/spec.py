@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from .._distributed import launched_world_size
 from .._random import seeded
 from ..models import get_model
+from ..parallel.process import launched_world_size
 from .data import DEFAULT_ARCHS, Data
 from .recipes import default_epochs, recipe
 

@@ -12,10 +12,10 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 
 from .._random import seeded
-from ..accelerate import DataParallelMixin
-from ..precision import autocast, grad_scaler, scaled_step
-from ..teacher import save_teacher
-from ..teacher_cache import compute_teacher_outputs
+from ..parallel import DataParallelMixin
+from ..teacher.inference import compute_teacher_outputs
+from ..teacher.io import save_teacher
+from ..training.precision import autocast, grad_scaler, scaled_step
 from .data import load_data
 from .io import save_json, write_results
 from .launch import Launch
@@ -117,7 +117,7 @@ class TeacherNet(NeuralNetClassifier):
 
 class AcceleratedTeacherNet(DataParallelMixin, TeacherNet):
     """:class:`TeacherNet` trained data-parallel through an
-    ``accelerate.Accelerator`` (:class:`~projkd.accelerate.DataParallelMixin`):
+    ``accelerate.Accelerator`` (:class:`~projkd.parallel.DataParallelMixin`):
     ``batch_size`` per process, precision and compilation the accelerator's.
     """
 

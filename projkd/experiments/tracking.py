@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from skorch.callbacks import Callback, ProgressBar
 
-from .._distributed import is_main_process
 from ..callbacks import EpochCalibration, EpochCKA
+from ..parallel.process import is_main_process
 from .spec import RunSpec, launched_world_size
 
 __all__ = ["EpochTestAccuracy", "RecordLR", "best_epoch", "run_callbacks"]

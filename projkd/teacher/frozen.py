@@ -1,9 +1,11 @@
-"""The frozen teacher.
+"""The frozen teacher: a module used as it is, or a frozen copy of it.
 
 The teacher is read-only during distillation: it runs without gradients, in
 eval mode (its BatchNorm statistics never move), and is never handed to the
 optimizer. The user's teacher object must come out of ``fit`` exactly as it
 went in: weights, buffers, ``training`` flag, ``requires_grad`` flags, device.
+A teacher given as an estimator (a skorch net) is fitted here, on the
+training data of the distiller's fit alone.
 """
 
 from __future__ import annotations
@@ -12,23 +14,16 @@ import copy
 import threading
 import weakref
 from itertools import chain
-from pathlib import Path
 from typing import Any
 
 import torch
-from skorch import NeuralNetClassifier
 from torch import nn
-
-from .features import logits_of
 
 __all__ = [
     "fit_teacher_estimator",
     "freeze_teacher",
-    "is_teacher_estimator",
     "is_frozen_on",
-    "load_teacher",
-    "save_teacher",
-    "train_teacher",
+    "is_teacher_estimator",
 ]
 
 
@@ -78,129 +73,6 @@ def _same_device(actual: torch.device, target: torch.device) -> bool:
     if actual.type != target.type:
         return False
     return target.index is None or actual.index == target.index
-
-
-def train_teacher(
-    model: nn.Module,
-    X: Any,
-    y: Any,
-    *,
-    random_state: int | None = None,
-    **net_params: Any,
-) -> nn.Module:
-    """Train a teacher with skorch on class indices and return it in eval mode.
-
-    A thin wrapper over :class:`skorch.NeuralNetClassifier` with a
-    cross-entropy criterion: any skorch parameter (``max_epochs``, ``lr``,
-    ``optimizer``, ``optimizer__momentum``, ``callbacks``, ``device``, ...)
-    can be passed. ``model`` is trained in place.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        E.g. ``projkd.models.get_model("resnet32x4")``.
-    X : array-like, tensor or Dataset
-    y : array-like of int or None
-        Class indices 0..C-1 (the teacher's output ``i`` means class ``i``).
-    random_state : int or None, default=None
-        Seeds torch for the duration of training.
-    **net_params
-        skorch parameters; ``train_split=None``, ``verbose=0`` and
-        ``iterator_train__shuffle=True`` by default.
-
-    Returns
-    -------
-    teacher : torch.nn.Module
-        ``model``, trained, in eval mode.
-
-    Examples
-    --------
-    >>> from projkd.data import load_digits
-    >>> from projkd.models import DigitsCNN
-    >>> X, y = load_digits()
-    >>> teacher = train_teacher(DigitsCNN(width=4), X, y, max_epochs=1)
-    >>> teacher.training
-    False
-    """
-    from ._random import seeded
-
-    params: dict[str, Any] = {
-        "train_split": None,
-        "verbose": 0,
-        "iterator_train__shuffle": True,  # skorch does not shuffle by default
-        **net_params,
-    }
-    params.setdefault("criterion", nn.CrossEntropyLoss)
-    net = _LogitsNet(model, **params)
-    with seeded(random_state, params.get("device", "cpu")):
-        net.fit(X, y)
-    return net.module_.eval()
-
-
-class _LogitsNet(NeuralNetClassifier):
-    """skorch's classifier on the logits of any output :func:`logits_of` reads
-    (a Hugging Face model returns an ``ImageClassifierOutput``)."""
-
-    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
-        return logits_of(super().infer(x, **fit_params), network="teacher")
-
-
-def save_teacher(model: nn.Module, path: str | Path) -> None:
-    """Save a teacher's weights as a plain ``state_dict`` (no pickled code).
-
-    The file loads back with :func:`load_teacher` or
-    ``projkd.models.get_model(name, weights=path)``.
-    """
-    torch.save(model.state_dict(), path)
-
-
-def load_teacher(
-    model: nn.Module, path: str | Path, *, device: Any = "cpu"
-) -> nn.Module:
-    """Load a teacher checkpoint into ``model``, in eval mode.
-
-    Reads the files of :func:`save_teacher` and the checkpoints published
-    with the CIFAR-100 benchmark: a plain ``state_dict``, or a training
-    checkpoint with the weights under ``"model"`` (RepDistiller, PEFD and
-    mdistiller save ``{"epoch", "model", "accuracy", "optimizer"}``, from
-    CUDA), ``"state_dict"`` or ``"net"``; a ``module.`` prefix
-    (DataParallel/DDP) is removed. Loading goes through
-    ``torch.load(..., weights_only=True, map_location=device)``: a file that
-    carries pickled code is refused, and its code never runs.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The architecture, e.g. ``get_model("resnet32x4")``.
-    path : str or Path
-    device : str or torch.device, default="cpu"
-
-    Returns
-    -------
-    teacher : torch.nn.Module
-        ``model`` with the weights, on ``device``, in eval mode.
-
-    Raises
-    ------
-    pickle.UnpicklingError
-        If the file carries code (which never runs).
-    ValueError
-        If the file holds no ``state_dict``, or its keys or shapes do not fit
-        ``model`` (the message lists the missing and unexpected keys).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from projkd.models import get_model
-    >>> path = tempfile.mkdtemp() + "/teacher.pt"
-    >>> save_teacher(get_model("resnet8"), path)
-    >>> load_teacher(get_model("resnet8"), path).training
-    False
-    """
-    from .models import load_weights
-
-    load_weights(model, path, map_location=device)
-    return model.to(device).eval()
 
 
 def is_teacher_estimator(teacher: Any) -> bool:

@@ -43,7 +43,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["device_row_hashes", "sample_keys", "teacher_fingerprint"]
+from ..features import forward_with_features
+
+__all__ = [
+    "device_row_hashes",
+    "sample_keys",
+    "teacher_fingerprint",
+    "weights_fingerprint",
+]
 
 P = 2**31 - 1
 WIDTH = 1024
@@ -222,8 +229,6 @@ def teacher_fingerprint(
     -------
     fingerprint : bytes
     """
-    from .features import forward_with_features
-
     digest = hashlib.blake2b(digest_size=16)
     cls = type(teacher)
     digest.update(f"{cls.__module__}.{cls.__qualname__};{layer};".encode())
@@ -237,4 +242,18 @@ def teacher_fingerprint(
     )
     named += [("probe.logits", logits), ("probe.features", features)]
     update_with_tensors(digest, named)
+    return digest.digest()
+
+
+def weights_fingerprint(model: nn.Module) -> bytes:
+    """A digest of a model's parameters and buffers (and their names).
+
+    The same on every device (for run keys such as
+    :class:`~projkd.callbacks.ResumableCheckpoint`'s); the teacher cache uses
+    :func:`teacher_fingerprint` instead.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.digest()

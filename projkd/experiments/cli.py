@@ -16,7 +16,7 @@ __all__ = ["main", "spec_from_args"]
 
 
 def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
-    from .experiments import DATASETS
+    from . import DATASETS
 
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--data-root", help="folder of the data set's files")
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~projkd.experiments.RunSpec` of a parsed command line."""
-    from .experiments import RunSpec
+    from . import RunSpec
 
     return RunSpec(
         dataset=args.dataset,
@@ -161,28 +161,26 @@ def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``projkd`` and ``python -m projkd``."""
     parser = _parser()
-    from .experiments.reproduction import (
-        add_subcommand,  # `projkd reproduce` (issue 13)
-    )
+    from .reproduction import add_subcommand
 
     add_subcommand(parser)
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         return int(args.handler(args))
     if args.command == "demo":
-        from .experiments.demo import main as demo_main
+        from .demo import main as demo_main
 
         return demo_main(epochs=args.epochs, random_state=args.seed, out=args.out)
 
     if args.command == "report":
-        from .experiments.report import report
+        from .report import report
 
         report(args.runs, out=args.out, device=args.device)
         print((Path(args.out) / "results.md").read_text())
         return 0
 
-    from . import experiments
-    from ._distributed import is_main_process
+    from .. import experiments
+    from ..parallel.process import is_main_process
 
     spec = spec_from_args(args)
     if args.command == "train-teacher":

@@ -124,7 +124,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     Counted by :class:`torch.utils.flop_counter.FlopCounterMode` on a batch of
     one, in eval mode, where the model's parameters are; MACs = FLOPs / 2.
-    Element-wise operations are not counted (see :mod:`projkd.cost`).
+    Element-wise operations are not counted (see :mod:`projkd.analysis.cost`).
 
     Parameters
     ----------

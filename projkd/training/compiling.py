@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .features import (
+from ..features import (
     _is_transformers_model,
     _pool,
     forward_with_features,

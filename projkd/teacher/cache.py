@@ -16,7 +16,7 @@ What identifies a teacher. An entry is found again only for
 - the same *state and behaviour*: a digest of its class, the ``training``
   flags, every parameter and buffer (persistent or not) and its logits and
   features on a fixed probe batch shaped like the data
-  (``projkd._fingerprint.teacher_fingerprint``). Changing a weight, a
+  (:func:`projkd.teacher.fingerprint.teacher_fingerprint`). Changing a weight, a
   non-persistent buffer, a Python attribute or a method that alters what
   the teacher computes gives a new digest, hence new outputs, never stale
   ones. Only a change that no tensor shows *and* that leaves the outputs on
@@ -59,71 +59,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._fingerprint import sample_keys, teacher_fingerprint
-from .batching import TeacherOutputs
-from .features import forward_with_features
-from .precision import autocast, autocast_dtype
+from ..training.batching import TeacherOutputs
+from .fingerprint import sample_keys, teacher_fingerprint
+from .inference import compute_teacher_outputs
 
 __all__ = [
     "cached_teacher_outputs",
     "clear_teacher_cache",
-    "compute_teacher_outputs",
     "set_teacher_cache_limit",
     "teacher_cache_info",
 ]
 
 DEFAULT_MAX_BYTES = 2 * 2**30
-
-
-@torch.no_grad()
-def compute_teacher_outputs(
-    teacher: nn.Module,
-    X: Any,
-    *,
-    layer: str | None = None,
-    device: Any = "cpu",
-    batch_size: int = 512,
-    mixed_precision: str | None = None,
-) -> TeacherOutputs:
-    """Run ``teacher`` (already frozen, in eval mode) over ``X`` in batches.
-
-    Parameters
-    ----------
-    mixed_precision : {None, "bf16", "fp16"}, default=None
-        Run under autocast and store the outputs at that precision.
-
-    Returns
-    -------
-    outputs : TeacherOutputs
-        Logits and features of every sample, float32 (or the
-        ``mixed_precision`` dtype) on the CPU, or on ``X``'s device when
-        ``X`` is a tensor on an accelerator.
-    """
-    X = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
-    dtype = autocast_dtype(mixed_precision) or torch.float32
-    home = X.device
-    logits, features = [], []
-    for start in range(0, len(X), batch_size):
-        batch = X[start : start + batch_size].to(device)
-        with autocast(device, mixed_precision):
-            z, f = forward_with_features(teacher, batch, layer=layer, network="teacher")
-        logits.append(z.to(home, dtype))
-        features.append(f.to(home, dtype))
-    return TeacherOutputs(torch.cat(logits), torch.cat(features))
-
-
-def weights_fingerprint(model: nn.Module) -> bytes:
-    """A digest of a model's parameters and buffers (and their names).
-
-    The same on every device (for run keys such as
-    :class:`~projkd.callbacks.ResumableCheckpoint`'s); the teacher cache uses
-    ``projkd._fingerprint.teacher_fingerprint`` instead.
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.digest()
 
 
 class _SampleCache:
@@ -185,7 +132,7 @@ def set_teacher_cache_limit(max_bytes: int | None) -> int | None:
 
     Examples
     --------
-    >>> from projkd.teacher_cache import set_teacher_cache_limit
+    >>> from projkd.teacher import set_teacher_cache_limit
     >>> previous = set_teacher_cache_limit(512 * 2**20)  # 512 MiB
     >>> _ = set_teacher_cache_limit(previous)
     """

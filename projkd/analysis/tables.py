@@ -1,0 +1,261 @@
+"""Comparison tables: the paper's three findings for your own models.
+
+The train/test trade-off (accuracy gap), similarity to the teacher (CKA) and
+calibration (ECE, over-confidence), with each network's cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..metrics import (
+    expected_calibration_error,
+    linear_cka,
+    overconfidence,
+)
+from .cost import cost_sentence, model_cost
+
+__all__ = [
+    "compare",
+    "cost_summary",
+    "format_markdown",
+    "to_dataframe",
+]
+
+TEACHER = "teacher"
+COLUMNS = (
+    "train_acc",
+    "test_acc",
+    "gap",
+    "ece",
+    "overconfidence",
+    "cka",
+    "params",
+    "macs",
+    "latency_ms",
+    "images_per_s",
+)
+
+
+def _row(name: str, train_proba, y_train, test_proba, y_test, classes, n_bins, cka):
+    predicted_train = classes[np.asarray(train_proba).argmax(axis=1)]
+    predicted_test = classes[np.asarray(test_proba).argmax(axis=1)]
+    train_acc = float(np.mean(predicted_train == y_train))
+    test_acc = float(np.mean(predicted_test == y_test))
+    return {
+        "model": name,
+        "train_acc": train_acc,
+        "test_acc": test_acc,
+        "gap": train_acc - test_acc,
+        "ece": expected_calibration_error(
+            y_test, test_proba, n_bins=n_bins, labels=classes
+        ),
+        "overconfidence": overconfidence(y_test, test_proba, labels=classes),
+        "cka": cka,
+    }
+
+
+def compare(
+    distillers: Mapping[str, Any],
+    X_train: Any,
+    y_train: Any,
+    X_test: Any,
+    y_test: Any,
+    *,
+    teacher: bool = True,
+    n_bins: int = 15,
+    cost: bool = False,
+    cost_batch_size: int = 1,
+    cost_repeats: int = 20,
+) -> list[dict[str, Any]]:
+    """Compare fitted distillers (and their teacher) on train and test data.
+
+    Parameters
+    ----------
+    distillers : mapping of str to fitted ProjectorDistiller
+        E.g. ``{"no projector": est0, "3 projectors": est3}``; they should
+        share one teacher.
+    X_train, y_train, X_test, y_test : array-like
+    teacher : bool, default=True
+        Add a first row for the teacher (taken from the first distiller).
+    n_bins : int, default=15
+        Bins of the ECE.
+    cost : bool, default=False
+        Add each network's cost (see :func:`projkd.analysis.cost.model_cost`):
+        ``params``, ``macs`` (multiply-accumulates per image), and
+        ``latency_ms``/``images_per_s`` measured at ``cost_batch_size`` on the
+        device the network sits on (``batch_size`` and ``device`` recorded).
+        Off by default: timing takes a few seconds per network.
+    cost_batch_size : int, default=1
+        Batch size of the speed measurement.
+    cost_repeats : int, default=20
+        Timed passes per network (the median is kept).
+
+    Returns
+    -------
+    records : list of dict
+        One per model: ``model``, ``train_acc``, ``test_acc``, ``gap`` (train
+        minus test), ``ece``, ``overconfidence`` (mean confidence minus
+        accuracy) and ``cka`` (linear CKA of penultimate features with the
+        teacher's, on the test data; 1 for the teacher itself); with
+        ``cost=True`` also the fields of :class:`projkd.analysis.cost.ModelCost`.
+
+    Examples
+    --------
+    >>> from projkd.analysis import compare, format_markdown
+    >>> # records = compare({"3 projectors": est}, X_train, y_train, X_test, y_test)
+    >>> # print(format_markdown(records))
+    >>> # records = compare({"3 projectors": est}, ..., cost=True)
+    >>> # print(cost_summary(records))  # student: 6.0x fewer MACs, ...
+    """
+    if not distillers:
+        raise ValueError("compare needs at least one fitted distiller.")
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    records = []
+    first = next(iter(distillers.values()))
+    classes = np.asarray(first.classes_)
+    shape = _input_shape(first, X_test) if cost else ()
+
+    def costs(model: nn.Module) -> dict[str, Any]:
+        if not cost:
+            return {}
+        return model_cost(
+            model, shape, batch_size=cost_batch_size, repeats=cost_repeats
+        ).as_dict()
+
+    if teacher:
+        records.append(
+            _row(
+                TEACHER,
+                first.predict_proba_teacher(X_train),
+                y_train,
+                first.predict_proba_teacher(X_test),
+                y_test,
+                classes,
+                n_bins,
+                1.0,
+            )
+            | costs(first.teacher_)
+        )
+    for name, estimator in distillers.items():
+        cka = linear_cka(
+            estimator.transform(X_test), estimator.transform_teacher(X_test)
+        )
+        records.append(
+            _row(
+                name,
+                estimator.predict_proba(X_train),
+                y_train,
+                estimator.predict_proba(X_test),
+                y_test,
+                np.asarray(estimator.classes_),
+                n_bins,
+                cka,
+            )
+            | costs(estimator.module_)
+        )
+    return records
+
+
+def _input_shape(estimator: Any, X: Any) -> tuple[int, ...]:
+    """The shape of one sample: what ``fit`` saw, else the first of ``X``."""
+    shape = getattr(estimator, "input_shape_", None)
+    if shape is None:
+        sample = X[0]
+        sample = sample[0] if isinstance(sample, tuple | list) else sample
+        shape = tuple(np.shape(sample))
+    return tuple(int(s) for s in shape)
+
+
+def cost_summary(records: Sequence[Mapping[str, Any]]) -> str:
+    """One line per student: its cost and accuracy relative to the teacher.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        From :func:`compare` with ``teacher=True`` and ``cost=True``.
+
+    Returns
+    -------
+    summary : str
+        E.g. ``"3 projectors: 6.0x fewer MACs, 4.1x faster at batch 1 on
+        cpu, -3.2 points"``, one line per student.
+    """
+    rows = {record["model"]: record for record in records}
+    if TEACHER not in rows or "macs" not in rows[TEACHER]:
+        raise ValueError(
+            "cost_summary needs the teacher's row with costs: call "
+            "compare(..., teacher=True, cost=True)."
+        )
+    return "\n".join(
+        cost_sentence(rows[TEACHER], record, name=name)
+        for name, record in rows.items()
+        if name != TEACHER
+    )
+
+
+def to_dataframe(records: Sequence[Mapping[str, Any]]) -> Any:
+    """The records as a pandas DataFrame indexed by model (needs pandas)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_records(list(records)).set_index("model")
+
+
+def format_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """The records as a markdown table; accuracies, gap and ECE in percent.
+
+    Cost columns (from ``compare(..., cost=True)``) show parameters and MACs
+    in millions, and a line below the table states the batch size and device
+    of the speed measurement.
+    """
+    percent = {"train_acc", "test_acc", "gap", "ece", "overconfidence"}
+    columns = [c for c in COLUMNS if any(c in r for r in records)]
+    header = "| model | " + " | ".join(_label(c) for c in columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(columns)]
+    for record in records:
+        cells = []
+        for column in columns:
+            value = record.get(column)
+            if value is None:
+                cells.append("")
+            elif column in percent:
+                cells.append(f"{100 * value:.2f}")
+            elif column in _COST_FORMATS:
+                cells.append(_COST_FORMATS[column](value))
+            else:
+                cells.append(f"{value:.3f}")
+        lines.append(f"| {record['model']} | " + " | ".join(cells) + " |")
+    speed = [r for r in records if r.get("latency_ms") is not None]
+    if speed:
+        lines.append(
+            f"\nSpeed measured at batch {speed[0]['batch_size']} on "
+            f"{speed[0]['device']} (median of repeats); MACs per image."
+        )
+    return "\n".join(lines)
+
+
+_COST_FORMATS = {
+    "params": lambda v: f"{v / 1e6:.2f}",
+    "macs": lambda v: f"{v / 1e6:.1f}",
+    "latency_ms": lambda v: f"{v:.2f}",
+    "images_per_s": lambda v: f"{v:.0f}",
+}
+
+
+def _label(column: str) -> str:
+    return {
+        "train_acc": "train acc %",
+        "test_acc": "test acc %",
+        "gap": "gap %",
+        "ece": "ECE %",
+        "overconfidence": "over-conf. %",
+        "cka": "CKA",
+        "params": "params (M)",
+        "macs": "MACs (M)",
+        "latency_ms": "latency ms",
+        "images_per_s": "images/s",
+    }[column]
