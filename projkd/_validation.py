@@ -25,7 +25,7 @@ from torch import nn
 from .projectors import PROJECTORS
 
 __all__ = [
-    "PARAMETER_CONSTRAINTS",
+    "DISTILLER_CONSTRAINTS",
     "check_input",
     "check_input_shape",
     "check_params",
@@ -34,7 +34,10 @@ __all__ = [
 
 _WEIGHT = [Interval(Real, 0, None, closed="left")]
 
-PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
+#: The constraints of :class:`~projkd.ProjectorDistiller`'s own parameters,
+#: in scikit-learn's vocabulary; the estimator declares them as its
+#: ``_parameter_constraints`` class attribute, which subclasses extend.
+DISTILLER_CONSTRAINTS: dict[str, list[Any]] = {
     "teacher": [nn.Module, HasMethods(["fit"])],
     "student": [nn.Module, type, callable],
     "n_projectors": [Interval(Integral, 0, None, closed="left")],
@@ -68,7 +71,10 @@ LOSS_WEIGHTS = ("ce_weight", "kd_weight", "feature_weight")
 
 
 def check_params(estimator: Any) -> None:
-    """Validate the distillation parameters in scikit-learn's vocabulary.
+    """Validate an estimator's parameters against its ``_parameter_constraints``.
+
+    The constraints are a class attribute, in scikit-learn's vocabulary
+    (``Interval``, ``StrOptions``), that subclasses extend.
 
     The batch sizes (``batch_size``, ``iterator_train__batch_size``,
     ``iterator_valid__batch_size``) must be positive integers or -1 (one batch
@@ -83,8 +89,9 @@ def check_params(estimator: Any) -> None:
         If ``ce_weight``, ``kd_weight`` and ``feature_weight`` are all zero.
     """
     caller = type(estimator).__name__
-    params = {name: getattr(estimator, name) for name in PARAMETER_CONSTRAINTS}
-    validate_parameter_constraints(PARAMETER_CONSTRAINTS, params, caller_name=caller)
+    constraints = estimator._parameter_constraints
+    params = {name: getattr(estimator, name) for name in constraints}
+    validate_parameter_constraints(constraints, params, caller_name=caller)
     # the iterator_* sizes exist only when set; each overrides batch_size
     sizes = {
         name: getattr(estimator, name)
@@ -94,7 +101,7 @@ def check_params(estimator: Any) -> None:
     validate_parameter_constraints(
         dict.fromkeys(sizes, _BATCH_SIZE), sizes, caller_name=caller
     )
-    if all(params[name] == 0 for name in LOSS_WEIGHTS):
+    if all(params.get(name) == 0 for name in LOSS_WEIGHTS):
         raise ValueError(
             "ce_weight, kd_weight and feature_weight are all 0: the loss is zero and "
             "there is nothing to learn from. Give at least one of them a positive "

@@ -8,7 +8,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from ._data_mixin import ArrayDataMixin
 from ._labels import encode_labels, label_space
 from ._random import seeded
-from ._validation import check_input, check_input_shape, check_params, check_target
+from ._validation import (
+    DISTILLER_CONSTRAINTS,
+    check_input,
+    check_input_shape,
+    check_params,
+    check_target,
+)
 from .features import (
     first_inputs,
     forward_with_features,
@@ -39,7 +45,7 @@ from .projectors import logit_projector as make_logit_projector
 from .teacher.frozen import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 from .training.batching import CachedTeacherBatch
 from .training.compiling import FeatureForward
-from .training.device import DeviceStats, cudnn_benchmark
+from .training.device import DeviceStats, cudnn_benchmark, to_channels_last
 from .training.precision import autocast, check_supported, grad_scaler, scaled_step
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
@@ -254,6 +260,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     cuda_dependent_attributes_ = NeuralNetClassifier.cuda_dependent_attributes_ + [
         "teacher_"
     ]
+    # scikit-learn's declaration of parameter constraints; subclasses extend it
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = DISTILLER_CONSTRAINTS
 
     def __init__(
         self,
@@ -392,7 +400,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         X, y = self._prepare_fit(X, y, reset=reset)
         if reset:
             self._fit_teacher(X, y)
-        with seeded(self.random_state, self.device), cudnn_benchmark(self.device):
+        device = self._compute_device()
+        with seeded(self.random_state, device), cudnn_benchmark(device):
             return super().fit(X, y, **fit_params)
 
     def partial_fit(
@@ -417,9 +426,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             X, y = self._prepare_fit(X, y, reset=not self.initialized_, classes=classes)
             if not self.initialized_:
                 self._fit_teacher(X, y)
-                with seeded(self.random_state, self.device):
+                with seeded(self.random_state, self._compute_device()):
                     self.initialize()  # networks built under the seed, as in fit
-        with cudnn_benchmark(self.device):
+        with cudnn_benchmark(self._compute_device()):
             return super().partial_fit(X, y, **fit_params)
 
     def _fit_teacher(self, X: Any, y: Any) -> None:
@@ -432,7 +441,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             return
         if y is not None:
             y = self._encode(y)  # the teacher's output i is classes_[i]
-        with seeded(self.random_state, self.device):
+        with seeded(self.random_state, self._compute_device()):
             self.teacher_estimator_ = fit_teacher_estimator(
                 self.teacher, X, y, params=self.get_params_for("teacher")
             )
@@ -524,7 +533,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
         student = self._build_student(n_out_t).to(device)
         if self.channels_last:
-            student = student.to(memory_format=torch.channels_last)
+            student = to_channels_last(student)
         d_s, n_out_s = probe(student, sample, self.student_layer, "student")
         self._check_outputs(n_out_s, n_out_t)
 
@@ -582,7 +591,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         if teacher is user and (self.channels_last or hooked):
             teacher = copy.deepcopy(teacher)
         if self.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
+            teacher = to_channels_last(teacher)
         return teacher
 
     def _build_student(self, n_classes: int) -> nn.Module:
@@ -652,9 +661,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 return
 
     def _as_input(self, x: Tensor) -> Tensor:
-        if self.channels_last and x.ndim == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return to_channels_last(x) if self.channels_last else x
 
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
         """The distillation forward pass: teacher (no grad, or looked up in the

@@ -9,7 +9,6 @@ from skorch.callbacks import Callback
 
 from projkd import ProjectorDistiller
 from projkd.augment import RandomCropFlip
-from projkd.experiments.cli import _parser, spec_from_args
 from projkd.data import CIFAR100_MEAN, CIFAR100_STD, load_digits
 from projkd.experiments import (
     FAST_SETTINGS,
@@ -23,6 +22,7 @@ from projkd.experiments import (
     train_teacher_run,
 )
 from projkd.experiments import teacher as teacher_module
+from projkd.experiments.cli import _parser, spec_from_args
 from projkd.experiments.demo import summarize
 from projkd.models import DigitsCNN
 

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from projkd.models import DigitsCNN
 from projkd.teacher.fingerprint import (
     N_HASHES,
     WIDTH,
@@ -19,7 +20,6 @@ from projkd.teacher.fingerprint import (
     sample_keys,
     teacher_fingerprint,
 )
-from projkd.models import DigitsCNN
 
 
 def reference_hash(row_bytes: bytes) -> list[int]:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from projkd.experiments.cli import main
 from projkd.experiments import reproduction as rep
+from projkd.experiments.cli import main
 from projkd.experiments.reproduction import VARIANTS, fast_settings, reproduce
 from projkd.experiments.reproduction_results import PUBLISHED, format_results, summarize
 

@@ -8,9 +8,7 @@ import torch
 from sklearn.model_selection import GridSearchCV
 
 from projkd import ProjectorDistiller
-from projkd.teacher.fingerprint import PROBE_SIZE
 from projkd.augment import RandomCropFlip
-from projkd.training.batching import ArrayBatches, ArrayDataset
 from projkd.models import DigitsCNN
 from projkd.teacher import (
     cached_teacher_outputs,
@@ -19,6 +17,8 @@ from projkd.teacher import (
     set_teacher_cache_limit,
     teacher_cache_info,
 )
+from projkd.teacher.fingerprint import PROBE_SIZE
+from projkd.training.batching import ArrayBatches, ArrayDataset
 
 from .conftest import FAST
 

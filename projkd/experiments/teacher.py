@@ -15,6 +15,7 @@ from .._random import seeded
 from ..parallel import DataParallelMixin
 from ..teacher.inference import compute_teacher_outputs
 from ..teacher.io import save_teacher
+from ..training.device import to_channels_last
 from ..training.precision import autocast, grad_scaler, scaled_step
 from .data import load_data
 from .io import save_json, write_results
@@ -71,15 +72,15 @@ class TeacherNet(NeuralNetClassifier):
     def initialize_module(self) -> TeacherNet:
         super().initialize_module()
         if self.channels_last:
-            self.module_.to(memory_format=torch.channels_last)
+            to_channels_last(self.module_)
         return self
 
     def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
         x = to_tensor(x, device=self.device)
         if self.train_transform is not None and self.module_.training:
             x = self.train_transform(x)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            x = to_channels_last(x)
         if self.mixed_precision is None:
             return self.module_(x, **fit_params)
         with autocast(x.device, self.mixed_precision):

@@ -58,7 +58,7 @@ class DataParallelMixin(AccelerateMixin):
     Mix it in before a skorch net class (``class Net(DataParallelMixin,
     NeuralNetClassifier)``). Only modules with trainable parameters are
     wrapped in DDP; the others and the criteria are moved to the device.
-    Training batches of arrays (projkd's :class:`~projkd.training.batching.ArrayBatches`)
+    Training batches of arrays (:class:`~projkd.training.batching.ArrayBatches`)
     are sharded per process with one shuffled order for all; a ``Dataset``
     goes through Accelerate's sharded ``DataLoader``. The history's training
     records are gathered across processes at each epoch's end; evaluation runs
