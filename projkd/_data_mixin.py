@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from numbers import Integral
 from typing import Any
 
@@ -12,8 +14,10 @@ from skorch.dataset import Dataset, check_indexing
 from skorch.utils import is_dataset
 from torch.utils.data import DataLoader, Subset
 
+from ._random import seeded
 from ._validation import check_input, check_input_shape, check_target
 from .teacher.cache import cached_teacher_outputs
+from .teacher.frozen import fit_teacher_estimator, is_teacher_estimator
 from .training.batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
 from .training.device import Prefetcher, nbytes, resolve_data_device, to_device
 
@@ -29,8 +33,9 @@ class ArrayDataMixin:
     inputs, *encoded* labels and, when training with the teacher cache, the
     teacher's outputs, iterated by :class:`~projkd.training.batching.ArrayBatches`;
     any other dataset, or a custom iterator, goes through skorch unchanged.
-    The host class provides ``_encode``, ``_compute_device`` and the teacher
-    parameters.
+    The host class provides ``_encode``, ``_compute_device``, ``uses_teacher``
+    and the teacher parameters. A teacher given as an estimator is fitted
+    here, on the training fold alone (:meth:`_teacher_fitted`).
 
     Every dataset that reaches training or validation carries *encoded*
     labels (indices into ``classes_``), whichever way it was made: sliced
@@ -57,22 +62,29 @@ class ArrayDataMixin:
     _compute_device: Any
     _encode: Any
     get_params_for: Any
+    train_split: Any
+    uses_teacher: Any
     input_shape_: tuple[int, ...] | None
 
     def check_data(self, X: Any, y: Any = None) -> None:
         """No-op: ``fit`` has already checked the data and set ``classes_``."""
 
-    def get_dataset(self, X: Any, y: Any = None) -> Any:
+    def get_dataset(
+        self, X: Any, y: Any = None, *, teacher_outputs: bool = True
+    ) -> Any:
         """Arrays and tensors become an :class:`~projkd.training.batching.ArrayDataset`
         of inputs, *encoded* labels and, when training with the teacher cache,
-        the teacher's outputs; a Dataset is used as is. A custom ``dataset``
-        class receives encoded labels as well."""
+        the teacher's outputs (never with ``teacher_outputs=False``, which also
+        leaves the data where they are); a Dataset is used as is. A custom
+        ``dataset`` class receives encoded labels as well."""
         if is_dataset(X):
             return super().get_dataset(X, y)  # type: ignore[misc]
         if y is not None:
             y = self._encode(y)
         if self.dataset is not Dataset or self.get_params_for("dataset"):
             return super().get_dataset(X, y)  # type: ignore[misc]
+        if not teacher_outputs:
+            return ArrayDataset(X, y)
         outputs = None
         if y is not None:
             if self._caches_teacher(X):
@@ -99,6 +111,50 @@ class ArrayDataMixin:
             to_device(X, device), to_device(y, device), to_device(outputs, device)
         )
 
+    @contextmanager
+    def _teacher_fitted(
+        self, X: Any, y: Any, reset: bool, fit_params: dict[str, Any]
+    ) -> Iterator[None]:
+        """Fit a teacher given as an estimator on this fit's *training* fold.
+
+        The split is computed here, once, on the data without teacher outputs
+        (the dataset with them needs the teacher), and reused by
+        :meth:`get_split_datasets` for the rest of the fit: a ``ValidSplit``
+        without ``random_state`` reshuffles on every call, and the teacher
+        must not see the rows that ``valid_*`` scores, ``EarlyStopping`` and
+        ``Checkpoint`` judge the student on. Seeded on its own, so that
+        whether the fitted teacher comes from the cache or not, the
+        student's random stream is the same.
+        """
+        if not (reset and is_teacher_estimator(self.teacher)):
+            yield
+            return
+        plain = self.get_dataset(X, y, teacher_outputs=False)
+        train, valid = plain, None
+        if self.train_split:
+            train, valid = self.train_split(plain, y, **fit_params)
+        X_fit, y_fit = self._fold_data(train, plain, X, y)
+        with seeded(self.random_state, self._compute_device()):
+            self.teacher_estimator_ = fit_teacher_estimator(
+                self.teacher, X_fit, y_fit, params=self.get_params_for("teacher")
+            )
+        self.fit_split_ = (plain, train, valid)
+        try:
+            yield
+        finally:
+            del self.fit_split_
+
+    def _fold_data(self, part: Any, plain: Any, X: Any, y: Any) -> tuple[Any, Any]:
+        """The inputs and encoded labels of ``part`` of the fit's data."""
+        base, indices = unwrap_subsets(part)
+        if base is not plain or is_dataset(X):
+            return part, None  # a dataset of its own: it yields its labels
+        y_encoded = None if y is None else self._encode(y)
+        if indices is None:
+            return X, y_encoded
+        rows = torch.as_tensor(indices) if isinstance(X, torch.Tensor) else indices
+        return X[rows], None if y_encoded is None else y_encoded[indices]
+
     def get_split_datasets(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
         """skorch's split, with the labels of both parts encoded.
 
@@ -110,9 +166,16 @@ class ArrayDataMixin:
         ``classes_``, and callbacks such as ``EarlyStopping`` or
         ``Checkpoint`` on ``valid_acc`` pick the right epochs.
         """
-        train, valid = super().get_split_datasets(  # type: ignore[misc]
-            X, y, **fit_params
-        )
+        split = getattr(self, "fit_split_", None)
+        if split is None:
+            train, valid = super().get_split_datasets(  # type: ignore[misc]
+                X, y, **fit_params
+            )
+        else:  # computed once, before the teacher estimator was fitted
+            plain, train, valid = split
+            train, valid = (
+                self._on_dataset(part, plain, X, y) for part in (train, valid)
+            )
         converted: dict[int, Any] = {}  # one conversion per underlying dataset
         parts = []
         for name, part in (("training", train), ("validation", valid)):
@@ -123,6 +186,15 @@ class ArrayDataMixin:
             except ValueError as error:
                 raise ValueError(f"The {name} set: {error}") from error
         return tuple(parts)
+
+    def _on_dataset(self, part: Any, plain: Any, X: Any, y: Any) -> Any:
+        """``part`` of the split of ``plain`` (the fit's data without teacher
+        outputs), on the fit's dataset with them."""
+        base, indices = unwrap_subsets(part)
+        if base is not plain or is_dataset(X):
+            return part  # a dataset of its own, or one without teacher outputs
+        full = self.get_dataset(X, y)
+        return full if indices is None else Subset(full, indices.tolist())
 
     def _encoded_dataset(self, dataset: Any, converted: dict[int, Any]) -> Any:
         """``dataset`` with its labels as indices into ``classes_``.
@@ -169,6 +241,8 @@ class ArrayDataMixin:
         return encoded
 
     def _caches_teacher(self, X: Any) -> bool:
+        if not self.uses_teacher():  # no loss term reads the teacher
+            return False
         if self.cache_teacher == "auto":
             return self.train_transform is None and not is_dataset(X)
         return bool(self.cache_teacher)

@@ -22,10 +22,14 @@ from sklearn.utils.validation import column_or_1d
 from skorch.utils import is_dataset
 from torch import nn
 
+from .features import first_inputs
 from .projectors import PROJECTORS
+from .training.precision import check_supported
 
 __all__ = [
     "DISTILLER_CONSTRAINTS",
+    "check_fast_settings",
+    "check_fit_data",
     "check_input",
     "check_input_shape",
     "check_params",
@@ -213,3 +217,61 @@ def check_target(y: Any, n_samples: int | None) -> np.ndarray:
         raise ValueError("y contains NaN; every sample needs a label.")
     check_classification_targets(y)
     return y
+
+
+def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
+    """The data of a fit, checked (:func:`check_input`, :func:`check_target`),
+    and refused where the estimator's parameters cannot take them.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is missing for array input, or ``cache_teacher=True`` is
+        given with a ``Dataset`` or a ``train_transform``.
+    """
+    X = check_input(X)
+    if y is not None:
+        y = check_target(y, None if is_dataset(X) else len(X))
+    elif not is_dataset(X):
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y "
+            "is None; pass labels, or a Dataset that yields them."
+        )
+    if estimator.cache_teacher not in ("auto", False) and (
+        estimator.train_transform is not None or is_dataset(X)
+    ):
+        raise ValueError(
+            "cache_teacher=True needs array input and no train_transform: a "
+            "random augmentation changes the teacher's output at every step. "
+            "Use cache_teacher='auto' or False."
+        )
+    return X, y
+
+
+def check_fast_settings(estimator: Any, X: Any, device: Any) -> None:
+    """Refuse speed settings that cannot work on ``device``, before training.
+
+    Raises
+    ------
+    ValueError
+        For a ``mixed_precision`` the device cannot autocast, a
+        ``data_device`` that is no device, or ``channels_last=True`` with
+        input that is not ``(N, C, H, W)`` images.
+    """
+    check_supported(device, estimator.mixed_precision)
+    if estimator.data_device != "auto":
+        try:
+            torch.device(estimator.data_device)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(
+                f"data_device={estimator.data_device!r} is not a device; use "
+                "'auto', 'cpu', 'cuda' or 'cuda:<index>'."
+            ) from error
+    if estimator.channels_last:
+        ndim = first_inputs(X, n=1).ndim if is_dataset(X) else X.ndim
+        if ndim != 4:
+            raise ValueError(
+                "channels_last=True needs image batches of shape (N, C, H, W), "
+                f"but the inputs have {ndim} dimensions. Use channels_last=False "
+                "for other input."
+            )

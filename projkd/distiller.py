@@ -3,55 +3,46 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.utils import TransformerTags
-from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
-from skorch.dataset import get_len, unpack_data
-from skorch.history import History
-from skorch.utils import is_dataset, to_numpy, to_tensor
+from skorch.utils import is_dataset, to_tensor
 from torch import Tensor, nn
 
 from ._data_mixin import ArrayDataMixin
 from ._labels import encode_labels, label_space
+from ._networks import NetworksMixin
+from ._prediction import PredictionMixin
 from ._random import seeded
 from ._validation import (
     DISTILLER_CONSTRAINTS,
-    check_input,
+    check_fast_settings,
+    check_fit_data,
     check_input_shape,
     check_params,
-    check_target,
 )
-from .features import (
-    first_inputs,
-    forward_with_features,
-    logits_of,
-    probe,
-    resolve_feature_layer,
-)
+from .features import first_inputs
 from .losses import distillation_loss
-from .projectors import ProjectorEnsemble
-from .projectors import logit_projector as make_logit_projector
-from .teacher.frozen import fit_teacher_estimator, freeze_teacher, is_teacher_estimator
 from .training.batching import CachedTeacherBatch
-from .training.compiling import FeatureForward
-from .training.device import DeviceStats, cudnn_benchmark, to_channels_last
-from .training.precision import autocast, check_supported, grad_scaler, scaled_step
+from .training.device import cudnn_benchmark, to_channels_last
+from .training.precision import (
+    ScaledStepMixin,
+    autocast,
+)
+from .training.records import DeviceRecordsMixin
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
-_FORWARDS = ("_student_forward_fn", "_teacher_forward_fn")
+#: each loss term's weight parameter
+TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,22 +53,37 @@ class DistillationOutput(NamedTuple):
     """Everything one distillation forward pass produces.
 
     The student's logits come first: skorch takes the first element of a
-    tuple output as the prediction.
+    tuple output as the prediction. What a switched-off loss term alone needs
+    is not computed and is None: the projections without the feature term,
+    the KD logits without the KD term, the teacher's outputs when neither
+    term is on.
     """
 
     logits: Tensor
     features: Tensor
-    projected: Tensor
-    kd_logits: Tensor
-    teacher_logits: Tensor
-    teacher_features: Tensor
+    projected: Tensor | None
+    kd_logits: Tensor | None
+    teacher_logits: Tensor | None
+    teacher_features: Tensor | None
+
+    def float(self) -> DistillationOutput:
+        """The same output with half-precision tensors cast to float32."""
+        if not any(t is not None and t.dtype in _HALF for t in self):
+            return self
+        return DistillationOutput(*(None if t is None else t.float() for t in self))
 
 
-def _softmax(logits: Tensor) -> Tensor:
-    return torch.softmax(logits, dim=-1)
+_HALF = (torch.float16, torch.bfloat16)
 
 
-class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
+class ProjectorDistiller(
+    NetworksMixin,
+    PredictionMixin,
+    ScaledStepMixin,
+    DeviceRecordsMixin,
+    ArrayDataMixin,
+    NeuralNetClassifier,
+):
     """Distil a frozen teacher into a student through an ensemble of projectors.
 
     The student is trained on
@@ -86,45 +92,36 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     and ``f`` is the mean of ``n_projectors`` independently initialised
     projectors. Projectors train with the student in one optimizer and are
     dropped at prediction time: ``predict``, ``predict_proba`` and ``score``
-    run the student alone.
+    run the student alone. A term whose weight is 0 is not computed (a fit
+    with ``kd_weight = feature_weight = 0`` never runs the teacher).
 
-    This class subclasses skorch's :class:`~skorch.NeuralNetClassifier` rather
-    than wrapping one, so every skorch parameter (``max_epochs``, ``lr``,
-    ``batch_size``, ``optimizer__*``, ``callbacks``, ``device``,
-    ``train_split``, ``iterator_train__*``, ...), the history, checkpoints
-    and ``save_params``/``load_params`` work unchanged, and the estimator is
-    a scikit-learn classifier for ``clone``, ``GridSearchCV``, ``Pipeline``
-    and ``cross_val_score``.
+    A subclass of skorch's :class:`~skorch.NeuralNetClassifier`: every skorch
+    parameter, the history, checkpoints and ``save_params``/``load_params``
+    work unchanged, and the estimator is a scikit-learn classifier for
+    ``clone``, ``GridSearchCV``, ``Pipeline`` and ``cross_val_score``. The
+    user guide describes each parameter at length.
 
     Parameters
     ----------
-    teacher : torch.nn.Module
-        The pretrained teacher. It is frozen: it runs without gradients and in
-        eval mode (its BatchNorm statistics never move), and never reaches
-        the optimizer. The object passed in is never modified; it is used
-        directly when it already is in eval mode on ``device``, else a copy
-        is. Its output ``i`` is taken to mean ``classes_[i]``.
+    teacher : torch.nn.Module or estimator
+        The pretrained teacher, frozen (no gradients, eval mode, never in the
+        optimizer) and never modified; a copy is used unless it already is
+        in eval mode on ``device``. Its output ``i`` means ``classes_[i]``. An
+        unfitted skorch net is fitted on the training fold of each fit.
     student : torch.nn.Module class, factory callable or instance
-        The network to train. A class or a factory -- any callable returning
-        a module, e.g. a registry entry such as
-        ``functools.partial(projkd.models.get_model, "resnet8")`` -- is
-        called *inside* ``fit``, under ``random_state``, with the
-        ``student__*`` parameters (as skorch does with ``module__*``) and
-        ``num_classes`` set to the teacher's number of outputs when it takes
-        that argument. An instance is deep-copied, so the object passed in
-        stays as it was; its initial weights are those it was built with,
-        drawn from torch's global generator outside ``random_state``'s
-        reach: for reproducible runs build it under ``torch.manual_seed``,
-        or pass a class or factory.
+        The network to train. A class or factory is called inside ``fit``,
+        under ``random_state``, with the ``student__*`` parameters (and
+        ``num_classes`` from the teacher when it takes it); an instance is
+        deep-copied.
     n_projectors : int, default=3
-        Number of projectors in the ensemble. ``0`` compares the student's
-        features with the teacher's directly (the widths must then be equal).
+        Projectors in the ensemble; ``0`` compares the features directly
+        (their widths must then be equal).
     projector : {"linear", "mlp"} or callable, default="linear"
-        ``"linear"`` is the paper's ``Linear(d_s, d_t) + ReLU``; ``"mlp"`` is
-        ``Linear - BatchNorm - ReLU - Linear``; a callable
-        ``(d_s, d_t) -> nn.Module`` builds a custom projector.
+        ``Linear(d_s, d_t) + ReLU``, ``Linear - BatchNorm - ReLU - Linear``,
+        or a callable ``(d_s, d_t) -> nn.Module``.
     feature_weight : float, default=25.0
-        Weight of the feature term ``1 - cos(f(s), t)``.
+        Weight of the feature term ``1 - cos(f(s), t)``; with 0 no projector
+        is built.
     kd_weight : float, default=0.0
         Weight of the KD term ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``.
     ce_weight : float, default=1.0
@@ -133,85 +130,57 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         The KD temperature ``T``.
     logit_projector : bool, default=False
         Compute the KD term on a learned ``Linear(C, C)`` of the student's
-        logits (the paper's "projectors help logit distillation").
-        Predictions use the raw logits.
+        logits; predictions use the raw logits.
     logit_projector_init : {"identity", "default"}, default="identity"
-        How the logit projector starts. ``"identity"`` (``W = I, b = 0``) lets
-        KD first see the raw logits, so the student keeps the teacher's class
-        order; ``"default"`` is PyTorch's random init, as in the reference code
-        (chenyd7/PEFD), which can satisfy KD in a scrambled basis while the
-        raw logits, used for prediction, learn little.
+        ``W = I, b = 0``, or PyTorch's random init (as the reference code).
     teacher_layer, student_layer : str or None, default=None
-        Name of the module whose (average-pooled) output is the network's
-        feature. ``None`` uses ``forward_features``/``forward_head`` when the
-        network has them, else the input of its last ``nn.Linear``.
+        The module whose (average-pooled) output is the network's feature;
+        ``None`` uses ``forward_features``/``forward_head``, else the input
+        of the last ``nn.Linear``.
     cache_teacher : {"auto"} or bool, default="auto"
-        Compute the teacher's outputs once, in large no-grad batches, and
-        look them up during training and validation instead of running the
-        teacher every step. ``"auto"``: on for array input without
-        ``train_transform``. The cache is per sample and shared by every
-        estimator holding the same teacher object in the same state (its
-        tensors, and its outputs on a probe batch), so a cross-validated
-        search runs the teacher over each sample about once, and a teacher
-        changed in place is never served old outputs. Its memory is bounded:
-        see :func:`projkd.teacher.set_teacher_cache_limit`.
+        Compute the teacher's outputs once per sample and look them up
+        (``"auto"``: for array input without ``train_transform``); shared by
+        every estimator holding the same teacher in the same state, bounded
+        by :func:`projkd.teacher.set_teacher_cache_limit`.
     memory : str, joblib.Memory or None, default=None
-        Keep the teacher's outputs in this joblib cache (a folder) instead of
-        in memory: shared across processes (parallel searches) and runs.
+        Keep the teacher's outputs in this joblib cache instead of in memory.
     nonfinite_loss : {"raise", "skip"}, default="raise"
-        What a NaN or infinite training loss does: ``"raise"`` stops with a
-        :class:`NonFiniteLossError` naming the epoch, the batch and the term,
-        keeping the last finite weights; ``"skip"`` warns and skips the batch.
+        A NaN or infinite training loss raises :class:`NonFiniteLossError`
+        (naming the epoch, batch and term; the weights stay the last finite
+        ones) or, with ``"skip"``, warns and skips the batch, which is left
+        out of the epoch's means and counted in ``train_skipped``.
     train_transform : callable or None, default=None
-        Augmentation applied to each *training* batch on ``device``, e.g.
-        :class:`projkd.augment.RandomCropFlip` (crop + flip, per sample). The
-        teacher sees exactly the augmented view the student sees; validation
-        and prediction never augment.
+        Augmentation of each training batch on ``device``, e.g.
+        :class:`projkd.augment.RandomCropFlip`; the teacher sees the same view.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation (the student when given as a class or factory,
-        and the projectors), shuffling and dropout for the duration of
-        ``fit``, and the initialisation in a first ``partial_fit`` (torch's
-        global generators are restored afterwards). Two fits with the same
-        seed and data give bit-identical predictions on CPU.
+        Seeds what ``fit`` builds and draws (initialisation, shuffling,
+        dropout); torch's global generators are restored afterwards.
     mixed_precision : {None, "bf16", "fp16"}, default=None
-        Run the teacher, the student and the projectors under autocast at
-        this precision (the loss terms are computed in float32). ``"fp16"``
-        scales the loss with a :class:`torch.amp.GradScaler`, which skips
-        steps whose gradients overflow. bf16 works on CPUs and GPUs.
-        Predictions are float32 probabilities; cached teacher outputs are
-        stored at this precision (half the memory of float32).
+        Autocast the networks at this precision (loss terms in float32;
+        ``"fp16"`` scales the loss with a :class:`torch.amp.GradScaler`).
     channels_last : bool, default=False
-        Keep the student, the teacher and the input batches in
-        ``torch.channels_last`` memory format (faster convolutions on GPUs
-        with tensor cores). Needs image input ``(N, C, H, W)``.
+        Keep the networks and image batches in ``torch.channels_last``.
     data_device : {"auto"} or str or torch.device, default="auto"
-        Where array input lives during ``fit``. ``"auto"``: on the compute
-        device when it is an accelerator and the arrays take under
-        :data:`projkd.training.device.DEVICE_MEMORY_FRACTION` of its free memory
-        (shuffling, slicing, augmentation and the teacher cache then all
-        stay there), else on the host, from where batches are copied from
-        pinned memory one batch ahead. A tensor already on the device is
-        never copied back.
+        Where array input lives during ``fit``; ``"auto"``: on an accelerator
+        when the arrays take under
+        :data:`projkd.training.device.DEVICE_MEMORY_FRACTION` of its free
+        memory, else on the host (copied one batch ahead).
     compile : bool, default=False
-        skorch's parameter: ``True`` compiles, with :func:`torch.compile`
-        and the ``compile__*`` parameters, what trains -- the student's
-        forward with its features (through ``forward_features`` and
-        ``forward_head`` where it has them), the projectors, and the
-        teacher's forward when it is not served from the cache.
+        skorch's parameter: compile what trains (the student's forward with
+        its features, the projectors, the uncached teacher) with
+        :func:`torch.compile` and the ``compile__*`` parameters.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         The classification loss on the student's logits.
     predict_nonlinearity : callable, None or "auto", default="auto"
         ``"auto"`` applies softmax, whatever the criterion.
     **kwargs
-        Any other skorch parameter; ``student__*`` are passed to the student's
-        constructor.
+        Any other skorch parameter; ``student__*`` go to the student.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The labels: the ``classes`` parameter if given, else the sorted
-        unique labels of ``y``. For a torch ``Dataset`` without ``y`` its
-        targets are class indices and ``classes_`` is ``arange(n_classes)``.
+        The labels (``classes`` if given, else the sorted labels of ``y``;
+        ``arange(n_classes)`` for a Dataset without ``y``).
     module_ : torch.nn.Module
         The trained student.
     teacher_ : torch.nn.Module
@@ -223,9 +192,9 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     n_student_features_, n_teacher_features_ : int
         The feature widths found by probing the networks.
     history_ : skorch.History
-        Per epoch: ``train_loss`` and its terms ``train_ce``, ``train_kd``,
-        ``train_feat`` (unweighted), ``train_acc``, ``valid_loss``,
-        ``valid_acc``.
+        Per epoch: ``train_loss`` and its unweighted terms ``train_ce``,
+        ``train_kd``, ``train_feat`` (0 when switched off), ``train_acc``,
+        ``train_skipped``, ``valid_loss``, ``valid_acc``.
 
     References
     ----------
@@ -354,14 +323,13 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
 
     @property
     def _default_callbacks(self) -> list[tuple[str, Any]]:
-        train_terms = [
-            (f"train_{term}", PassthroughScoring(name=f"train_{term}", on_train=True))
-            for term in LOSS_TERMS
+        passthrough = [
+            (name, PassthroughScoring(name=name, on_train=name.startswith("train")))
+            for name in ("train_loss", *(f"train_{t}" for t in LOSS_TERMS))
         ]
         return [
             ("epoch_timer", EpochTimer()),
-            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-            *train_terms,
+            *passthrough,
             (
                 "train_acc",
                 PassthroughScoring(
@@ -398,11 +366,10 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             )
         reset = not (self.warm_start and self.initialized_)
         X, y = self._prepare_fit(X, y, reset=reset)
-        if reset:
-            self._fit_teacher(X, y)
         device = self._compute_device()
-        with seeded(self.random_state, device), cudnn_benchmark(device):
-            return super().fit(X, y, **fit_params)
+        with self._teacher_fitted(X, y, reset, fit_params):
+            with seeded(self.random_state, device), cudnn_benchmark(device):
+                return super().fit(X, y, **fit_params)
 
     def partial_fit(
         self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any
@@ -422,34 +389,34 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         -------
         self : ProjectorDistiller
         """
-        if fit_params.get("_routing_method") != "fit":  # fit has prepared X, y
-            X, y = self._prepare_fit(X, y, reset=not self.initialized_, classes=classes)
-            if not self.initialized_:
-                self._fit_teacher(X, y)
-                with seeded(self.random_state, self._compute_device()):
+        first = not self.initialized_
+        X, y = self._prepare_fit(X, y, reset=first, classes=classes)
+        device = self._compute_device()
+        with self._teacher_fitted(X, y, first, fit_params):
+            if first:
+                with seeded(self.random_state, device):
                     self.initialize()  # networks built under the seed, as in fit
-        with cudnn_benchmark(self._compute_device()):
-            return super().partial_fit(X, y, **fit_params)
+            with cudnn_benchmark(device):
+                return super().partial_fit(X, y, **fit_params)
 
-    def _fit_teacher(self, X: Any, y: Any) -> None:
-        """Fit a teacher given as an estimator on this fit's training data.
+    def initialize_for(self, X: Any, y: Any) -> ProjectorDistiller:
+        """Validate ``X, y`` and initialise for them as ``fit`` does before its
+        first epoch (a teacher estimator fitted on them, the networks built
+        under ``random_state``), without training.
 
-        Seeded on its own, so that whether the fitted teacher comes from the
-        cache or not, the student's random stream is the same.
+        :func:`~projkd.lockstep.fit_lockstep` starts its estimators so; a
+        fit with a validation split fits its teacher estimator on the
+        training fold instead (see :meth:`fit`).
+
+        Returns
+        -------
+        self : ProjectorDistiller
         """
-        if not is_teacher_estimator(self.teacher):
-            return
-        if y is not None:
-            y = self._encode(y)  # the teacher's output i is classes_[i]
-        with seeded(self.random_state, self._compute_device()):
-            self.teacher_estimator_ = fit_teacher_estimator(
-                self.teacher, X, y, params=self.get_params_for("teacher")
-            )
-
-    def _teacher_module(self) -> nn.Module:
-        if is_teacher_estimator(self.teacher):
-            return self.teacher_estimator_.module_
-        return self.teacher
+        X, y = self._prepare_fit(X, y, reset=True)
+        with self._teacher_fitted(X, y, True, {}):
+            with seeded(self.random_state, self._compute_device()):
+                self.initialize()
+        return self
 
     def _compute_device(self) -> Any:
         """Where the networks run (skorch's ``device``; None means the CPU)."""
@@ -458,26 +425,13 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     def _prepare_fit(
         self, X: Any, y: Any, *, reset: bool, classes: Any = None
     ) -> tuple[Any, Any]:
+        """Check the parameters and the data before any training; with
+        ``reset``, remember what the data set implies (shapes, classes)."""
         check_params(self)
-        X = check_input(X)
-        if y is not None:
-            y = check_target(y, None if is_dataset(X) else len(X))
-        elif not is_dataset(X):
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is "
-                "None; pass labels, or a Dataset that yields them."
-            )
+        X, y = check_fit_data(self, X, y)
         if not reset:
             expected: tuple[int, ...] | None = getattr(self, "input_shape_", None)
             check_input_shape(X, expected, type(self).__name__)
-        if self.cache_teacher not in ("auto", False) and (
-            self.train_transform is not None or is_dataset(X)
-        ):
-            raise ValueError(
-                "cache_teacher=True needs array input and no train_transform: a "
-                "random augmentation changes the teacher's output at every step. "
-                "Use cache_teacher='auto' or False."
-            )
         self._check_fast_settings(X)
         if reset:
             self.input_shape_ = None if is_dataset(X) else tuple(X.shape[1:])
@@ -496,156 +450,7 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
 
     def _check_fast_settings(self, X: Any) -> None:
         """Refuse speed settings that cannot work, before training."""
-        check_supported(self._compute_device(), self.mixed_precision)
-        if self.data_device != "auto":
-            try:
-                torch.device(self.data_device)
-            except (RuntimeError, ValueError) as error:
-                raise ValueError(
-                    f"data_device={self.data_device!r} is not a device; use 'auto', "
-                    "'cpu', 'cuda' or 'cuda:<index>'."
-                ) from error
-        if self.channels_last:
-            ndim = first_inputs(X, n=1).ndim if is_dataset(X) else X.ndim
-            if ndim != 4:
-                raise ValueError(
-                    "channels_last=True needs image batches of shape (N, C, H, W), "
-                    f"but the inputs have {ndim} dimensions. Use channels_last=False "
-                    "for other input."
-                )
-
-    # -------------------------------------------------------- initialisation
-    def initialize_module(self) -> ProjectorDistiller:
-        """Build the student, the frozen teacher and the projectors.
-
-        The feature widths come from one forward pass of both networks on a
-        sample of the training inputs, so any architecture works.
-        """
-        sample = getattr(self, "_sample_input_", None)
-        if sample is None:
-            raise ValueError(
-                f"{type(self).__name__} sizes its projectors from the data; call "
-                "fit(X, y) or partial_fit(X, y) instead of initialize()."
-            )
-        device = self._compute_device()
-        teacher = self._frozen_teacher(device)
-        sample = to_tensor(sample, device=device)
-        d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
-        student = self._build_student(n_out_t).to(device)
-        if self.channels_last:
-            student = to_channels_last(student)
-        d_s, n_out_s = probe(student, sample, self.student_layer, "student")
-        self._check_outputs(n_out_s, n_out_t)
-
-        self.module_ = student
-        self.teacher_ = teacher
-        self.n_student_features_ = d_s
-        self.n_teacher_features_ = d_t
-        self.projectors_ = ProjectorEnsemble(
-            d_s, d_t, self.n_projectors, self.projector
-        )
-        self.logit_projector_ = (
-            make_logit_projector(n_out_t, self.logit_projector_init)
-            if self.logit_projector
-            else nn.Identity()
-        )
-        for name in _FORWARDS:  # rebuilt for the new modules on first use
-            self.__dict__.pop(name, None)
-        self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
-        return self
-
-    def _forward_of(
-        self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False
-    ) -> Any:
-        """The :class:`~projkd.training.compiling.FeatureForward` running ``model``.
-
-        With ``compile=True`` it is compiled (skorch's compile of ``module_``
-        alone would leave ``forward_features``/``forward_head`` eager). Built
-        for the module the estimator holds *now*, so that a wrapper put
-        around ``module_`` later (DDP by Accelerate) is called, and never
-        pickled (it would hold a second copy of the networks).
-        """
-        forward = self.__dict__.get(name)
-        if forward is None or forward.source is not model:
-            kwargs = self.get_params_for("compile") if self.compile else None
-            network = "teacher" if "teacher" in name else "student"  # for errors
-            forward = self.__dict__[name] = FeatureForward(
-                model, layer, kwargs, tap, network=network
-            )
-        return forward
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for name in (*_FORWARDS, "_epoch_stats", "_epoch_batches"):
-            state.pop(name, None)
-        return state
-
-    def _frozen_teacher(self, device: Any) -> nn.Module:
-        """The frozen teacher, copied where a speed setting would modify the
-        user's object (memory format, a compiled feature hook)."""
-        user = self._teacher_module()
-        teacher = freeze_teacher(user, device)
-        hooked = bool(self.compile) and (
-            resolve_feature_layer(teacher, self.teacher_layer) is not None
-        )
-        if teacher is user and (self.channels_last or hooked):
-            teacher = copy.deepcopy(teacher)
-        if self.channels_last:
-            teacher = to_channels_last(teacher)
-        return teacher
-
-    def _build_student(self, n_classes: int) -> nn.Module:
-        """Build (or copy) the student; a class or factory that takes
-        ``num_classes`` gets the teacher's number of outputs unless
-        ``student__num_classes`` is set."""
-        kwargs = self.get_params_for("student")
-        builds = not isinstance(self.student, nn.Module)
-        if builds and "num_classes" not in kwargs:
-            if _takes_argument(self.student, "num_classes"):
-                kwargs["num_classes"] = n_classes
-        student = self.initialized_instance(self.student, kwargs)
-        if not isinstance(student, nn.Module):
-            raise TypeError(
-                f"student={_name(self.student)} returned a "
-                f"{type(student).__name__}, not a torch.nn.Module; pass a module "
-                "class, a function that builds one, or a module."
-            )
-        if student is self.student:
-            student = copy.deepcopy(student)  # never train the user's object
-        return student
-
-    def _check_outputs(self, n_out_student: int, n_out_teacher: int) -> None:
-        if self.classes_inferred_ is None:
-            self.classes_inferred_ = np.arange(n_out_teacher)
-        n_classes = len(self.classes_)
-        if n_out_teacher != n_classes:
-            raise ValueError(
-                f"The teacher has {n_out_teacher} outputs but there are {n_classes} "
-                f"classes ({_preview(self.classes_)}). Its output i is read as "
-                "classes_[i]: pass classes= listing the teacher's classes in order."
-            )
-        if n_out_student != n_out_teacher:
-            raise ValueError(
-                f"The student has {n_out_student} outputs but the teacher has "
-                f"{n_out_teacher}; build the student for {n_out_teacher} classes "
-                "(e.g. student__num_classes)."
-            )
-
-    def set_params(self, **kwargs: Any) -> ProjectorDistiller:
-        """Set parameters; ``student__*`` re-initialise a fitted student."""
-        student_params = {k: v for k, v in kwargs.items() if k.startswith("student__")}
-        super().set_params(
-            **{k: v for k, v in kwargs.items() if k not in student_params}
-        )
-        if student_params:
-            self.__dict__.update(student_params)
-            self._params_to_validate.update(student_params)
-            if self.initialized_:
-                self._validate_params()
-                self._initialize_module()
-                self._initialize_criterion()
-                self._initialize_optimizer()
-        return self
+        check_fast_settings(self, X, self._compute_device())
 
     # ------------------------------------------------------------- training
     def _set_training(self, training: bool = True) -> None:
@@ -663,32 +468,48 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
     def _as_input(self, x: Tensor) -> Tensor:
         return to_channels_last(x) if self.channels_last else x
 
+    def active_terms(self) -> tuple[str, ...]:
+        """The loss terms with a non-zero weight (of ``"ce"``, ``"kd"``,
+        ``"feat"``): only these are computed."""
+        return tuple(t for t in LOSS_TERMS if getattr(self, TERM_WEIGHTS[t]))
+
+    def uses_teacher(self) -> bool:
+        """Whether training needs the teacher's outputs (a KD or feature term)."""
+        return bool(self.kd_weight or self.feature_weight)
+
     def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
         """The distillation forward pass: teacher (no grad, or looked up in the
-        cache), student, projectors -- under autocast with ``mixed_precision``."""
+        cache), student, projectors -- under autocast with ``mixed_precision``
+        -- each only where a loss term with a non-zero weight needs it."""
         with autocast(self.device, self.mixed_precision):
             if not isinstance(x, CachedTeacherBatch):
-                x = self._teacher_batch(x, training=self.module_.training)
+                x = self.teacher_batch(x, training=self.module_.training)
             x, teacher_logits, teacher_features = (
-                to_tensor(t, device=self.device) for t in x
+                None if t is None else to_tensor(t, device=self.device) for t in x
             )
-            x = self._as_input(x)
-            logits, features = self._student_forward(x)
+            logits, features = self._student_forward(self._as_input(x))
+            projected = self.projectors_(features) if self.feature_weight else None
+            kd_logits = None
+            if self.kd_weight:
+                kd_logits = (
+                    self.logit_projector_(logits) if self.logit_projector else logits
+                )
             return DistillationOutput(
                 logits=logits,
                 features=features,
-                projected=self.projectors_(features),
-                kd_logits=self.logit_projector_(logits)
-                if self.logit_projector
-                else logits,
+                projected=projected,
+                kd_logits=kd_logits,
                 teacher_logits=teacher_logits,
                 teacher_features=teacher_features,
             )
 
-    def _teacher_batch(self, x: Any, *, training: bool) -> CachedTeacherBatch:
+    def teacher_batch(
+        self, x: Any, *, training: bool, teacher: bool | None = None
+    ) -> CachedTeacherBatch:
         """The batch as the student will see it -- on the device, augmented
         when ``training`` (one view for student and teacher), in its memory
-        format -- with the teacher's outputs for it. Call under autocast.
+        format -- with the teacher's outputs for it (None when ``teacher`` is
+        False; by default, when no loss term needs them). Call under autocast.
 
         :func:`~projkd.lockstep.fit_lockstep` calls it once per batch for
         all its estimators.
@@ -697,6 +518,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         if training and self.train_transform is not None:
             x = self.train_transform(x)
         x = self._as_input(x)
+        if not (self.uses_teacher() if teacher is None else teacher):
+            return CachedTeacherBatch(x, None, None)  # type: ignore[arg-type]
         with torch.no_grad():
             logits, features = self._forward_of(
                 "_teacher_forward_fn", self.teacher_, self.teacher_layer
@@ -716,19 +539,15 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
         self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
     ) -> Tensor:
         """The weighted distillation loss, computed in float32; its terms go
-        to the batch history.
+        to the epoch's device records (:mod:`projkd.training.records`).
 
-        The terms and the accuracy stay on the device during an epoch and
-        reach the history at its end (one transfer); only the finiteness of
-        the training loss is read per batch, which ``nonfinite_loss`` needs
-        before the optimizer step.
+        One value per training batch is read back: whether its loss is
+        finite, which ``nonfinite_loss`` needs before the optimizer step.
         """
         if not isinstance(y_pred, DistillationOutput):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
-        out = y_pred
-        if any(t.dtype in (torch.float16, torch.bfloat16) for t in y_pred):
-            out = DistillationOutput(*(t.float() for t in y_pred))
+        out = y_pred.float()
         loss, terms = distillation_loss(
             out.logits,
             y_true,
@@ -746,141 +565,23 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
             values = torch.stack([*(terms[t] for t in LOSS_TERMS), accuracy, loss])
         if training and not bool(torch.isfinite(loss)):
-            recorded = values.tolist()
-            return self._nonfinite_loss(
-                float(loss.detach()), dict(zip(LOSS_TERMS, recorded, strict=False))
-            )
-        prefix = "train" if training else "valid"
-        stats = getattr(self, "_epoch_stats", None)
-        if stats is not None:
-            stats.add((len(self._epoch_batches) - 1, prefix), values)
-        else:
-            self._record_terms(prefix, values.tolist())
+            return self._nonfinite_loss(values.tolist())
+        names = (*LOSS_TERMS, "acc", "loss")
+        records = self.epoch_records_
+        if records.is_open:
+            records.add(names, values)
+        else:  # a step outside skorch's epoch loop
+            prefix = "train" if training else "valid"
+            for name, value in zip(names, values.tolist(), strict=True):
+                self.history.record_batch(f"{prefix}_{name}", value)
         return loss
 
-    def _record_terms(
-        self, prefix: str, values: list[float], batch: Any = None
-    ) -> None:
-        names = [f"{prefix}_{term}" for term in LOSS_TERMS] + [f"{prefix}_acc"]
-        for name, value in zip(names, values, strict=False):  # the loss comes last
-            if batch is None:
-                self.history.record_batch(name, value)
-            else:
-                batch[name] = value
+    def _nonfinite_loss(self, values: list[float]) -> Tensor:
+        """Stop (or skip the batch) before a non-finite loss reaches the weights.
 
-    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """skorch's step; with ``mixed_precision="fp16"`` the loss is scaled
-        before the backward pass."""
-        scaler = getattr(self, "grad_scaler_", None)
-        if scaler is None:
-            return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        scaler.scale(loss).backward()
-        return {"loss": loss, "y_pred": y_pred}
-
-    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """skorch's step, or with ``mixed_precision="fp16"`` the gradient
-        scaler's: gradients are unscaled before ``on_grad_computed`` (so
-        clipping callbacks see true values), and a step whose gradients
-        overflowed is skipped (no closure: the scaler does not support one)."""
-        scaler = getattr(self, "grad_scaler_", None)
-        if scaler is None:
-            return super().train_step(batch, **fit_params)
-        self._zero_grad_optimizer()
-        step = self.train_step_single(batch, **fit_params)
-        if step["loss"].grad_fn is None:  # a skipped non-finite batch
-            return step
-        scaled_step(self, scaler, batch)
-        return step
-
-    def on_batch_begin(
-        self, net: Any, batch: Any = None, training: bool = False, **kwargs: Any
-    ) -> None:
-        """skorch's new batch row, appended without History's slow indexing."""
-        if type(self.history) is History:
-            list.__getitem__(self.history, -1)["batches"].append({})
-        else:
-            super().on_batch_begin(net, batch=batch, training=training, **kwargs)
-
-    def run_single_epoch(
-        self,
-        iterator: Any,
-        training: bool,
-        prefix: str,
-        step_fn: Any,
-        **fit_params: Any,
-    ) -> None:
-        """skorch's epoch loop without its per-batch ``step["loss"].item()``.
-
-        skorch reads every batch's loss back to the host as soon as the step
-        is queued, which makes the CPU wait for the accelerator to finish the
-        step before it can queue the next one: the GPU idles for the launch
-        overhead of every batch. Here the batch losses, loss terms and
-        accuracies stay on the device and fill the batch entries of the
-        history in one transfer at the end of the loop, before
-        ``on_epoch_end`` scorers read them (:meth:`_device_records`). One read
-        per training batch remains: whether its loss is finite, which
-        ``nonfinite_loss`` needs before the optimizer step. Everything else --
-        the callbacks' ``on_batch_begin``/``on_batch_end`` (``ProgressBar``
-        keeps counting batches), batch sizes, the batch count -- is as in
-        skorch.
+        ``values`` are the batch's terms, accuracy and loss, as recorded.
         """
-        if iterator is None:
-            return
-        with self._device_records(prefix, training) as run_batch:
-            for batch in iterator:
-                run_batch(batch, step_fn, **fit_params)
-
-    @contextmanager
-    def _device_records(self, prefix: str, training: bool) -> Iterator[Any]:
-        """One epoch's batch records, kept on the device until it ends.
-
-        Yields ``run_batch(batch, step_fn, **fit_params)``, which runs one
-        step between the ``on_batch_begin``/``on_batch_end`` notifications
-        and returns it; the records reach the history when the block ends,
-        and the batch count when it ends normally. Used by
-        :meth:`run_single_epoch` and :func:`~projkd.lockstep.fit_lockstep`.
-        """
-        stats = DeviceStats()
-        self._epoch_stats: DeviceStats | None = stats
-        # the epoch's batch list, read once: History's own indexing costs
-        # more host time than a small network's step
-        batches = self._epoch_batches = list.__getitem__(self.history, -1)["batches"]
-        losses = DeviceStats()  # of batches whose get_loss recorded nothing
-        count = 0
-
-        def run_batch(batch: Any, step_fn: Any, **fit_params: Any) -> Any:
-            nonlocal count
-            self.notify("on_batch_begin", batch=batch, training=training)
-            recorded = len(stats.keys)
-            step = step_fn(batch, **fit_params)
-            index = len(batches) - 1
-            if len(stats.keys) == recorded:  # a skipped batch, a custom output
-                losses.add(index, step["loss"].detach().float().reshape(1))
-            batch_size = (
-                get_len(batch[0]) if isinstance(batch, tuple | list) else get_len(batch)
-            )
-            batches[index][prefix + "_batch_size"] = batch_size
-            self.notify("on_batch_end", batch=batch, training=training, **step)
-            count += 1
-            return step
-
-        try:
-            yield run_batch
-        finally:
-            self._epoch_stats, self._epoch_batches = None, []
-            for index, (loss,) in losses.read():
-                batches[index][prefix + "_loss"] = loss
-            for (index, kind), values in stats.read():
-                self._record_terms(kind, values, batch=batches[index])
-                batches[index][prefix + "_loss"] = values[-1]
-        self.history.record(prefix + "_batch_count", count)
-
-    def _nonfinite_loss(self, total: float, terms: dict[str, float]) -> Tensor:
-        """Stop (or skip the batch) before a non-finite loss reaches the weights."""
+        total, terms = values[-1], dict(zip(LOSS_TERMS, values, strict=False))
         epoch = len(self.history)
         batch = len(self.history[-1]["batches"]) if self.history else 0
         culprits = {
@@ -897,6 +598,8 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
                 RuntimeWarning,
                 stacklevel=2,
             )
+            if self.epoch_records_.is_open:
+                self.epoch_records_.skip()  # left out of the epoch's means
             # a leaf with no parameters behind it: backward leaves every
             # gradient empty, and the optimizer step changes nothing
             return torch.zeros((), device=self._compute_device(), requires_grad=True)
@@ -905,143 +608,3 @@ class ProjectorDistiller(ArrayDataMixin, NeuralNetClassifier):
             "after the last finite step, and the estimator stays usable. Lower lr, "
             "check the inputs, or pass nonfinite_loss='skip' to skip such batches."
         )
-
-    # ----------------------------------------------------------- prediction
-    def evaluation_step(self, batch: Any, training: bool = False) -> Tensor:
-        """The student's logits alone: prediction never runs the teacher."""
-        self.check_is_fitted()
-        Xi, _ = unpack_data(batch)
-        with (
-            torch.set_grad_enabled(training),
-            autocast(self.device, self.mixed_precision),
-        ):
-            self._set_training(training)
-            output = self.module_(self._as_input(to_tensor(Xi, device=self.device)))
-            logits = logits_of(output, network="student")
-        return logits.float()
-
-    def _get_predict_nonlinearity(self) -> Any:
-        if self.predict_nonlinearity == "auto":
-            self.check_is_fitted()
-            return _softmax
-        return super()._get_predict_nonlinearity()
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities of the student, columns in the order of ``classes_``.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        proba : ndarray of shape (N, n_classes)
-        """
-        return super().predict_proba(self._check_predict_input(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The student's predicted labels (values of ``classes_``).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        labels : ndarray of shape (N,)
-        """
-        proba = self.predict_proba(X)  # raises NotFittedError before fit
-        return np.asarray(self.classes_)[proba.argmax(axis=1)]
-
-    def transform(self, X: Any) -> np.ndarray:
-        """The student's penultimate features.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        features : ndarray of shape (N, D)
-            ``D`` is ``n_student_features_``.
-        """
-        return self._features(X, teacher=False)
-
-    def transform_teacher(self, X: Any) -> np.ndarray:
-        """The teacher's penultimate features (e.g. for CKA against :meth:`transform`).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        features : ndarray of shape (N, D)
-            ``D`` is ``n_teacher_features_``.
-        """
-        return self._features(X, teacher=True)
-
-    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
-        """Fit, then return the student's penultimate features of ``X``."""
-        return self.fit(X, y, **fit_params).transform(X)
-
-    def _check_predict_input(self, X: Any) -> Any:
-        """scikit-learn's NotFittedError before fit; then ``X`` checked against
-        the samples seen by ``fit``."""
-        check_is_fitted(self)
-        X = check_input(X)
-        check_input_shape(X, getattr(self, "input_shape_", None), type(self).__name__)
-        return X
-
-    def predict_proba_teacher(self, X: Any) -> np.ndarray:
-        """The teacher's class probabilities (e.g. to compare its calibration).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        proba : ndarray of shape (N, n_classes)
-        """
-        return self._features(X, teacher=True, logits=True)
-
-    def _features(self, X: Any, *, teacher: bool, logits: bool = False) -> np.ndarray:
-        X = self._check_predict_input(X)
-        model = self.teacher_ if teacher else self.module_
-        layer = self.teacher_layer if teacher else self.student_layer
-        self._set_training(False)
-        iterator = self.get_iterator(self.get_dataset(X), training=False)
-        chunks = []
-        with torch.no_grad():
-            for batch in iterator:
-                Xi, _ = unpack_data(batch)
-                outputs = forward_with_features(
-                    model, to_tensor(Xi, device=self.device), layer=layer
-                )
-                chunk = _softmax(outputs[0]) if logits else outputs[1]
-                chunks.append(to_numpy(chunk))
-        return np.concatenate(chunks)
-
-
-def _takes_argument(factory: Any, name: str) -> bool:
-    """Whether ``factory``'s signature names ``name`` (not just ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # no signature to read (some builtins)
-        return False
-    parameter = parameters.get(name)
-    return parameter is not None and parameter.kind in (
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        inspect.Parameter.KEYWORD_ONLY,
-    )
-
-
-def _name(value: Any) -> str:
-    return getattr(value, "__qualname__", None) or repr(value)
-
-
-def _preview(values: Any, n: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(map(str, values[:n]))
-    return shown + (", ..." if len(values) > n else "")

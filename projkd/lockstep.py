@@ -139,10 +139,7 @@ def fit_lockstep(estimators: Sequence[ProjectorDistiller], X: Any, y: Any) -> li
     for est in estimators:
         if est.train_split is not None:
             raise ValueError("fit_lockstep trains without a validation split.")
-        X_est, y_est = est._prepare_fit(X, y, reset=True)
-        est._fit_teacher(X_est, y_est)
-        with seeded(est.random_state, est.device):
-            est.initialize()
+        est.initialize_for(X, y)
     with seeded(first.random_state, first.device):
         for est in estimators:
             est.notify("on_train_begin", X=X, y=y)
@@ -174,17 +171,20 @@ def fit_lockstep(estimators: Sequence[ProjectorDistiller], X: Any, y: Any) -> li
 
 def _epoch(estimators: list[ProjectorDistiller], iterator: Any) -> None:
     """One epoch: one augmentation and one teacher forward per batch for all,
-    every estimator's records kept on the device as in its own ``fit``."""
+    every estimator's records kept on the device as in its own ``fit``
+    (:meth:`~projkd.training.records.DeviceRecordsMixin.recording_epoch`, the
+    one replacement of skorch's epoch loop)."""
     first = estimators[0]
+    teacher = any(est.uses_teacher() for est in estimators)
     with ExitStack() as stack:
         steps = [
-            stack.enter_context(est._device_records("train", training=True))
+            stack.enter_context(est.recording_epoch("train", training=True))
             for est in estimators
         ]
         for Xi, yi in iterator:
             if not isinstance(Xi, CachedTeacherBatch):
                 with autocast(first.device, first.mixed_precision):
-                    Xi = first._teacher_batch(Xi, training=True)
+                    Xi = first.teacher_batch(Xi, training=True, teacher=teacher)
             batch = (Xi, yi)
             for est, run_batch in zip(estimators, steps, strict=True):
                 run_batch(batch, est.train_step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -83,9 +84,9 @@ def distillation_loss(
     logits: Tensor,
     target: Tensor,
     *,
-    teacher_logits: Tensor,
-    projected: Tensor,
-    teacher_features: Tensor,
+    teacher_logits: Tensor | None,
+    projected: Tensor | None,
+    teacher_features: Tensor | None,
     kd_logits: Tensor | None = None,
     ce_weight: float = 1.0,
     kd_weight: float = 0.0,
@@ -95,16 +96,24 @@ def distillation_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The full objective and its three terms.
 
+    A term whose weight is 0 is not computed: it is recorded as 0 and what
+    only it needs may be None (the teacher's outputs without KD and feature
+    terms, the projections without the feature term). A non-finite value in
+    a switched-off term's inputs therefore never reaches the loss.
+
     Parameters
     ----------
     logits : torch.Tensor of shape (N, C)
         The student's logits (the cross-entropy term uses them).
     target : torch.Tensor of shape (N,)
         Class indices.
-    teacher_logits : torch.Tensor of shape (N, C)
-    projected : torch.Tensor of shape (N, D)
-        The mean projection of the student's features.
-    teacher_features : torch.Tensor of shape (N, D)
+    teacher_logits : torch.Tensor of shape (N, C) or None
+        Needed when ``kd_weight`` is not 0.
+    projected : torch.Tensor of shape (N, D) or None
+        The mean projection of the student's features; needed when
+        ``feature_weight`` is not 0.
+    teacher_features : torch.Tensor of shape (N, D) or None
+        Needed when ``feature_weight`` is not 0.
     kd_logits : torch.Tensor of shape (N, C) or None, default=None
         Logits for the KD term, e.g. a logit projector's output; ``None``
         uses ``logits``.
@@ -117,20 +126,49 @@ def distillation_loss(
     -------
     loss : torch.Tensor, scalar
     terms : dict
-        The unweighted terms ``{"ce": ..., "kd": ..., "feat": ...}``.
+        The unweighted terms ``{"ce": ..., "kd": ..., "feat": ...}``; 0 for
+        a switched-off term.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    >>> loss, terms = distillation_loss(z, y, teacher_logits=None, projected=None,
+    ...                                 teacher_features=None, feature_weight=0.0)
+    >>> float(terms["kd"]), float(terms["feat"])
+    (0.0, 0.0)
     """
-    terms = {
-        "ce": ce_loss(logits, target),
-        "kd": kd_loss(
+    terms = {"ce": ce_weight, "kd": kd_weight, "feat": feature_weight}
+    compute = {
+        "ce": lambda: ce_loss(logits, target),
+        "kd": lambda: kd_loss(
             logits if kd_logits is None else kd_logits,
-            teacher_logits,
+            _needed(teacher_logits, "teacher_logits", "kd_weight"),
             temperature=temperature,
         ),
-        "feat": feature_loss(projected, teacher_features),
+        "feat": lambda: feature_loss(
+            _needed(projected, "projected", "feature_weight"),
+            _needed(teacher_features, "teacher_features", "feature_weight"),
+        ),
     }
-    loss = (
-        ce_weight * terms["ce"]
-        + kd_weight * terms["kd"]
-        + feature_weight * terms["feat"]
-    )
-    return loss, terms
+    loss: Tensor | None = None
+    values: dict[str, Tensor] = {}
+    for name, weight in terms.items():
+        if not weight:  # switched off: not computed, imposes nothing
+            values[name] = logits.new_zeros((), dtype=torch.float32)
+            continue
+        values[name] = compute[name]()
+        weighted = weight * values[name]
+        loss = weighted if loss is None else loss + weighted
+    if loss is None:
+        raise ValueError(
+            "ce_weight, kd_weight and feature_weight are all 0: there is nothing "
+            "to learn from."
+        )
+    return loss, values
+
+
+def _needed(value: Tensor | None, name: str, weight: str) -> Tensor:
+    if value is None:
+        raise ValueError(f"{name} is needed when {weight} is not 0, got None.")
+    return value

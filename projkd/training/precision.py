@@ -14,9 +14,11 @@ import contextlib
 from typing import Any
 
 import torch
+from skorch.dataset import unpack_data
 
 __all__ = [
     "MIXED_PRECISION",
+    "ScaledStepMixin",
     "autocast",
     "autocast_dtype",
     "grad_scaler",
@@ -138,3 +140,46 @@ def check_supported(device: Any, mixed_precision: str | None) -> None:
             f"mixed_precision={mixed_precision!r} is not supported on device "
             f"{kind!r} by this torch build; use mixed_precision='bf16' or None."
         )
+
+
+class ScaledStepMixin:
+    """skorch's training step with the loss scaled by the net's
+    ``grad_scaler_`` (a :class:`torch.amp.GradScaler` for ``"fp16"``, see
+    :func:`grad_scaler`); with ``grad_scaler_`` None, skorch's own step.
+
+    Put it before the skorch net class; the net creates ``grad_scaler_`` in
+    ``initialize_module``.
+    """
+
+    _set_training: Any
+    infer: Any
+    get_loss: Any
+    _zero_grad_optimizer: Any
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step; with a scaler the loss is scaled before the backward
+        pass."""
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step_single(batch, **fit_params)  # type: ignore[misc]
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        scaler.scale(loss).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step, or with a scaler :func:`scaled_step`: gradients
+        unscaled before ``on_grad_computed`` (clipping callbacks see true
+        values), a step whose gradients overflowed skipped (no closure: the
+        scaler does not support one)."""
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step(batch, **fit_params)  # type: ignore[misc]
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        if step["loss"].grad_fn is None:  # a skipped batch: nothing to step
+            return step
+        scaled_step(self, scaler, batch)
+        return step

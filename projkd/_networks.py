@@ -1,0 +1,257 @@
+"""The estimator's networks: the student built from what the user passed,
+the frozen teacher in the form the speed settings need, and the check that
+their outputs match the classes."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, ClassVar
+
+import numpy as np
+from skorch.utils import to_tensor
+from torch import nn
+
+from .features import probe, resolve_feature_layer
+from .projectors import ProjectorEnsemble
+from .projectors import logit_projector as make_logit_projector
+from .teacher.frozen import freeze_teacher, is_teacher_estimator
+from .training.compiling import FeatureForward
+from .training.device import to_channels_last
+from .training.precision import grad_scaler
+
+__all__ = ["NetworksMixin", "build_student", "check_outputs", "frozen_teacher"]
+
+
+def build_student(
+    student: Any, kwargs: dict[str, Any], n_classes: int, build: Any
+) -> nn.Module:
+    """The student to train, never the user's object.
+
+    Parameters
+    ----------
+    student : nn.Module class, factory callable or instance
+    kwargs : dict
+        The ``student__*`` parameters; a class or factory that takes
+        ``num_classes`` gets ``n_classes`` unless it is given.
+    n_classes : int
+        The teacher's number of outputs.
+    build : callable
+        ``build(student, kwargs)`` (skorch's ``initialized_instance``).
+
+    Returns
+    -------
+    module : torch.nn.Module
+        Built, or a deep copy of the instance passed.
+    """
+    if not isinstance(student, nn.Module) and "num_classes" not in kwargs:
+        if takes_argument(student, "num_classes"):
+            kwargs = {**kwargs, "num_classes": n_classes}
+    module = build(student, kwargs)
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"student={_name(student)} returned a {type(module).__name__}, not a "
+            "torch.nn.Module; pass a module class, a function that builds one, or "
+            "a module."
+        )
+    return copy.deepcopy(module) if module is student else module
+
+
+def frozen_teacher(
+    teacher: nn.Module,
+    device: Any,
+    *,
+    layer: str | None,
+    channels_last: bool,
+    compiled: bool,
+) -> nn.Module:
+    """The frozen teacher (:func:`~projkd.teacher.freeze_teacher`), copied
+    where a speed setting would modify the user's object: the memory format,
+    or a compiled forward's permanent feature hook."""
+    frozen = freeze_teacher(teacher, device)
+    hooked = compiled and resolve_feature_layer(frozen, layer) is not None
+    if frozen is teacher and (channels_last or hooked):
+        frozen = copy.deepcopy(frozen)
+    return to_channels_last(frozen) if channels_last else frozen
+
+
+def check_outputs(n_student: int, n_teacher: int, classes: np.ndarray) -> None:
+    """Refuse a teacher whose outputs are not the classes, or a student whose
+    outputs are not the teacher's, naming what to pass instead."""
+    if n_teacher != len(classes):
+        raise ValueError(
+            f"The teacher has {n_teacher} outputs but there are {len(classes)} "
+            f"classes ({_preview(classes)}). Its output i is read as "
+            "classes_[i]: pass classes= listing the teacher's classes in order."
+        )
+    if n_student != n_teacher:
+        raise ValueError(
+            f"The student has {n_student} outputs but the teacher has "
+            f"{n_teacher}; build the student for {n_teacher} classes "
+            "(e.g. student__num_classes)."
+        )
+
+
+def takes_argument(factory: Any, name: str) -> bool:
+    """Whether ``factory``'s signature names ``name`` (not just ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+def _name(value: Any) -> str:
+    return getattr(value, "__qualname__", None) or repr(value)
+
+
+def _preview(values: Any, n: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(map(str, values[:n]))
+    return shown + (", ..." if len(values) > n else "")
+
+
+class NetworksMixin:
+    """How a distiller builds and runs its networks (a skorch mixin).
+
+    ``initialize_module`` builds the student, the frozen teacher and the
+    projectors from one probe of both networks on a sample of the data;
+    :meth:`_forward_of` gives the (compiled, when asked) forward that returns
+    a network's logits and features. The host is the distiller: its
+    parameters, ``_sample_input_`` and ``classes_inferred_`` set by ``fit``.
+    """
+
+    # provided by the host estimator
+    _FORWARDS: ClassVar[tuple[str, ...]] = (
+        "_student_forward_fn",
+        "_teacher_forward_fn",
+    )
+    teacher: Any
+    student: Any
+    compile: Any
+    channels_last: bool
+    teacher_layer: str | None
+    student_layer: str | None
+    n_projectors: int
+    projector: Any
+    feature_weight: float
+    logit_projector: bool
+    logit_projector_init: str
+    mixed_precision: str | None
+    classes_inferred_: Any
+    classes_: Any
+    initialized_: bool
+    get_params_for: Any
+    initialized_instance: Any
+    _compute_device: Any
+    _params_to_validate: Any
+    _validate_params: Any
+    _initialize_module: Any
+    _initialize_criterion: Any
+    _initialize_optimizer: Any
+
+    def _teacher_module(self) -> nn.Module:
+        if is_teacher_estimator(self.teacher):
+            return self.teacher_estimator_.module_
+        return self.teacher
+
+    def initialize_module(self) -> Any:
+        """Build the student, the frozen teacher and the projectors.
+
+        The feature widths come from one forward pass of both networks on a
+        sample of the training inputs, so any architecture works.
+        """
+        sample = getattr(self, "_sample_input_", None)
+        if sample is None:
+            raise ValueError(
+                f"{type(self).__name__} sizes its projectors from the data; call "
+                "fit(X, y) or partial_fit(X, y) instead of initialize()."
+            )
+        device = self._compute_device()
+        teacher = frozen_teacher(
+            self._teacher_module(),
+            device,
+            layer=self.teacher_layer,
+            channels_last=self.channels_last,
+            compiled=bool(self.compile),
+        )
+        sample = to_tensor(sample, device=device)
+        d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
+        student = build_student(
+            self.student,
+            self.get_params_for("student"),
+            n_out_t,
+            self.initialized_instance,
+        ).to(device)
+        if self.channels_last:
+            student = to_channels_last(student)
+        d_s, n_out_s = probe(student, sample, self.student_layer, "student")
+        if self.classes_inferred_ is None:
+            self.classes_inferred_ = np.arange(n_out_t)
+        check_outputs(n_out_s, n_out_t, self.classes_)
+
+        self.module_ = student
+        self.teacher_ = teacher
+        self.n_student_features_ = d_s
+        self.n_teacher_features_ = d_t
+        # the projectors serve the feature term alone: without it, none
+        self.projectors_ = (
+            ProjectorEnsemble(d_s, d_t, self.n_projectors, self.projector)
+            if self.feature_weight
+            else ProjectorEnsemble(d_s, d_s, 0)
+        )
+        self.logit_projector_ = (
+            make_logit_projector(n_out_t, self.logit_projector_init)
+            if self.logit_projector
+            else nn.Identity()
+        )
+        for name in self._FORWARDS:  # rebuilt for the new modules on first use
+            self.__dict__.pop(name, None)
+        self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
+        return self
+
+    def _forward_of(
+        self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False
+    ) -> Any:
+        """The :class:`~projkd.training.compiling.FeatureForward` running ``model``.
+
+        With ``compile=True`` it is compiled (skorch's compile of ``module_``
+        alone would leave ``forward_features``/``forward_head`` eager). Built
+        for the module the estimator holds *now*, so that a wrapper put
+        around ``module_`` later (DDP by Accelerate) is called, and never
+        pickled (it would hold a second copy of the networks).
+        """
+        forward = self.__dict__.get(name)
+        if forward is None or forward.source is not model:
+            kwargs = self.get_params_for("compile") if self.compile else None
+            network = "teacher" if "teacher" in name else "student"  # for errors
+            forward = self.__dict__[name] = FeatureForward(
+                model, layer, kwargs, tap, network=network
+            )
+        return forward
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        for name in self._FORWARDS:
+            state.pop(name, None)
+        return state
+
+    def set_params(self, **kwargs: Any) -> Any:
+        """Set parameters; ``student__*`` re-initialise a fitted student."""
+        student_params = {k: v for k, v in kwargs.items() if k.startswith("student__")}
+        super().set_params(  # type: ignore[misc]
+            **{k: v for k, v in kwargs.items() if k not in student_params}
+        )
+        if student_params:
+            self.__dict__.update(student_params)
+            self._params_to_validate.update(student_params)
+            if self.initialized_:
+                self._validate_params()
+                self._initialize_module()
+                self._initialize_criterion()
+                self._initialize_optimizer()
+        return self

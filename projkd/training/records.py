@@ -1,0 +1,196 @@
+"""skorch's epoch loop with the batch records kept on the device until the
+epoch ends.
+
+skorch's ``run_single_epoch`` reads every batch's loss back to the host
+(``step["loss"].item()``) as soon as the step is queued, which makes the CPU
+wait for the accelerator to finish the step before it can queue the next
+one: the GPU idles for the launch overhead of every batch. Here a batch's
+values -- its loss and whatever the net adds with :meth:`EpochRecords.add`
+(loss terms, accuracy) -- stay on the device and fill the batch rows of the
+history in one transfer when the epoch ends, before ``on_epoch_end``
+scorers read them. A batch whose step was skipped (a non-finite loss with
+``nonfinite_loss="skip"``) records no loss at all, so it is left out of the
+epoch's means, and the epoch records how many were skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from skorch.dataset import get_len
+from skorch.history import History
+from torch import Tensor
+
+from .device import DeviceStats
+
+__all__ = ["DeviceRecordsMixin", "EpochRecords"]
+
+
+class EpochRecords:
+    """One epoch's batch records, on the device until :meth:`close`.
+
+    Created once per estimator (in ``initialize_history``), opened at the
+    start of each epoch loop and closed at its end. Between the two,
+    :meth:`add` keeps values for the current batch without reading them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> rows = [{}, {}]
+    >>> records = EpochRecords()
+    >>> records.open("train", rows)
+    >>> records.add(("acc",), torch.tensor([0.5]), batch=0)
+    >>> records.add(("acc",), torch.tensor([1.0]), batch=1)
+    >>> records.close()
+    >>> rows
+    [{'train_acc': 0.5}, {'train_acc': 1.0}]
+    """
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.stats: dict[tuple[str, ...], DeviceStats] = {}
+        self.skipped: list[int] = []
+
+    @property
+    def is_open(self) -> bool:
+        """Whether an epoch loop is recording."""
+        return self.prefix is not None
+
+    def open(self, prefix: str, rows: list[dict[str, Any]]) -> None:
+        """Start recording into ``rows`` (the epoch's batch rows), with names
+        prefixed ``prefix_`` (``"train"``, ``"valid"``)."""
+        self.prefix, self.rows, self.stats, self.skipped = prefix, rows, {}, []
+
+    def add(
+        self, names: Sequence[str], values: Tensor, batch: int | None = None
+    ) -> None:
+        """Keep ``values`` (a 1-D tensor, one per name) for batch ``batch``
+        (the current one by default), unread."""
+        index = len(self.rows) - 1 if batch is None else batch
+        self.stats.setdefault(tuple(names), DeviceStats()).add(index, values)
+
+    def skip(self) -> None:
+        """The current batch's step was skipped: it records no values."""
+        self.skipped.append(len(self.rows) - 1)
+
+    def recorded(self, batch: int) -> bool:
+        """Whether batch ``batch`` has values (or was skipped)."""
+        return batch in self.skipped or any(
+            batch in stats.keys for stats in self.stats.values()
+        )
+
+    def close(self) -> None:
+        """Write every value into its batch row (one transfer per kind of
+        record) and stop recording; skipped batches keep no values."""
+        skipped = set(self.skipped)
+        for names, stats in self.stats.items():
+            for index, values in stats.read():
+                if index in skipped:
+                    continue
+                for name, value in zip(names, values, strict=True):
+                    self.rows[index][f"{self.prefix}_{name}"] = value
+        self.prefix, self.rows, self.stats = None, [], {}
+
+
+class DeviceRecordsMixin:
+    """skorch's epoch loop without its per-batch host sync (a skorch mixin).
+
+    Put it before the skorch net class. The net's ``get_loss`` may add
+    values for the current batch with ``self.epoch_records_.add(names,
+    values)`` (a ``valid_``/``train_`` prefix is added); the batch's loss is
+    recorded from the step when ``get_loss`` added no ``"loss"``; a step
+    that the net skipped calls ``self.epoch_records_.skip()``. Everything else
+    -- the callbacks' ``on_batch_begin``/``on_batch_end`` (``ProgressBar``
+    keeps counting batches), batch sizes, the batch count -- is as in
+    skorch; training epochs also record ``train_skipped``.
+    """
+
+    history: Any
+    notify: Any
+
+    def initialize_history(self, *args: Any, **kwargs: Any) -> Any:
+        """skorch's history, and the (empty) epoch records."""
+        super().initialize_history(*args, **kwargs)  # type: ignore[misc]
+        self.epoch_records_ = EpochRecords()
+        return self
+
+    def on_batch_begin(
+        self, net: Any, batch: Any = None, training: bool = False, **kwargs: Any
+    ) -> None:
+        """skorch's new batch row, appended without History's slow indexing
+        (which costs more host time than a small network's step)."""
+        if type(self.history) is History:
+            list.__getitem__(self.history, -1)["batches"].append({})
+        else:
+            super().on_batch_begin(  # type: ignore[misc]
+                net, batch=batch, training=training, **kwargs
+            )
+
+    def run_single_epoch(
+        self,
+        iterator: Any,
+        training: bool,
+        prefix: str,
+        step_fn: Any,
+        **fit_params: Any,
+    ) -> None:
+        """skorch's epoch loop, with the batch records kept on the device
+        until it ends (see :mod:`projkd.training.records`)."""
+        if iterator is None:
+            return
+        with self.recording_epoch(prefix, training) as run_batch:
+            for batch in iterator:
+                run_batch(batch, step_fn, **fit_params)
+
+    @contextmanager
+    def recording_epoch(self, prefix: str, training: bool) -> Iterator[Any]:
+        """One epoch's batch records, kept on the device until it ends.
+
+        Yields ``run_batch(batch, step_fn, **fit_params)``, which runs one
+        step between the ``on_batch_begin``/``on_batch_end`` notifications
+        and returns it. The records reach the history when the block ends,
+        the batch count (and for training the skipped batches) when it ends
+        normally. :meth:`run_single_epoch` and
+        :func:`~projkd.lockstep.fit_lockstep` run their epochs through it.
+        """
+        records = self.epoch_records_
+        # the epoch's batch list, read once: History's own indexing costs
+        # more host time than a small network's step
+        rows = list.__getitem__(self.history, -1)["batches"]
+        records.open(prefix, rows)
+        count = 0
+
+        def run_batch(batch: Any, step_fn: Any, **fit_params: Any) -> Any:
+            nonlocal count
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            index = len(rows) - 1
+            if not records.recorded(index):  # a custom output: its loss alone
+                records.add(("loss",), step["loss"].detach().float().reshape(1))
+            first = batch[0] if isinstance(batch, tuple | list) else batch
+            rows[index][prefix + "_batch_size"] = get_len(first)
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            count += 1
+            return step
+
+        skipped = records.skipped
+        try:
+            yield run_batch
+        finally:
+            records.close()
+        self.history.record(prefix + "_batch_count", count)
+        if training:
+            self.history.record(prefix + "_skipped", len(skipped))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        state.pop("epoch_records_", None)  # device tensors of an open epoch
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        if state.get("initialized_"):  # also estimators pickled by projkd 0.1.0
+            self.epoch_records_ = EpochRecords()
