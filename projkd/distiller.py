@@ -323,23 +323,13 @@ class ProjectorDistiller(
 
     @property
     def _default_callbacks(self) -> list[tuple[str, Any]]:
-        passthrough = [
-            (name, PassthroughScoring(name=name, on_train=name.startswith("train")))
-            for name in ("train_loss", *(f"train_{t}" for t in LOSS_TERMS))
+        train = ["train_loss", *(f"train_{t}" for t in LOSS_TERMS), "train_acc"]
+        scores = [
+            (n, PassthroughScoring(n, lower_is_better=n[-3:] != "acc", on_train=t))
+            for names, t in ((train, True), (["valid_loss", "valid_acc"], False))
+            for n in names
         ]
-        return [
-            ("epoch_timer", EpochTimer()),
-            *passthrough,
-            (
-                "train_acc",
-                PassthroughScoring(
-                    name="train_acc", lower_is_better=False, on_train=True
-                ),
-            ),
-            ("valid_loss", PassthroughScoring(name="valid_loss")),
-            ("valid_acc", PassthroughScoring(name="valid_acc", lower_is_better=False)),
-            ("print_log", PrintLog()),
-        ]
+        return [("epoch_timer", EpochTimer()), *scores, ("print_log", PrintLog())]
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> ProjectorDistiller:
@@ -402,11 +392,8 @@ class ProjectorDistiller(
     def initialize_for(self, X: Any, y: Any) -> ProjectorDistiller:
         """Validate ``X, y`` and initialise for them as ``fit`` does before its
         first epoch (a teacher estimator fitted on them, the networks built
-        under ``random_state``), without training.
-
-        :func:`~projkd.lockstep.fit_lockstep` starts its estimators so; a
-        fit with a validation split fits its teacher estimator on the
-        training fold instead (see :meth:`fit`).
+        under ``random_state``), without training; as
+        :func:`~projkd.lockstep.fit_lockstep` starts its estimators.
 
         Returns
         -------
