@@ -143,6 +143,7 @@ class NetworksMixin:
     logit_projector_init: str
     mixed_precision: str | None
     classes_inferred_: Any
+    teacher_estimator_: Any
     classes_: Any
     initialized_: bool
     get_params_for: Any
@@ -235,7 +236,7 @@ class NetworksMixin:
         return forward
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
         for name in self._FORWARDS:
             state.pop(name, None)
         return state

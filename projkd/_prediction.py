@@ -42,6 +42,7 @@ class PredictionMixin:
     student_layer: str | None
     classes_: Any
     check_is_fitted: Any
+    fit: Any
     get_iterator: Any
     get_dataset: Any
     _set_training: Any

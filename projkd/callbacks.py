@@ -122,6 +122,8 @@ class EpochCKA(Callback):
     ) -> None:
         if training != self.on_train or not isinstance(y_pred, DistillationOutput):
             return
+        if y_pred.teacher_features is None:  # a fit that never runs the teacher
+            return
         if len(y_pred.features) >= 4:
             self.cka_.update(y_pred.features.detach(), y_pred.teacher_features)
 

@@ -70,7 +70,7 @@ class DistillationOutput(NamedTuple):
         """The same output with half-precision tensors cast to float32."""
         if not any(t is not None and t.dtype in _HALF for t in self):
             return self
-        return DistillationOutput(*(None if t is None else t.float() for t in self))
+        return DistillationOutput._make(None if t is None else t.float() for t in self)
 
 
 _HALF = (torch.float16, torch.bfloat16)
