@@ -7,14 +7,26 @@ it together with the logits from a single forward pass, found in this order:
 1. ``layer`` names a submodule: its output, average-pooled over any spatial
    dimensions (``(N, C, H, W) -> (N, C)``).
 2. The network has ``forward_features(x)`` and ``forward_head(f)`` (timm's
-   convention, followed by :mod:`projkd.models`): ``forward_features`` is the
-   feature, ``forward_head`` of it the logits.
+   convention, followed by :mod:`projkd.models`): ``forward_head`` of the
+   trunk's output ``f`` is the logits. When ``forward_head`` takes a
+   ``pre_logits`` argument (a raw timm model, whose ``forward_features``
+   returns unpooled ``(N, C, H, W)`` maps or ``(N, L, D)`` tokens),
+   ``forward_head(f, pre_logits=True)`` is the feature: timm's own pooling
+   (class token, token average, attention pool, ``conv_head``; the head
+   runs twice, for the features and for the logits). Otherwise
+   ``f`` is the feature, average-pooled over any spatial dimensions; a 3-D
+   ``f`` is refused (:class:`FeatureError`), as it may be tokens
+   ``(N, L, D)`` or channels ``(N, C, L)``: name the feature layer.
 3. Otherwise the input of the network's last :class:`torch.nn.Linear`, caught
    by a forward hook that lives only for the duration of the call. This covers
    torchvision's classifiers, the CIFAR zoo and plain MLPs.
 
-The hook is temporary on purpose: a module with a hook attached cannot be
-pickled and would carry our state into the user's object.
+The hook is temporary on purpose: left on the user's object, it would carry
+projkd's state into it (and keep an activation alive between calls).
+:class:`FeatureReader` is the one implementation of these rules: it
+resolves the source once and reads it eagerly, with a temporary hook, with
+a tap left on the layer for good, or inside a compiled function
+(:class:`projkd.training.compiling.FeatureForward`).
 
 Networks need not return a bare tensor: :func:`logits_of` takes the logits
 from any of the output types listed there (Hugging Face ``transformers``
@@ -27,9 +39,9 @@ return a tuple or a ``ModelOutput`` too: its first tensor is the feature
 
 from __future__ import annotations
 
+import inspect
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -39,6 +51,8 @@ from torch.utils.data import default_collate
 
 __all__ = [
     "FeatureError",
+    "FeatureReader",
+    "LayerTap",
     "UnsupportedOutputError",
     "feature_width",
     "first_inputs",
@@ -167,10 +181,158 @@ def resolve_feature_layer(
     return last_linear
 
 
+class LayerTap:
+    """A forward hook keeping a layer's input (or output) until taken.
+
+    :class:`FeatureReader` registers one for the duration of a call (and
+    removes it), or is given one registered for good
+    (:class:`projkd.training.compiling.FeatureTap`). Picklable, and it holds
+    no tensor once its value has been taken.
+
+    Parameters
+    ----------
+    use_output : bool, default=False
+        Keep the layer's output (a named feature layer) rather than its first
+        input (the last ``nn.Linear``, whose input is the feature).
+    """
+
+    def __init__(self, use_output: bool = False) -> None:
+        self.use_output = use_output
+        self.value: Any = None
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.value = output if self.use_output else args[0]
+
+    def take(self, network: str = "network") -> Any:
+        """The captured value (forgotten here).
+
+        Raises
+        ------
+        FeatureError
+            If the layer was not called since the last ``take``.
+        """
+        value, self.value = self.value, None
+        if value is None:
+            raise FeatureError(
+                f"The {network}'s feature layer was not called during its forward "
+                "pass; name the feature layer explicitly (teacher_layer= or "
+                "student_layer=)."
+            )
+        return value
+
+
+class FeatureReader:
+    """Runs a network and returns its logits and penultimate features.
+
+    The one place that knows how features are read. Where they come from is
+    resolved once, when the reader is built (see :mod:`projkd.features`):
+    ``forward_features``/``forward_head`` (hook-free, so it compiles into one
+    graph), else a forward hook on the feature layer -- a :class:`LayerTap`
+    added and removed around each call, or a tap left on the layer for good
+    and passed to the call (a hook added inside a compiled call would break
+    the graph).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network.
+    layer : str or None, default=None
+        As in :func:`forward_with_features`.
+    network : str, default="network"
+        What error messages call the network (``"teacher"``, ``"student"``).
+
+    Attributes
+    ----------
+    target : torch.nn.Module or None
+        The hooked module (a named layer, or the last ``nn.Linear``); ``None``
+        when the network's ``forward_features``/``forward_head`` are used.
+    use_output : bool
+        Whether the hook keeps ``target``'s output (a named layer) or its input.
+    pre_logits : bool
+        Whether the features are ``forward_head(f, pre_logits=True)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> mlp = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    >>> reader = FeatureReader(mlp)
+    >>> reader.target is mlp[2]
+    True
+    >>> logits, features = reader(torch.randn(2, 4))
+    >>> tuple(features.shape)
+    (2, 16)
+    """
+
+    def __init__(
+        self, model: nn.Module, layer: str | None = None, *, network: str = "network"
+    ) -> None:
+        self.model = model
+        self.layer = layer
+        self.network = network
+        self.target = resolve_feature_layer(model, layer)
+        self.use_output = layer is not None
+        self.pre_logits = self.target is None and _head_takes_pre_logits(model)
+        self.tokens = _is_transformers_model(model)
+
+    def __call__(self, x: Tensor, tap: LayerTap | None = None) -> tuple[Tensor, Tensor]:
+        """``(logits, features)`` of the batch ``x``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            A batch of inputs.
+        tap : LayerTap or None, default=None
+            A tap already registered on :attr:`target` for good; ``None``
+            registers one for this call only. Unused when :attr:`target` is
+            ``None``.
+        """
+        if self.target is None:
+            return self._feature_api(x)
+        if tap is None:
+            tap = LayerTap(self.use_output)
+            handle = self.target.register_forward_hook(tap)
+            try:
+                output = self.model(x)
+            finally:
+                handle.remove()
+        else:
+            output = self.model(x)
+        logits = logits_of(output, network=self.network)
+        activation = tap.take(self.network)
+        features = layer_activation(activation, self.layer, network=self.network)
+        return logits, _pool(features, tokens=self.tokens)
+
+    def _feature_api(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        model: Any = self.model
+        trunk = model.forward_features(x)
+        logits = logits_of(model.forward_head(trunk), network=self.network)
+        if self.pre_logits:
+            # timm's convention: the head pools (tokens or space) before its
+            # classifier. Run twice (timm exposes no classifier that is
+            # always applied to pre_logits), which costs a pooling and one
+            # linear layer; with dropout in the head, training draws two masks.
+            return logits, model.forward_head(trunk, pre_logits=True)
+        if trunk.ndim == 3:
+            raise FeatureError(
+                f"{type(model).__name__}.forward_features (the {self.network}) "
+                f"returned a 3-D tensor of shape {tuple(trunk.shape)} and its "
+                "forward_head takes no pre_logits argument, so projkd cannot tell "
+                "(N, L, D) tokens from (N, C, L) channels. Name a feature layer "
+                "whose output is (N, D) (student_layer= or teacher_layer=), or give "
+                "forward_head a pre_logits=True option returning the pooled "
+                "features (timm's convention)."
+            )
+        return logits, _pool(trunk)
+
+
 def forward_with_features(
     model: nn.Module, x: Tensor, *, layer: str | None = None, network: str = "network"
 ) -> tuple[Tensor, Tensor]:
     """Run ``model`` once and return its logits and penultimate features.
+
+    The feature source is resolved at every call; a :class:`FeatureReader`
+    resolves it once for many calls.
 
     Parameters
     ----------
@@ -190,6 +352,13 @@ def forward_with_features(
     logits : torch.Tensor of shape (N, n_classes)
     features : torch.Tensor of shape (N, n_features)
 
+    Raises
+    ------
+    FeatureError
+        If no features can be found: an unknown ``layer``, a feature layer the
+        forward pass never called, or a 3-D ``forward_features`` output that
+        ``forward_head`` cannot pool (no ``pre_logits`` argument).
+
     Examples
     --------
     >>> import torch
@@ -199,28 +368,22 @@ def forward_with_features(
     >>> tuple(logits.shape), tuple(features.shape)
     ((2, 3), (2, 16))
     """
-    target = resolve_feature_layer(model, layer)
-    if target is None:
-        features = model.forward_features(x)  # type: ignore[operator]
-        head = model.forward_head(features)  # type: ignore[operator]
-        return logits_of(head, network=network), _pool(features)
-    use_output = layer is not None
-    with _capture(target, use_output=use_output) as captured:
-        logits = logits_of(model(x), network=network)
-    if not captured:
-        raise FeatureError(
-            f"The feature layer of {type(model).__name__} was not called during its "
-            "forward pass; name the feature layer explicitly (teacher_layer= or "
-            "student_layer=)."
-        )
-    features = layer_activation(captured[-1], layer, network=network)
-    return logits, _pool(features, tokens=_is_transformers_model(model))
+    return FeatureReader(model, layer, network=network)(x)
 
 
 def _has_feature_api(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_features", None)) and callable(
         getattr(model, "forward_head", None)
     )
+
+
+def _head_takes_pre_logits(model: nn.Module) -> bool:
+    """Whether ``model.forward_head`` names a ``pre_logits`` argument (timm)."""
+    head: Any = model.forward_head
+    try:
+        return "pre_logits" in inspect.signature(head).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return False
 
 
 def _is_transformers_model(model: nn.Module) -> bool:
@@ -279,20 +442,6 @@ def _pool(features: Tensor, *, tokens: bool = False) -> Tensor:
     if features.ndim > 2:
         return features.flatten(2).mean(dim=2)
     return features
-
-
-@contextmanager
-def _capture(module: nn.Module, *, use_output: bool) -> Iterator[list[Any]]:
-    captured: list[Any] = []
-
-    def hook(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        captured.append(output if use_output else args[0])
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
 
 
 @torch.no_grad()

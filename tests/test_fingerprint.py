@@ -19,6 +19,7 @@ from projkd.teacher.fingerprint import (
     device_row_hashes,
     sample_keys,
     teacher_fingerprint,
+    weights_fingerprint,
 )
 
 
@@ -122,3 +123,16 @@ def test_empty_inputs_hash_without_error():
     assert device_row_hashes(torch.empty(0, 5)).shape == (0, N_HASHES)
     assert torch.equal(device_row_hashes(torch.empty(2, 0)), torch.zeros(2, N_HASHES))
     assert sample_keys(np.zeros((0, 3), np.float32)) == []
+
+
+def test_weights_fingerprint_reads_any_dtype_and_keeps_its_float32_digests():
+    import hashlib
+
+    model = DigitsCNN(width=4, n_features=8)
+    digest = hashlib.blake2b(digest_size=16)  # the digest run keys were made of
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    assert weights_fingerprint(model) == digest.digest()
+    bf16 = weights_fingerprint(model.to(torch.bfloat16))  # numpy has no bf16
+    assert len(bf16) == 16 and bf16 != digest.digest()

@@ -44,37 +44,72 @@ float32 (for CIFAR-100 with a 256-wide teacher, 50 000 x 356 values take
 36 MB instead of 71 MB); the precision is part of the entry's key. Outputs
 of a tensor ``X`` on an accelerator stay on that device.
 
+Where entries live: an :class:`OutputStore`. The in-process store (the
+default) keeps them per sample; ``memory=`` keeps them in a joblib cache,
+on disk, per data set. Both give the same outputs: the dtype of the
+precision, on ``X``'s device (see
+:func:`~projkd.teacher.inference.output_device`), bit for bit the values
+the teacher computed. joblib stores host arrays: the outputs are copied to
+the host first (from any device), bfloat16 as its bit pattern (numpy has
+no bfloat16), and restored exactly (:func:`to_host_array`,
+:func:`from_host_array`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import threading
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..training.batching import TeacherOutputs
-from .fingerprint import sample_keys, teacher_fingerprint
-from .inference import compute_teacher_outputs
+from .fingerprint import sample_keys, samples_digest, teacher_fingerprint
+from .inference import compute_teacher_outputs, output_device, output_dtype
 
 __all__ = [
+    "JoblibStore",
+    "OutputStore",
     "cached_teacher_outputs",
     "clear_teacher_cache",
+    "from_host_array",
     "set_teacher_cache_limit",
     "teacher_cache_info",
+    "to_host_array",
 ]
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 
+Compute = Callable[[np.ndarray | None], TeacherOutputs]
+"""Computes the outputs of the samples at the given positions of ``X``
+(``None``: all of them, in order)."""
+
+
+class OutputStore(Protocol):
+    """Where the teacher outputs of one teacher state, layer and precision
+    are kept.
+
+    ``lookup(keys, compute)`` returns the outputs of the samples whose
+    :func:`~projkd.teacher.fingerprint.sample_keys` are ``keys``, in order,
+    calling ``compute`` for what it does not hold; at
+    :func:`~projkd.teacher.inference.output_dtype` on
+    :func:`~projkd.teacher.inference.output_device` of the data, as
+    :func:`~projkd.teacher.inference.compute_teacher_outputs` returns them.
+    """
+
+    def lookup(self, keys: list[bytes], compute: Compute) -> TeacherOutputs:
+        """The outputs of the samples ``keys``, in order."""
+        ...
+
 
 class _SampleCache:
-    """Teacher outputs of one teacher state, row per distinct sample."""
+    """Teacher outputs of one teacher state, row per distinct sample: the
+    in-process :class:`OutputStore`."""
 
     def __init__(self) -> None:
         self.rows: dict[bytes, int] = {}
@@ -95,7 +130,10 @@ class _SampleCache:
                 if key not in self.rows and key not in missing:
                     missing[key] = position
             if missing:
-                outputs = compute(np.fromiter(missing.values(), dtype=np.int64))
+                positions = np.fromiter(missing.values(), dtype=np.int64)
+                # all new (0, 1, ..., n - 1): X as it is, not a copy of it
+                everything = len(positions) == len(keys)
+                outputs = compute(None if everything else positions)
                 start = sum(len(chunk) for chunk in self.logits)
                 self.rows.update({key: start + i for i, key in enumerate(missing)})
                 self.logits.append(outputs.logits)
@@ -221,48 +259,43 @@ def cached_teacher_outputs(
         A joblib cache (or its folder) to use instead of the in-process one:
         it persists across processes and runs, keyed by the teacher's
         fingerprint (see the module's notes), ``layer`` and the digests of
-        the samples of ``X``, in order.
+        the samples of ``X``, in order (:class:`JoblibStore`). Its outputs
+        are the in-process cache's: same dtype, device and values.
     mixed_precision : {None, "bf16", "fp16"}, default=None
         The precision the outputs are computed and stored at (part of the key).
 
     Returns
     -------
     outputs : TeacherOutputs
+        At the precision's dtype (float32 without one), on ``X``'s device
+        for a tensor, else on the CPU.
     """
     if isinstance(X, torch.Tensor):
         X = X.detach()  # never part of a graph: keys and outputs read it only
     fingerprint = teacher_fingerprint(teacher, X, layer=layer, device=device)
     keys = sample_keys(X)
+    # outputs live on X's device: one entry per device, so that blocks of
+    # two devices are never joined
+    home = output_device(X)
+    store: OutputStore
     if memory is not None:
-        import joblib
+        store = JoblibStore(memory, fingerprint, layer, mixed_precision, home)
+    else:
+        with _CACHES_LOCK:
+            per_teacher = _CACHES.setdefault(owner, {})
+            store = per_teacher.setdefault(
+                (layer, fingerprint, mixed_precision, home), _SampleCache()
+            )
+            store.last_used = next(_CLOCK)
 
-        if isinstance(memory, str | os.PathLike):
-            memory = joblib.Memory(os.fspath(memory), verbose=0)
-        cached = memory.cache(
-            _compute_on_cpu_arrays, ignore=["teacher", "X", "device", "batch_size"]
-        )
-        data = hashlib.blake2b(b"".join(keys), digest_size=16).digest()
-        logits, features = cached(
-            fingerprint, data, layer, teacher, X, device, batch_size, mixed_precision
-        )
-        return TeacherOutputs(torch.from_numpy(logits), torch.from_numpy(features))
-
-    with _CACHES_LOCK:
-        per_teacher = _CACHES.setdefault(owner, {})
-        # outputs live on X's device (see compute_teacher_outputs): one cache
-        # per device, so that blocks of two devices are never joined
-        home = X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
-        cache = per_teacher.setdefault(
-            (layer, fingerprint, mixed_precision, home), _SampleCache()
-        )
-        cache.last_used = next(_CLOCK)
-
-    def compute(positions: np.ndarray) -> TeacherOutputs:
-        subset = (
-            X[torch.from_numpy(positions).to(X.device)]
-            if isinstance(X, torch.Tensor)
-            else X[positions]
-        )
+    def compute(positions: np.ndarray | None) -> TeacherOutputs:
+        subset = X
+        if positions is not None:
+            subset = (
+                X[torch.from_numpy(positions).to(X.device)]
+                if isinstance(X, torch.Tensor)
+                else X[positions]
+            )
         return compute_teacher_outputs(
             teacher,
             subset,
@@ -272,35 +305,105 @@ def cached_teacher_outputs(
             mixed_precision=mixed_precision,
         )
 
-    outputs = cache.lookup(keys, compute)
+    outputs = store.lookup(keys, compute)
     with _CACHES_LOCK:
         _evict()
     return outputs
 
 
-def _compute_on_cpu_arrays(
+class JoblibStore:
+    """The :class:`OutputStore` of ``memory=``: a joblib cache, on disk.
+
+    One entry per data set: keyed by the teacher's fingerprint, the digest
+    of the samples' keys in order, ``layer`` and the precision. Entries are
+    host arrays, shared by every device; an output is restored to its dtype
+    and to ``home`` when read.
+
+    Parameters
+    ----------
+    memory : joblib.Memory, str or path
+        The cache, or its folder.
+    fingerprint : bytes
+        :func:`~projkd.teacher.fingerprint.teacher_fingerprint`.
+    layer : str or None
+        The feature layer.
+    mixed_precision : {None, "bf16", "fp16"}
+        The precision of the outputs.
+    home : torch.device
+        Where the outputs are returned.
+    """
+
+    def __init__(
+        self,
+        memory: Any,
+        fingerprint: bytes,
+        layer: str | None,
+        mixed_precision: str | None,
+        home: torch.device,
+    ) -> None:
+        if isinstance(memory, str | os.PathLike):
+            import joblib
+
+            memory = joblib.Memory(os.fspath(memory), verbose=0)
+        self.memory = memory
+        self.key = (fingerprint, layer, mixed_precision)
+        self.dtype = output_dtype(mixed_precision)
+        self.home = home
+
+    def lookup(self, keys: list[bytes], compute: Compute) -> TeacherOutputs:
+        """The outputs of ``keys``: read from the cache, or computed (all
+        samples) and written to it."""
+        stored = self.memory.cache(_stored_outputs, ignore=["compute"])
+        logits, features = stored(*self.key, samples_digest(keys), compute)
+        return TeacherOutputs(
+            from_host_array(logits, self.dtype, self.home),
+            from_host_array(features, self.dtype, self.home),
+        )
+
+
+def _stored_outputs(
     fingerprint: bytes,
-    data: bytes,
     layer: str | None,
-    teacher: nn.Module,
-    X: Any,
-    device: Any,
-    batch_size: int,
-    mixed_precision: str | None = None,
+    mixed_precision: str | None,
+    data: bytes,
+    compute: Compute,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """joblib's cache key: the teacher's fingerprint, the samples' digest,
-    ``layer`` and the precision (``X`` itself is not hashed: ``data`` stands
-    for it). Stored as float32 (numpy has no bfloat16); the precision's
-    rounding is kept."""
-    outputs = compute_teacher_outputs(
-        teacher,
-        X,
-        layer=layer,
-        device=device,
-        batch_size=batch_size,
-        mixed_precision=mixed_precision,
-    )
-    return outputs.logits.float().numpy(), outputs.features.float().numpy()
+    """What joblib stores, keyed by all but ``compute`` (``data``, the
+    samples' digest, stands for ``X``)."""
+    outputs = compute(None)
+    return to_host_array(outputs.logits), to_host_array(outputs.features)
+
+
+def to_host_array(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor on any device as a numpy array on the host, bit for bit.
+
+    Copied to the host first (a CUDA tensor has no ``.numpy()``); a
+    bfloat16 tensor, which numpy cannot hold, becomes the ``int16`` array of
+    its bit patterns. :func:`from_host_array` restores it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = torch.tensor([1.5, -2.0], dtype=torch.bfloat16)
+    >>> to_host_array(t).dtype
+    dtype('int16')
+    >>> torch.equal(from_host_array(to_host_array(t), torch.bfloat16, "cpu"), t)
+    True
+    """
+    host = tensor.detach().cpu()
+    if host.dtype == torch.bfloat16:
+        host = host.view(torch.int16)
+    return host.numpy()
+
+
+def from_host_array(array: np.ndarray, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """The tensor :func:`to_host_array` gave ``array`` for: of ``dtype``
+    (bfloat16 from its bit patterns), on ``device``."""
+    # a read-only array (joblib's mmap_mode) is copied: tensors are writable
+    tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+    if dtype == torch.bfloat16:
+        tensor = tensor.view(torch.bfloat16)
+    return tensor.to(device=device, dtype=dtype)
 
 
 def clear_teacher_cache() -> None:

@@ -48,6 +48,7 @@ from ..features import forward_with_features
 __all__ = [
     "device_row_hashes",
     "sample_keys",
+    "samples_digest",
     "teacher_fingerprint",
     "weights_fingerprint",
 ]
@@ -165,6 +166,12 @@ def sample_keys(X: Any) -> list[bytes]:
     ]
 
 
+def samples_digest(keys: list[bytes]) -> bytes:
+    """One digest of a sequence of :func:`sample_keys`, in order: what
+    identifies a whole data set (the joblib cache's key)."""
+    return hashlib.blake2b(b"".join(keys), digest_size=16).digest()
+
+
 def update_with_tensors(digest: Any, tensors: Iterable[tuple[str, Tensor]]) -> None:
     """Feed named tensors (name, dtype, shape and content) into ``digest``.
 
@@ -255,5 +262,5 @@ def weights_fingerprint(model: nn.Module) -> bytes:
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(_host_bytes(tensor.detach().cpu()).tobytes())  # bf16 too
     return digest.digest()

@@ -6,26 +6,20 @@ skorch's ``compile=True`` compiles ``module_``, but distillation never calls
 ``forward_head`` (or the forward with a feature hook), which on a compiled
 module are the *eager* bound methods of the original network -- nothing of
 the student would be compiled. :class:`FeatureForward` compiles the function
-that training runs, :func:`~projkd.features.forward_with_features` on the
-network, so the graph holds the network's convolutions as well as the
-feature pooling.
+that training runs, the network read by
+:class:`~projkd.features.FeatureReader`, so the graph holds the network's
+convolutions as well as the feature pooling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..features import (
-    _is_transformers_model,
-    _pool,
-    forward_with_features,
-    layer_activation,
-    logits_of,
-    resolve_feature_layer,
-)
+from ..features import FeatureReader, LayerTap
 
 __all__ = ["FeatureForward", "FeatureTap", "unwrap_compiled"]
 
@@ -35,34 +29,26 @@ def unwrap_compiled(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-class FeatureTap:
-    """A forward hook keeping a layer's input (or output) until taken.
+class FeatureTap(LayerTap):
+    """A :class:`~projkd.features.LayerTap` registered once and for good.
 
-    Registered once and for good on a network that is compiled, because a
-    hook added and removed inside the compiled function breaks the graph
-    (and the network would run eagerly). Picklable, and it holds no tensor
-    once its value has been taken.
+    Left on the feature layer of a network that is compiled (or run with
+    ``tap=True``), because a hook added and removed inside the compiled
+    function breaks the graph (and the network would run eagerly). Its own
+    class so that a network pickled with it names
+    ``projkd.training.compiling.FeatureTap``, as before.
     """
 
-    def __init__(self, use_output: bool = False) -> None:
-        self.use_output = use_output
-        self.value: Tensor | None = None
 
-    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self.value = output if self.use_output else args[0]
-
-    def take(self) -> Tensor:
-        """The captured tensor (forgotten here)."""
-        value, self.value = self.value, None
-        if value is None:
-            raise ValueError(
-                "The feature layer was not called during the forward pass; name "
-                "the feature layer explicitly (teacher_layer= or student_layer=)."
-            )
-        return value
-
-
-_UNRESOLVED = object()
+def _permanent_tap(target: nn.Module, *, use_output: bool) -> FeatureTap:
+    """The :class:`FeatureTap` on ``target``, registered if it has none (a
+    network tapped before, or unpickled with its tap, keeps its own)."""
+    hooks = target._forward_hooks.values()  # no public listing of hooks
+    tap = next((h for h in hooks if isinstance(h, FeatureTap)), None)
+    if tap is None or tap.use_output != use_output:
+        tap = FeatureTap(use_output=use_output)
+        target.register_forward_hook(tap)
+    return tap
 
 
 class FeatureForward:
@@ -70,11 +56,13 @@ class FeatureForward:
 
     Not an ``nn.Module`` on purpose: it holds a reference to a network the
     estimator already owns, and skorch would otherwise register it as a
-    second copy to train, move and save. The compiled function is dropped
-    when pickled and rebuilt on first use. When compiling a network without
-    ``forward_features``, a :class:`FeatureTap` hook is left on its feature
-    layer (a hook added inside the compiled call would break the graph), so
-    pass a network that is yours to modify.
+    second copy to train, move and save. The feature source is resolved on
+    first use (by a :class:`~projkd.features.FeatureReader`), and the
+    function built then is dropped when pickled and rebuilt on first use.
+    When compiling a network without ``forward_features``, a
+    :class:`FeatureTap` hook is left on its feature layer (a hook added
+    inside the compiled call would break the graph), so pass a network that
+    is yours to modify.
 
     Parameters
     ----------
@@ -92,6 +80,11 @@ class FeatureForward:
         Only for a network that is yours to modify.
     network : str, default="network"
         What error messages call the network (``"student"``, ``"teacher"``).
+
+    Attributes
+    ----------
+    source : torch.nn.Module
+        ``model`` as given (before unwrapping).
 
     Examples
     --------
@@ -117,63 +110,36 @@ class FeatureForward:
         self.layer = layer
         self.compile_kwargs = compile_kwargs
         self.tap = tap
-        self._compiled: Any = None
-        self._target: Any = _UNRESOLVED
+        self._run: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
 
-    def _eager(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self._target is _UNRESOLVED:  # found once, not at every step
-            self._target = resolve_feature_layer(self.model, self.layer)
-        if self._target is None:
-            features = self.model.forward_features(x)  # type: ignore[operator]
-            head = self.model.forward_head(features)  # type: ignore[operator]
-            logits = logits_of(head, network=self.network)
-            return logits, _pool(features)
-        if self.tap:  # a permanent hook: no registration at every step
-            if self._compiled is None:
-                self._compiled = self._traceable()
-            return self._compiled(x)
-        return forward_with_features(
-            self.model, x, layer=self.layer, network=self.network
-        )
-
-    def _traceable(self) -> Any:
-        """The function to compile: hook-free where the network has
-        ``forward_features``, else its forward with a permanent
-        :class:`FeatureTap` on the feature layer."""
-        target = self._target = resolve_feature_layer(self.model, self.layer)
-        if target is None:
-            return self._eager  # resolved first: no guard on it changing
-        tap = next(
-            (h for h in target._forward_hooks.values() if isinstance(h, FeatureTap)),
-            None,
-        )
-        if tap is None or tap.use_output != (self.layer is not None):
-            tap = FeatureTap(use_output=self.layer is not None)
-            target.register_forward_hook(tap)
-        model, layer, network = self.model, self.layer, self.network
-        tokens = _is_transformers_model(model)
+    def _function(self) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """The function to run (and compile): the reader, hook-free where the
+        network has ``forward_features``; with a permanent :class:`FeatureTap`
+        when compiled or asked; else with a hook added for each call."""
+        reader = FeatureReader(self.model, self.layer, network=self.network)
+        tap = None
+        if reader.target is not None and (self.tap or self.compile_kwargs is not None):
+            tap = _permanent_tap(reader.target, use_output=reader.use_output)
 
         def forward(x: Tensor) -> tuple[Tensor, Tensor]:
-            # the same reading of outputs as forward_with_features
-            logits = logits_of(model(x), network=network)
-            features = layer_activation(tap.take(), layer, network=network)
-            return logits, _pool(features, tokens=tokens)
+            return reader(x, tap)
 
         return forward
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.compile_kwargs is None:
-            return self._eager(x)
-        if self._compiled is None:
-            self._compiled = torch.compile(self._traceable(), **self.compile_kwargs)
-        return self._compiled(x)
+        if self._run is None:
+            function = self._function()
+            if self.compile_kwargs is not None:
+                function = torch.compile(function, **self.compile_kwargs)
+            self._run = function
+        return self._run(x)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_compiled"] = None
-        del state["_target"]
+        state["_run"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("_compiled", None)  # an older FeatureForward's
         self.__dict__.update(state)
-        self._target = _UNRESOLVED
+        self._run = None
