@@ -236,7 +236,7 @@ class NetworksMixin:
         return forward
 
     def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
         for name in self._FORWARDS:
             state.pop(name, None)
         return state

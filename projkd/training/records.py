@@ -186,7 +186,7 @@ class DeviceRecordsMixin:
             self.history.record(prefix + "_skipped", len(skipped))
 
     def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
         state.pop("epoch_records_", None)  # device tensors of an open epoch
         return state
 
