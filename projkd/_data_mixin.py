@@ -251,7 +251,9 @@ class ArrayDataMixin:
         """Batches sliced from arrays (:class:`~projkd.training.batching.ArrayBatches`)
         when the data are arrays and the iterator is skorch's default
         ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
-        ``drop_last`` set; otherwise skorch's iterator."""
+        ``drop_last`` set; otherwise skorch's iterator. Training batches go
+        through :meth:`training_batches`; host arrays feeding a CUDA device
+        are prefetched (:class:`~projkd.training.device.Prefetcher`)."""
         source = array_source(dataset)
         prefix = "iterator_train" if training else "iterator_valid"
         iterator = self.iterator_train if training else self.iterator_valid
@@ -271,7 +273,20 @@ class ArrayDataMixin:
             else None,
             first_epoch=len(self.history) if self.history else 0,
         )
+        if training:  # this process's share, before any copy to the device
+            batches = self.training_batches(batches)
         device = torch.device(self._compute_device())
         if device.type == "cuda" and array_dataset.device.type == "cpu":
             return Prefetcher(batches, device)  # pinned, non-blocking, one ahead
+        return batches
+
+    def training_batches(self, batches: ArrayBatches) -> Any:
+        """The training batches this process iterates: all of ``batches``.
+
+        A hook: :class:`~projkd.parallel.DataParallelMixin` returns this
+        process's shard of every global batch. :meth:`get_iterator` calls it
+        before it wraps the batches in a
+        :class:`~projkd.training.device.Prefetcher`, so host-resident data are
+        sharded on a GPU too.
+        """
         return batches

@@ -40,12 +40,19 @@ _SHARED = (
 
 
 class EpochSeed(Callback):
-    """Seed torch at the start of each epoch from ``(seed, epoch)``.
+    """Seed torch at the start of each epoch from ``(seed, epoch, rank)``.
 
     The random draws of epoch ``e`` (augmentation, dropout) then depend on the
     seed and ``e`` alone: not on what ran before (a resumed run draws as the
     uninterrupted one; variants whose initialisation draws differ see the
-    same augmented views).
+    same augmented views). A net trained data-parallel (one with an
+    ``accelerator`` of several processes) seeds each process from its rank
+    too, so that the processes draw their own augmentation and dropout for
+    their slices; a single process, and the first of several, draw as
+    before (rank 0 adds nothing to the seed). The shuffled order does not
+    come from this stream: array batches draw it from their own ``(seed,
+    epoch)`` generator and Accelerate synchronises a ``DataLoader``'s, so it
+    stays the same on every process.
 
     Parameters
     ----------
@@ -61,7 +68,10 @@ class EpochSeed(Callback):
         self.seed = seed
 
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
-        state = np.random.SeedSequence([self.seed, len(net.history)]).generate_state(1)
+        accelerator = getattr(net, "accelerator", None)
+        rank = 0 if accelerator is None else int(accelerator.process_index)
+        entropy = [self.seed, len(net.history)] + ([rank] if rank else [])
+        state = np.random.SeedSequence(entropy).generate_state(1)
         torch.manual_seed(int(state[0]))
 
 

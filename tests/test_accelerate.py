@@ -130,8 +130,10 @@ def test_settings_that_cannot_work_in_several_processes_are_refused(
     monkeypatch.setattr(
         accelerate.Accelerator, "num_processes", property(lambda self: 2)
     )
+    est = make_accelerated(**params)
     with pytest.raises(ValueError, match=match):
-        make_accelerated(**params).fit(*small_digits)
+        est.fit(*small_digits)
+    assert not hasattr(est, "module_")  # refused before anything was built
 
 
 def test_a_shared_accelerator_lets_finished_fits_go(small_digits):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from projkd.parallel.sharding import OnDevice
 from projkd.training import device as device_data
 from projkd.training.batching import CachedTeacherBatch
 from projkd.training.device import (
@@ -44,6 +45,32 @@ def test_to_device_keeps_a_tensor_already_there_and_the_tuple_type():
     assert torch.equal(
         to_device(np.ones(2), torch.device("cpu")), torch.ones(2).double()
     )
+
+
+def test_one_move_for_every_nested_batch():
+    # the datasets, the prefetcher and the data-parallel batches move alike
+    x = torch.arange(3.0)
+    names = np.array(["a", "b"])  # not numbers: left as they are
+    batch = (
+        CachedTeacherBatch(x, x, x),
+        [np.arange(3), None],
+        {"mask": np.ones(2, dtype=bool), "names": names},
+    )
+    cpu = torch.device("cpu")
+    moves = {
+        "to_device": to_device(batch, cpu),
+        "non_blocking": to_device(batch, cpu, non_blocking=True),
+        "Prefetcher": next(iter(Prefetcher([batch], cpu))),
+        "OnDevice": next(iter(OnDevice([batch], cpu))),
+    }
+    for how, moved in moves.items():
+        assert type(moved) is tuple and isinstance(moved[0], CachedTeacherBatch), how
+        assert moved[0].inputs is x, how  # already there: not copied
+        assert type(moved[1]) is list and moved[1][1] is None, how
+        assert torch.equal(moved[1][0], torch.arange(3)), how
+        assert moved[2]["mask"].dtype == torch.bool, how
+        assert moved[2]["names"] is names, how
+    assert to_device(None, cpu) is None
 
 
 def test_device_stats_read_everything_in_order():

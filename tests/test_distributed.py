@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 
 from projkd import ProjectorDistiller
 from projkd.callbacks import ResumableCheckpoint
+from projkd.lockstep import EpochSeed
 from projkd.models import DigitsCNN
 
 pytest.importorskip("accelerate")
@@ -111,6 +112,11 @@ def configurations(X, y, teacher, checkpoints):
     configs["zoo_augmented"] = dict(
         student=digits_cnn(batchnorm=False),
         params=dict(common, train_transform=RecordingNoise()),
+    )
+    # and with the CLI's EpochSeed, which reseeds every epoch's start
+    configs["zoo_augmented_epoch_seed"] = dict(
+        student=digits_cnn(batchnorm=False),
+        params=dict(common, train_transform=RecordingNoise(), callbacks=[EpochSeed(0)]),
     )
     # the same run again: every process resumes from the finished checkpoint
     configs["mlp_cached_resumed"] = dict(configs["mlp_cached"])
@@ -357,13 +363,19 @@ def test_estimator_precision_and_compile_are_refused_for_the_accelerator(
     assert "set this on it instead" in str(error.value)
 
 
-def test_each_process_draws_its_own_augmentation(runs):
-    # every process seeds alike (random_state); without a stream of its own,
-    # sample j of every slice would get the same crop, flip or noise
-    first, second = runs["results"]["zoo_augmented"]
+@pytest.mark.parametrize("name", ["zoo_augmented", "zoo_augmented_epoch_seed"])
+def test_each_process_draws_its_own_augmentation(runs, name):
+    # every process seeds alike (random_state, and EpochSeed at each epoch's
+    # start); without a stream of its own, sample j of every slice would get
+    # the same crop, flip or noise
+    config, (first, second) = runs["configs"][name], runs["results"][name]
     assert len(first["draws"]) == len(second["draws"]) == 2 * N_SAMPLES // 64
     for mine, theirs in zip(first["draws"], second["draws"], strict=True):
         assert mine != theirs
     for part in ("state", "projectors"):  # and DDP still keeps them in step
         for key, value in first[part].items():
             assert torch.equal(value, second[part][key]), (part, key)
+    everything = digests(config["X"])
+    for epoch in range(2):  # while the shuffled order stays one for all
+        mine, theirs = Counter(first["seen"][epoch]), Counter(second["seen"][epoch])
+        assert mine + theirs == everything

@@ -1,9 +1,10 @@
 """Many GPUs and nodes: data-parallel distillation through Hugging Face Accelerate.
 
 :class:`AcceleratedProjectorDistiller` is :class:`~projkd.ProjectorDistiller`
-with skorch's :class:`~skorch.hf.AccelerateMixin`, made to train correctly in
-several processes (``torchrun`` or ``accelerate launch``, one process per
-GPU, or CPU processes over gloo):
+trained through an ``accelerate.Accelerator`` (as skorch's
+:class:`~skorch.hf.AccelerateMixin` does, but correctly in several processes:
+``torchrun`` or ``accelerate launch``, one process per GPU, or CPU processes
+over gloo):
 
 - Only modules with trainable parameters (the student, the projectors, a
   learned logit projector) are prepared, i.e. wrapped in DDP; criteria and
@@ -113,17 +114,9 @@ class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
         return self.student_layer if name == "module" else None
 
     def _check_fast_settings(self, X: Any) -> None:
-        self._check_accelerated_params()
+        # before a teacher estimator is fitted or anything is built
+        self._check_parallel_params()
         super()._check_fast_settings(X)
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.nonfinite_loss == "skip" and self.accelerator.num_processes > 1:
-            raise ValueError(
-                "nonfinite_loss='skip' cannot work with several processes: a batch "
-                "skipped on one process leaves the others waiting for its "
-                "gradients. Use nonfinite_loss='raise'."
-            )
 
     def get_loss(
         self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
@@ -136,7 +129,7 @@ class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
     def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and features from one call of the prepared student (DDP's
         forward, so gradients are synchronised)."""
-        prepared = self.__dict__.get("_prepared_modules_", {})
+        prepared = self._prepared_modules_
         if "module" in prepared and self.module_ is prepared["module"][0]:
             return self.module_(x, features=True)
         return forward_with_features(self.module_, x, layer=self.student_layer)

@@ -15,24 +15,14 @@ import numpy as np
 from torch import Tensor
 
 from ..training.batching import ArrayBatches
+from ..training.device import to_device
 
 __all__ = ["OnDevice", "ShardedArrayBatches"]
 
 
-def _to_device(batch: Any, device: Any) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
-        return type(batch)(*(_to_device(item, device) for item in batch))
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return {key: _to_device(value, device) for key, value in batch.items()}
-    return batch
-
-
 class OnDevice:
-    """Iterate ``batches`` with every tensor moved to ``device``."""
+    """Iterate ``batches`` with every tensor moved to ``device``
+    (:func:`~projkd.training.device.to_device`, non-blocking)."""
 
     def __init__(self, batches: Any, device: Any) -> None:
         self.batches = batches
@@ -43,7 +33,7 @@ class OnDevice:
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.batches:
-            yield _to_device(batch, self.device)
+            yield to_device(batch, self.device, non_blocking=True)
 
 
 class ShardedArrayBatches:

@@ -103,18 +103,57 @@ def resolve_data_device(
     return torch.device("cpu")
 
 
-def to_device(values: Any, device: torch.device) -> Any:
-    """``values`` (array, tensor or tuple of them) as tensors on ``device``.
+def to_device(values: Any, device: Any, *, non_blocking: bool = False) -> Any:
+    """``values`` with every tensor and numeric array in it on ``device``.
 
-    A tensor already there is returned as is: never copied back and forth.
+    The one move of a batch (or of a fit's arrays) to a device: used by
+    :class:`Prefetcher`, :class:`~projkd.parallel.sharding.OnDevice` and the
+    estimators' datasets.
+
+    Parameters
+    ----------
+    values : None, tensor, ndarray, or a tuple, NamedTuple, list or dict of them
+        Nested containers are rebuilt with the same type (a NamedTuple stays
+        one, a dict becomes a plain dict); a numeric ndarray becomes a tensor
+        (without a copy on the host); anything else is returned as it is.
+    device : str or torch.device
+    non_blocking : bool, default=False
+        Copy host tensors asynchronously. To a CUDA device they are pinned
+        first, since a copy from pageable memory blocks anyway.
+
+    Returns
+    -------
+    values
+        A tensor already on ``device`` is returned as is: never copied back
+        and forth.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> moved = to_device({"x": np.ones(2), "y": [torch.zeros(1), None]}, "cpu")
+    >>> type(moved["x"]).__name__, moved["y"][1]
+    ('Tensor', None)
     """
-    if values is None:
-        return None
-    if isinstance(values, tuple):
-        return type(values)(*(to_device(v, device) for v in values))
-    if not isinstance(values, Tensor):
-        values = torch.from_numpy(np.asarray(values))
-    return values.to(device)
+    if not isinstance(device, torch.device):
+        device = torch.device(device)
+    if isinstance(values, Tensor):
+        if non_blocking and device.type == "cuda" and values.device.type == "cpu":
+            if not values.is_pinned():
+                values = values.pin_memory()
+        return values.to(device, non_blocking=non_blocking)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biufc":
+        return to_device(torch.from_numpy(values), device, non_blocking=non_blocking)
+    if isinstance(values, tuple | list):
+        items = [to_device(v, device, non_blocking=non_blocking) for v in values]
+        if hasattr(values, "_fields"):  # a NamedTuple
+            return type(values)(*items)
+        return type(values)(items)
+    if isinstance(values, dict):
+        return {
+            key: to_device(value, device, non_blocking=non_blocking)
+            for key, value in values.items()
+        }
+    return values
 
 
 def to_channels_last(value: Any) -> Any:
@@ -139,24 +178,13 @@ def to_channels_last(value: Any) -> Any:
     return value
 
 
-def _move(value: Any, device: torch.device) -> Any:
-    if isinstance(value, Tensor):
-        if value.device.type == "cpu" and device.type == "cuda":
-            value = value.pin_memory()
-        return value.to(device, non_blocking=True)
-    if isinstance(value, tuple):
-        items = [_move(v, device) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    if isinstance(value, list):
-        return [_move(v, device) for v in value]
-    return value
-
-
 def _record(value: Any, stream: Any) -> None:
+    """Mark the tensors of a batch as used on ``stream`` (the caching
+    allocator must not reuse their memory before that stream is done)."""
     if isinstance(value, Tensor):
         value.record_stream(stream)
-    elif isinstance(value, tuple | list):
-        for item in value:
+    elif isinstance(value, tuple | list | dict):
+        for item in value.values() if isinstance(value, dict) else value:
             _record(item, stream)
 
 
@@ -170,7 +198,8 @@ class Prefetcher:
     Parameters
     ----------
     batches : iterable
-        Batches of tensors (or tuples of them), on the host.
+        Batches of tensors (or of tuples, lists and dicts of them), on the
+        host; moved by :func:`to_device`.
     device : torch.device
         A CUDA device.
 
@@ -191,7 +220,7 @@ class Prefetcher:
 
     def __iter__(self) -> Iterator[Any]:
         if self.device.type != "cuda":
-            yield from (_move(batch, self.device) for batch in self.batches)
+            yield from (to_device(batch, self.device) for batch in self.batches)
             return
         stream = torch.cuda.Stream(self.device)
         iterator = iter(self.batches)
@@ -201,7 +230,7 @@ class Prefetcher:
             if batch is None:
                 return None
             with torch.cuda.stream(stream):
-                return _move(batch, self.device)
+                return to_device(batch, self.device, non_blocking=True)
 
         upcoming = load()
         while upcoming is not None:
