@@ -11,6 +11,14 @@ history in one transfer when the epoch ends, before ``on_epoch_end``
 scorers read them. A batch whose step was skipped (a non-finite loss with
 ``nonfinite_loss="skip"``) records no loss at all, so it is left out of the
 epoch's means, and the epoch records how many were skipped.
+
+This is projkd's one replacement of a piece of skorch's loop; the fit, the
+epochs, the callbacks and the steps stay skorch's. Measured reason: on the
+CPU the replacement costs nothing (``benchmarks/bench_gpu.py --cpu``: an
+uncached epoch at 0.99x a plain loop's host time, see
+``benchmarks/results/gpu_cpu.md``); its gain, the GPU never idling for a
+host read, is what ``bench_gpu.py --gpu`` measures on a card, which no
+session has had yet.
 """
 
 from __future__ import annotations
