@@ -1,371 +1,42 @@
-"""``projkd reproduce``: the paper's CIFAR-100 comparison, resumable, in one command.
+"""``projkd reproduce``: the :func:`reproduce` function and its subcommand.
 
-:func:`reproduce` trains (or loads) a teacher, then distils it into the
-student of the pair once per variant and seed -- the student alone, KD,
-feature distillation with 0, 1 and 3 projectors, and KD on a logit
-projector -- with the reference recipe of the data set, and writes
-``results.json``, ``results.md`` and plots into its output folder.
-
-Every run checkpoints each epoch (:class:`~projkd.callbacks.ResumableCheckpoint`,
-one file per state, each well under 16 MiB for the CIFAR zoo), so a call
-stopped by ``time_budget`` (or killed) continues where it stopped when the
-same command is run again, and a finished run (its ``record.json``) is never
-redone. Augmentation and shuffling are seeded per epoch, so a resumed run
-gives the same weights as an uninterrupted one.
-
-Layout of ``out``::
-
-    settings.json              what the results depend on (checked on re-runs)
-    teacher/                   record.json (done marker, metrics), teacher.pt, ckpt/
-    runs/<variant>-seed<s>/    record.json, test_proba.npy, ckpt/ (epoch checkpoints)
-    results.json, results.md, reliability.png, accuracy.png
+:func:`reproduce` checks its arguments, fixes the settings the results depend
+on (refusing an output folder of other settings), and hands the runs to
+:func:`~projkd.experiments.reproduction.runs.run_all`; then it writes
+``results.json``, ``results.md`` and the plots.
+:func:`add_subcommand` registers ``projkd reproduce`` on the command line's
+subparsers.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._random import seeded
-from ..callbacks import ResumableCheckpoint
-from ..distiller import ProjectorDistiller
-from ..lockstep import EpochSeed, fit_lockstep
-from ..metrics import linear_cka
-from ..models import get_model, list_models
-from ..parallel.process import is_main_process
-from ..teacher.inference import compute_teacher_outputs
-from ..teacher.io import load_teacher
-from .data import Data, load_data
-from .io import save_json
-from .launch import Launch
-from .recipes import default_epochs, recipe
-from .reproduction_results import format_results, summarize, write_plots
-from .reproduction_training import (
-    FAST_SETTINGS,
-    TimeBudget,
-    _AcceleratedTeacherNet,
-    _Clock,
-    _curve_fields,
-    _device_name,
-    _metrics,
-    _save_proba,
-    _sha256,
-    _TeacherCheckpoint,
-    _TeacherNet,
-    _TestScore,
-    fast_settings,
-)
-from .spec import build_model, model_kwargs
+from ...models import list_models
+from ...parallel.process import is_main_process
+from ..data import load_data
+from ..io import save_json
+from ..launch import Launch
+from ..recipes import default_epochs, recipe
+from ..spec import build_model
+from .results import format_results, summarize, write_plots
+from .runs import VARIANTS, RunContext, run_all
+from .training import Clock, device_name, fast_settings, sha256
 
-__all__ = [
-    "DEFAULT_PAIRS",
-    "FAST_SETTINGS",
-    "VARIANTS",
-    "TEACHER_SEED",
-    "TimeBudget",
-    "add_subcommand",
-    "fast_settings",
-    "reproduce",
-]
+__all__ = ["DEFAULT_PAIRS", "add_subcommand", "reproduce", "run_command"]
 
-# name -> ProjectorDistiller parameters (METHOD.md; T = 4 is the default)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "alone": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=0.0, n_projectors=0),
-    "kd": dict(ce_weight=0.1, kd_weight=0.9, feature_weight=0.0, n_projectors=0),
-    "fd0": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=0),
-    "fd1": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=1),
-    "fd3": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=3),
-    "kd_lp": dict(
-        ce_weight=0.1,
-        kd_weight=0.9,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_projector=True,
-        logit_projector_init="identity",
-    ),
-}
+# the pair each data set is reproduced with by default
 DEFAULT_PAIRS = {
     "cifar100": "wrn_40_2:wrn_16_2",
     "digits": "digits_teacher:digits_student",
     "mnist": "digits_teacher:digits_student",
 }
-# apart from the students' seeds 0, 1, ...: with a pair of one architecture
-# (self-distillation), "alone" would otherwise replay the teacher's training
-TEACHER_SEED = 1000
-
-
-def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
-    """The network as a factory and its arguments, for the estimator to build
-    inside its seeded fit (its checkpoint key then names the recipe, not
-    the weights of one instance)."""
-    kwargs = {f"{prefix}__{k}": v for k, v in model_kwargs(arch, data).items()}
-    return {prefix: functools.partial(get_model, arch), **kwargs}
-
-
-@dataclass
-class _Context:
-    """What every run of one call shares."""
-
-    out: Path
-    data: Data
-    clock: _Clock
-    device: str
-    epochs: int
-    teacher_arch: str
-    student_arch: str
-    teacher_weights: str | Path | None
-    fast: dict[str, Any]
-    recipe: Callable[[str], dict[str, Any]]
-    equal_widths: bool
-    verbose: bool
-    lockstep: bool = False
-    launch: Launch = field(default_factory=Launch)
-
-    def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The recipe's ``params`` with this launch's device and speed
-        settings; under a parallel launch the recipe's (global) batch is
-        shared out by the processes."""
-        if self.launch.accelerator is not None:
-            params = dict(
-                params, batch_size=self.launch.per_process_batch(params["batch_size"])
-            )
-        return {
-            **params,
-            "device": self.device,
-            **self.launch.estimator_kwargs(self.fast),
-        }
-
-
-# --------------------------------------------------------------- the runs
-def _teacher_phase(ctx: _Context) -> tuple[dict[str, Any], torch.nn.Module] | None:
-    """The teacher and its record: loaded when done, else given or trained."""
-    folder = ctx.out / "teacher"
-    done = folder / "record.json"
-    if done.exists():
-        record = json.loads(done.read_text())
-        weights = ctx.out / record["weights"]  # relative to out, or absolute
-        return record, _load(ctx, weights)
-    if ctx.clock.out_of_time():
-        return None
-    started = time.monotonic()
-    record = {"model": f"teacher ({ctx.teacher_arch})"}
-    if ctx.teacher_weights is not None:
-        weights = Path(ctx.teacher_weights).resolve()
-        record.update(source="given", weights=str(weights))
-    else:
-        result = _train_teacher(ctx, folder)
-        if result is None or ctx.clock.out_of_time():
-            return None  # stopped on the budget (or no time to evaluate): resumes
-        trained, curve = result
-        weights = folder / "teacher.pt"
-        state = {k: v.detach().float().cpu() for k, v in trained.state_dict().items()}
-        if ctx.launch.is_main:
-            torch.save(state, weights)
-        ctx.launch.wait()  # every process loads the file the main one wrote
-        record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
-        record.update(curve)
-    teacher = _load(ctx, weights)  # trained or not, students see the saved weights
-    record["sha256"] = _sha256(weights)
-    data = ctx.data
-    proba = {
-        name: torch.softmax(_logits(teacher, X, ctx.device), dim=1).numpy()
-        for name, X in (("train", data.X_train), ("test", data.X_test))
-    }
-    record.update(_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
-    record["cka"] = 1.0
-    ctx.clock.done(time.monotonic() - started)
-    if ctx.launch.is_main:
-        _save_proba(folder, proba["test"])
-        save_json(done, record)
-    return record, teacher
-
-
-def _load(ctx: _Context, weights: Path) -> torch.nn.Module:
-    model = build_model(
-        ctx.teacher_arch, ctx.data, seed=TEACHER_SEED, device=ctx.device
-    )
-    return load_teacher(model, weights, device=ctx.device)
-
-
-def _train_teacher(
-    ctx: _Context, folder: Path
-) -> tuple[torch.nn.Module, dict[str, Any]] | None:
-    """The trained teacher and its training curve; None if stopped early."""
-    params = ctx.recipe(ctx.teacher_arch)
-    callbacks = _callbacks(
-        ctx, params.pop("callbacks", []), folder, TEACHER_SEED, "teacher"
-    )
-    callbacks[1] = ("checkpoint", _TeacherCheckpoint(dirname=str(folder / "ckpt")))
-    kwargs = ctx.estimator_kwargs(params)
-    kwargs.pop("data_device", None)  # a TeacherNet slices host arrays
-    net_class = _TeacherNet
-    if ctx.launch.accelerator is not None:
-        net_class = _AcceleratedTeacherNet
-    net = net_class(
-        **_factory(ctx.teacher_arch, ctx.data, "module"),
-        criterion=torch.nn.CrossEntropyLoss,
-        max_epochs=ctx.epochs,
-        classes=np.arange(ctx.data.n_classes),
-        train_split=None,
-        verbose=0,
-        callbacks=callbacks,
-        seed=TEACHER_SEED,
-        **kwargs,
-    )
-    with seeded(TEACHER_SEED, ctx.device):
-        net.fit(ctx.data.X_train, ctx.data.y_train)
-    if len(net.history) < ctx.epochs:
-        return None  # stopped on the budget; resumes on the next call
-    module: torch.nn.Module = net.module_
-    curve = _curve_fields(net.history, len(ctx.data.y_train))
-    return getattr(module, "_orig_mod", module).eval(), curve
-
-
-def _callbacks(
-    ctx: _Context, recipe_callbacks: list[Any], folder: Path, seed: int, label: str
-) -> list[Any]:
-    # order matters: the test score is recorded before the checkpoint saves the
-    # history; the checkpoint loads before, and saves before, the lr scheduler
-    # steps (skorch rebuilds the scheduler from the history's length); the
-    # budget stops only after the epoch is saved
-    return [
-        (
-            "test_score",
-            _TestScore(
-                ctx.data.X_test,
-                ctx.data.y_test,
-                label,
-                ctx.verbose and ctx.launch.is_main,
-            ),
-        ),
-        ("checkpoint", ResumableCheckpoint(dirname=str(folder / "ckpt"))),
-        *recipe_callbacks,
-        ("epoch_seed", EpochSeed(seed)),
-        ("time_budget", TimeBudget(ctx.clock)),
-    ]
-
-
-def _folder(ctx: _Context, variant: str, seed: int) -> Path:
-    return ctx.out / "runs" / f"{variant}-seed{seed}"
-
-
-def _done(ctx: _Context, variant: str, seed: int) -> dict[str, Any] | None:
-    done = _folder(ctx, variant, seed) / "record.json"
-    return json.loads(done.read_text()) if done.exists() else None
-
-
-def _student(
-    ctx: _Context, teacher: torch.nn.Module, variant: str, seed: int
-) -> ProjectorDistiller:
-    """The (unfitted) estimator of one variant and seed, with its callbacks."""
-    params = ctx.recipe(ctx.student_arch)
-    callbacks = _callbacks(
-        ctx,
-        params.pop("callbacks", []),
-        _folder(ctx, variant, seed),
-        seed,
-        f"{variant} seed {seed}",
-    )
-    variant_params = dict(VARIANTS[variant])
-    if variant_params["feature_weight"] == 0 and not ctx.equal_widths:
-        variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
-    cls: type[Any] = ProjectorDistiller
-    if ctx.launch.accelerator is not None:
-        from ..parallel import AcceleratedProjectorDistiller
-
-        cls = AcceleratedProjectorDistiller
-    return cls(
-        teacher,
-        **_factory(ctx.student_arch, ctx.data, "student"),
-        max_epochs=ctx.epochs,
-        random_state=seed,
-        classes=np.arange(ctx.data.n_classes),
-        train_split=None,
-        verbose=0,
-        callbacks=callbacks,
-        **variant_params,
-        **ctx.estimator_kwargs(params),
-    )
-
-
-def _finish(
-    ctx: _Context, estimator: ProjectorDistiller, variant: str, seed: int
-) -> dict[str, Any] | None:
-    """Evaluate a fitted run and mark it done; None if it has not finished."""
-    if len(estimator.history) < ctx.epochs or ctx.clock.out_of_time():
-        return None  # stopped on the budget (or no time to evaluate): resumes
-    data = ctx.data
-    started = time.monotonic()
-    proba_test = estimator.predict_proba(data.X_test)
-    record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
-    record.update(
-        _metrics(
-            estimator.predict_proba(data.X_train), data.y_train, proba_test, data.y_test
-        )
-    )
-    record["cka"] = linear_cka(
-        estimator.transform(data.X_test), estimator.transform_teacher(data.X_test)
-    )
-    record.update(_curve_fields(estimator.history, len(data.y_train)))
-    record["params"] = _variant_params(estimator)
-    record["lockstep"] = ctx.lockstep
-    folder = _folder(ctx, variant, seed)
-    ctx.clock.done(time.monotonic() - started)
-    if ctx.launch.is_main:
-        _save_proba(folder, proba_test)
-        save_json(folder / "record.json", record)
-    return record
-
-
-def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
-    names = [
-        "ce_weight",
-        "kd_weight",
-        "feature_weight",
-        "n_projectors",
-        "temperature",
-        "logit_projector",
-        "logit_projector_init",
-    ]
-    return {name: getattr(estimator, name) for name in names}
-
-
-def _seed_runs(
-    ctx: _Context, teacher: torch.nn.Module, variants: list[str], seed: int
-) -> dict[str, dict[str, Any] | None]:
-    """The records of one seed's variants (None: not finished yet)."""
-    records = {v: _done(ctx, v, seed) for v in variants}
-    todo = [v for v in variants if records[v] is None]
-    if not todo or ctx.clock.out_of_time():
-        return records
-    data = ctx.data
-    if ctx.lockstep:
-        estimators = [_student(ctx, teacher, v, seed) for v in todo]
-        fit_lockstep(estimators, data.X_train, data.y_train)
-        for variant, estimator in zip(todo, estimators, strict=True):
-            records[variant] = _finish(ctx, estimator, variant, seed)
-        return records
-    for variant in todo:
-        if ctx.clock.out_of_time():
-            break
-        estimator = _student(ctx, teacher, variant, seed)
-        estimator.fit(data.X_train, data.y_train)
-        records[variant] = _finish(ctx, estimator, variant, seed)
-    return records
-
-
-def _logits(model: torch.nn.Module, X: Any, device: str) -> torch.Tensor:
-    """``model``'s float32 logits for ``X``, computed in batches on ``device``."""
-    return compute_teacher_outputs(model, X, device=device).logits.float()
 
 
 # ------------------------------------------------------------- validation
@@ -522,7 +193,7 @@ def reproduce(
     >>> # reproduce(dataset="cifar100", data_root="data/cifar100", epochs=60,
     >>> #           out="runs/repro", time_budget=500)
     """
-    clock = _Clock(time_budget)  # loading the data counts
+    clock = Clock(time_budget)  # loading the data counts
     if time_budget is not None and not time_budget > 0:
         raise ValueError(f"time_budget={time_budget!r} must be a positive number.")
     if dataset not in DEFAULT_PAIRS:
@@ -584,10 +255,10 @@ def reproduce(
         "deviations": deviations,
         "teacher_weights": None
         if teacher_weights is None
-        else _sha256(Path(teacher_weights)),
+        else sha256(Path(teacher_weights)),
     }
     _check_settings(out, settings, write=launch.is_main)
-    ctx = _Context(
+    ctx = RunContext(
         out=out,
         data=data,
         clock=clock,
@@ -606,7 +277,7 @@ def reproduce(
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = on_cuda or benchmark
     try:
-        records, pending = _run_all(ctx, variants, seeds)
+        records, pending = run_all(ctx, variants, seeds)
     finally:
         torch.backends.cudnn.benchmark = benchmark
     results = summarize(
@@ -615,7 +286,7 @@ def reproduce(
         seeds=seeds,
         records=records,
         pending=pending,
-        device_name=_device_name(device),
+        device_name=device_name(device),
         fast_requested=requested,
         fast_unavailable=sorted(set(requested) - set(fast_params)),
     )
@@ -629,41 +300,35 @@ def reproduce(
     return results
 
 
-def _run_all(
-    ctx: _Context, variants: list[str], seeds: int
-) -> tuple[list[dict[str, Any]], list[str]]:
-    names = [f"{v}-seed{s}" for s in range(seeds) for v in variants]
-    teacher = _teacher_phase(ctx)
-    if teacher is None:
-        return [], ["teacher", *names]
-    records: list[dict[str, Any]] = [teacher[0]]
-    pending: list[str] = []
-    for seed in range(seeds):
-        for variant, record in _seed_runs(ctx, teacher[1], variants, seed).items():
-            if record is None:
-                pending.append(f"{variant}-seed{seed}")
-            else:
-                records.append(record)
-    return records, pending
-
-
 # -------------------------------------------------------------------- CLI
 def _names(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def add_subcommand(parser: argparse.ArgumentParser) -> None:
-    """Register ``projkd reproduce`` on the ``projkd`` parser.
+def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``projkd reproduce`` on a command line's subcommands.
 
-    The parsed namespace's ``handler`` runs the command.
+    Parameters
+    ----------
+    subparsers : object
+        What :meth:`argparse.ArgumentParser.add_subparsers` returned (its
+        ``add_parser`` method is called).
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The subcommand's parser; the parsed namespace's ``handler``
+        (:func:`run_command`) runs the command.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="projkd")
+    >>> _ = add_subcommand(parser.add_subparsers(dest="command"))
+    >>> parser.parse_args(["reproduce", "--dataset", "digits"]).dataset
+    'digits'
     """
-    # argparse has no public accessor for the subcommands of a built parser
-    commands = next(
-        action
-        for action in parser._actions
-        if isinstance(action, argparse._SubParsersAction)
-    )
-    sub = commands.add_parser(
+    sub = subparsers.add_parser(
         "reproduce",
         help="the paper's comparison of variants, resumable (CIFAR-100)",
         description="Train (or load) a teacher, distil it into the student of "
@@ -710,10 +375,18 @@ def add_subcommand(parser: argparse.ArgumentParser) -> None:
         help="train each seed's variants together, one teacher forward per batch",
     )
     sub.add_argument("--quiet", action="store_true", help="no line per epoch")
-    sub.set_defaults(handler=_run_command)
+    sub.set_defaults(handler=run_command)
+    return sub
 
 
-def _run_command(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``projkd reproduce`` from its parsed arguments and print the table.
+
+    Returns
+    -------
+    status : int
+        0 when every run has finished, 3 when some are left for the next call.
+    """
     results = reproduce(
         dataset=args.dataset,
         data_root=args.data_root,
