@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 
@@ -9,10 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from projkd.experiments import reproduction as rep
+from projkd import ProjectorDistiller
 from projkd.experiments.cli import main
-from projkd.experiments.reproduction import VARIANTS, fast_settings, reproduce
-from projkd.experiments.reproduction_results import PUBLISHED, format_results, summarize
+from projkd.experiments.reproduction import (
+    FAST_SETTINGS,
+    VARIANTS,
+    command,
+    fast_settings,
+    reproduce,
+)
+from projkd.experiments.reproduction.results import (
+    PUBLISHED,
+    format_results,
+    summarize,
+)
+from projkd.experiments.reproduction.training import sha256
+from projkd.models import get_model
+from projkd.teacher import TeacherNet
 
 from .conftest import DtypeProbe
 
@@ -64,8 +78,15 @@ def uninterrupted(tiny_cifar, tmp_path_factory):
     return out, _cifar_run(tiny_cifar, out)
 
 
+@pytest.fixture
+def no_plots(monkeypatch):
+    """Calls of a budget loop without the plots (rendered again at every call:
+    seconds of matplotlib that these tests do not look at)."""
+    monkeypatch.setattr(command, "write_plots", lambda *args: [])
+
+
 def test_stop_on_budget_then_resume_equals_the_uninterrupted_run(
-    tiny_cifar, uninterrupted, tmp_path
+    tiny_cifar, uninterrupted, tmp_path, no_plots
 ):
     full_out, full = uninterrupted
     assert full["complete"] and full["pending"] == []
@@ -94,7 +115,7 @@ def test_stop_on_budget_then_resume_equals_the_uninterrupted_run(
 
 
 def test_lockstep_resumed_on_a_budget_equals_separate_runs(
-    tiny_cifar, uninterrupted, tmp_path
+    tiny_cifar, uninterrupted, tmp_path, no_plots
 ):
     _, full = uninterrupted
     calls, results = 0, {"complete": False}
@@ -122,8 +143,8 @@ def test_finished_runs_are_never_redone(tiny_cifar, uninterrupted, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(rep.ProjectorDistiller, "fit", no_training)
-    monkeypatch.setattr(rep._TeacherNet, "fit", no_training)
+    monkeypatch.setattr(ProjectorDistiller, "fit", no_training)
+    monkeypatch.setattr(TeacherNet, "fit", no_training)
     again = _cifar_run(tiny_cifar, out)
     assert again["runs"] == full["runs"] and again["teacher"] == full["teacher"]
 
@@ -155,7 +176,7 @@ def test_results_hold_every_figure_and_the_findings(uninterrupted):
         assert run["gap"] == pytest.approx(run["train_acc"] - run["test_acc"])
     assert results["teacher"]["source"] == "trained"
     weights = out / "teacher" / "teacher.pt"
-    assert results["teacher"]["sha256"] == rep._sha256(weights)
+    assert results["teacher"]["sha256"] == sha256(weights)
     assert all(
         t.dtype == torch.float32
         for t in torch.load(weights).values()
@@ -172,6 +193,14 @@ def test_results_hold_every_figure_and_the_findings(uninterrupted):
         assert (out / "reliability.png").stat().st_size > 2000
 
 
+def test_plots_are_written(uninterrupted):
+    pytest.importorskip("matplotlib")
+    out, results = uninterrupted
+    assert results["plots"] == ["reliability.png", "accuracy.png"]
+    for name in results["plots"]:
+        assert (out / name).stat().st_size > 2000
+
+
 def test_cli_digits_mode_and_given_teacher_weights(tmp_path, capsys, monkeypatch):
     common = ["reproduce", "--dataset", "digits", "--epochs", "1", "--subset", "200"]
     first = tmp_path / "first"
@@ -182,7 +211,7 @@ def test_cli_digits_mode_and_given_teacher_weights(tmp_path, capsys, monkeypatch
     trained = json.loads((first / "results.json").read_text())["teacher"]
 
     monkeypatch.setattr(
-        rep._TeacherNet, "fit", lambda *a, **k: pytest.fail("teacher trained")
+        TeacherNet, "fit", lambda *a, **k: pytest.fail("teacher trained")
     )
     weights = first / "teacher" / "teacher.pt"
     second = tmp_path / "second"
@@ -194,16 +223,16 @@ def test_cli_digits_mode_and_given_teacher_weights(tmp_path, capsys, monkeypatch
 
 
 def test_batch_size_deviation_is_opt_in_and_recorded():
-    make, deviations = rep._recipe_factory("cifar100", 240, 256)
+    make, deviations = command._recipe_factory("cifar100", 240, 256)
     params = make("wrn_16_2")
     assert params["batch_size"] == 256 and params["lr"] == pytest.approx(0.2)
     assert deviations and "256" in deviations[0]
-    make, deviations = rep._recipe_factory("cifar100", 240, None)
+    make, deviations = command._recipe_factory("cifar100", 240, None)
     assert make("wrn_16_2")["lr"] == 0.05 and deviations == []
 
 
 def test_reference_recipe_scales_with_epochs():
-    params = rep._recipe_factory("cifar100", 60, None)[0]("wrn_16_2")
+    params = command._recipe_factory("cifar100", 60, None)[0]("wrn_16_2")
     scheduler = dict(params["callbacks"])["lr_scheduler"]
     assert scheduler.kwargs["milestones"] == [38, 45, 52]  # 5/8, 6/8, 7/8 of 60
     assert params["optimizer__momentum"] == 0.9
@@ -215,7 +244,7 @@ def test_fast_settings_only_on_cuda():
     assert fast_settings("cpu") == ({}, {})
     assert fast_settings("cuda", fast=False) == ({}, {})
     requested, applied = fast_settings("cuda")
-    assert requested == rep.FAST_SETTINGS
+    assert requested == FAST_SETTINGS
     assert applied["compile"] is True  # skorch's own parameter
     assert set(applied) <= set(requested)
 
@@ -249,7 +278,7 @@ def test_fd0_needs_equal_widths(tmp_path):
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(rep, "_run_all", lambda ctx, variants, seeds: ([], []))
+    monkeypatch.setattr(command, "run_all", lambda ctx, variants, seeds: ([], []))
     reproduce(dataset="digits", out=tmp_path, epochs=1, variants=["alone"])
     with pytest.raises(ValueError, match="epochs: 1 there, 2 now"):
         reproduce(dataset="digits", out=tmp_path, epochs=2, variants=["alone"])
@@ -325,8 +354,8 @@ def test_teacher_fast_path_runs_on_cpu(small_digits):
     """bf16 autocast and channels_last, as used for the teacher on CUDA."""
     X, y = small_digits
     probe = DtypeProbe()
-    net = rep._TeacherNet(
-        rep.functools.partial(rep.get_model, "digits_student"),
+    net = TeacherNet(
+        functools.partial(get_model, "digits_student"),
         criterion=torch.nn.CrossEntropyLoss,
         classes=np.arange(10),
         max_epochs=1,

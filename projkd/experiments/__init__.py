@@ -2,11 +2,13 @@
 
 One module per command (:mod:`.teacher` for ``train-teacher``,
 :mod:`.distillation` for ``distill``, :mod:`.grid_search` for ``search``,
-:mod:`.report`, :mod:`.demo`, :mod:`.reproduction` for ``reproduce``),
+:mod:`.report`, :mod:`.demo`, the package :mod:`.reproduction` for
+``reproduce``),
 over the shared pieces: :mod:`.data` (data sets by name), :mod:`.recipes`
 (the reference training recipes),
 :mod:`.spec` (:class:`RunSpec`, the one run specification every command
 takes), :mod:`.tracking` (per-epoch records) and :mod:`.io` (result files).
+:class:`TeacherNet` is the library's :class:`projkd.teacher.TeacherNet`.
 The library (estimator, losses, projectors, metrics, models, data) never
 imports from here.
 """

@@ -109,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="folders written by distill")
     report.add_argument("--out", default="projkd-report")
     report.add_argument("--device", default="cpu")
+
+    from .reproduction import add_subcommand
+
+    add_subcommand(commands)
     return parser
 
 
@@ -160,11 +164,7 @@ def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``projkd`` and ``python -m projkd``."""
-    parser = _parser()
-    from .reproduction import add_subcommand
-
-    add_subcommand(parser)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "reproduce":
         return int(args.handler(args))
     if args.command == "demo":

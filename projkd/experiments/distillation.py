@@ -25,7 +25,7 @@ from .launch import Launch
 from .spec import RunSpec, build_model, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
-__all__ = ["distill", "distiller_setup", "load_run"]
+__all__ = ["build_estimator", "distill", "distiller_setup", "load_run", "run_config"]
 
 
 def distiller_setup(
@@ -67,7 +67,7 @@ def _teacher(config: dict[str, Any], data: Data, device: str | None) -> torch.nn
     return load_teacher(model, config["teacher_weights"], device=device or "cpu")
 
 
-def _estimator(
+def build_estimator(
     config: dict[str, Any],
     data: Data,
     spec: RunSpec,
@@ -75,6 +75,27 @@ def _estimator(
     callbacks: list[Any],
     world_size: int | None = None,
 ) -> ProjectorDistiller:
+    """The (unfitted) student estimator of a run: its saved teacher, the
+    recipe of the student's network, the run's distiller parameters and
+    this launch's speed settings.
+
+    Parameters
+    ----------
+    config : dict
+        What :func:`run_config` returns (or a run's ``config.json``).
+    data : Data
+    spec : RunSpec
+    callbacks : list
+        Added after the recipe's.
+    world_size : int or None, default=None
+        As in :func:`distiller_setup`.
+
+    Returns
+    -------
+    estimator : ProjectorDistiller
+        Or an :class:`~projkd.parallel.AcceleratedProjectorDistiller` under a
+        parallel launch (its global batch shared out by the processes).
+    """
     params = dataclasses.replace(spec, epochs=config["epochs"]).training_params(
         config["student_arch"]
     )
@@ -100,7 +121,15 @@ def _estimator(
     )
 
 
-def _config(spec: RunSpec, **params: Any) -> dict[str, Any]:
+def run_config(spec: RunSpec, **params: Any) -> dict[str, Any]:
+    """A student run's ``config.json``: the spec, the teacher's weights
+    (resolved) and the distiller ``params``.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` names no teacher weights.
+    """
     if spec.teacher_weights is None:
         raise ValueError(
             "No teacher: give --teacher-weights (a teacher.pt written by "
@@ -137,10 +166,10 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
     """
     spec = spec.resolve()
     out = Path(spec.out)
-    config = _config(spec, **distiller_params)
+    config = run_config(spec, **distiller_params)
     data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
     callbacks = run_callbacks(spec, data.X_test, data.y_test, distiller=True)
-    estimator = _estimator(config, data, spec, callbacks=callbacks)
+    estimator = build_estimator(config, data, spec, callbacks=callbacks)
     estimator.fit(data.X_train, data.y_train)
     from ..analysis import compare, format_markdown
 
@@ -202,7 +231,7 @@ def load_run(
         channels_last=None,
     )
     data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
-    estimator = _estimator(
+    estimator = build_estimator(
         {**config, "epochs": 0}, data, spec, callbacks=[], world_size=1
     )
     estimator.set_params(cache_teacher=False)

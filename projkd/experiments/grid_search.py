@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import load_data
-from .distillation import _config, _estimator
+from .distillation import build_estimator, run_config
 from .io import write_results
 from .spec import RunSpec
 
@@ -46,7 +46,9 @@ def search(
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
-    estimator = _estimator(_config(spec), data, spec, callbacks=[], world_size=1)
+    estimator = build_estimator(
+        run_config(spec), data, spec, callbacks=[], world_size=1
+    )
     result = GridSearchCV(
         estimator,
         grid,

@@ -3,7 +3,8 @@ outputs cached.
 
 - :mod:`.frozen`: the frozen teacher (a module used as is, or a frozen copy),
   and teachers given as estimators;
-- :mod:`.training`: training a teacher with skorch;
+- :mod:`.training`: training a teacher with skorch (:class:`TeacherNet`,
+  :func:`train_teacher`);
 - :mod:`.io`: saving and loading its weights;
 - :mod:`.inference`: running it over a data set in large no-grad batches;
 - :mod:`.cache`: its outputs computed once and reused;
@@ -25,9 +26,10 @@ from .frozen import (
 )
 from .inference import compute_teacher_outputs
 from .io import load_teacher, save_teacher
-from .training import train_teacher
+from .training import TeacherNet, train_teacher
 
 __all__ = [
+    "TeacherNet",
     "cached_teacher_outputs",
     "clear_teacher_cache",
     "compute_teacher_outputs",

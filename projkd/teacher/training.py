@@ -1,17 +1,212 @@
-"""Training a teacher with skorch."""
+"""Training a teacher with skorch: :class:`TeacherNet` and :func:`train_teacher`.
+
+One net for every teacher projkd trains (the library's :func:`train_teacher`,
+``projkd train-teacher``, ``projkd reproduce``): skorch's classifier on the
+logits of any output (:func:`~projkd.features.logits_of`), with batch
+augmentation on the device, mixed precision, channels_last, and arrays
+sliced into batches shuffled per ``(random_state, epoch)``, so that a run
+resumed from its checkpoint trains as the uninterrupted run.
+"""
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.dataset import unpack_data
+from skorch.utils import to_tensor
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .._random import seeded
 from ..features import logits_of
+from ..training.batching import ArrayBatches, ArrayDataset, array_source
+from ..training.device import to_channels_last
+from ..training.precision import autocast, grad_scaler, scaled_step
 
-__all__ = ["train_teacher"]
+__all__ = ["TeacherNet", "train_teacher"]
+
+# the DataLoader arguments that batches sliced from arrays honour
+_SLICEABLE = {"batch_size", "shuffle", "drop_last"}
+
+
+class TeacherNet(NeuralNetClassifier):
+    """A skorch classifier for training teachers: on the logits of any output,
+    with batch augmentation, mixed precision and seeded, resumable shuffling.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class, factory callable or instance
+        As for :class:`skorch.NeuralNetClassifier`. Its output may be a tensor
+        of logits or any form :func:`~projkd.features.logits_of` reads (a
+        Hugging Face model's ``ImageClassifierOutput``).
+    criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
+        On the logits (skorch's default, ``NLLLoss``, expects probabilities).
+    train_transform : callable or None, default=None
+        Applied to each training batch on ``device`` (e.g.
+        :class:`projkd.augment.RandomCropFlip`); never to evaluation.
+    mixed_precision : {"bf16", "fp16"} or None, default=None
+        Autocast the forward pass; logits and loss stay float32, and fp16
+        scales the loss (``torch.amp.GradScaler``).
+    channels_last : bool, default=False
+        Keep the network and 4-D batches in ``torch.channels_last``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds torch for the duration of :meth:`fit` (a module given as a class
+        or factory is then built under it). An integer also fixes each epoch's
+        shuffled order of array input from ``(random_state, epoch)`` alone.
+    **kwargs
+        Any other :class:`skorch.NeuralNetClassifier` parameter.
+
+    Notes
+    -----
+    Training batches are shuffled every epoch (``iterator_train__shuffle=True``
+    unless told otherwise; skorch's default is not to shuffle). Arrays and
+    tensors are wrapped in an :class:`~projkd.training.batching.ArrayDataset`
+    and iterated as :class:`~projkd.training.batching.ArrayBatches` (one
+    slice per batch, no per-sample collation) unless another iterator or
+    ``DataLoader`` argument is set; a ``Dataset`` goes through skorch's
+    ``DataLoader``. Labels are class indices ``0..C-1``.
+
+    Examples
+    --------
+    >>> from projkd.data import load_digits
+    >>> from projkd.models import DigitsCNN
+    >>> X, y = load_digits()
+    >>> net = TeacherNet(DigitsCNN(width=4), max_epochs=1, train_split=None,
+    ...                  verbose=0, random_state=0).fit(X[:64], y[:64])
+    >>> net.predict_proba(X[:2]).shape
+    (2, 10)
+    """
+
+    prefixes_ = NeuralNetClassifier.prefixes_ + ["train_transform"]
+
+    def __init__(
+        self,
+        module: Any,
+        *args: Any,
+        criterion: Any = nn.CrossEntropyLoss,
+        train_transform: Any = None,
+        mixed_precision: str | None = None,
+        channels_last: bool = False,
+        random_state: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("iterator_train__shuffle", True)  # SGD wants shuffling
+        super().__init__(module, *args, criterion=criterion, **kwargs)
+        self.train_transform = train_transform
+        self.mixed_precision = mixed_precision
+        self.channels_last = channels_last
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> TeacherNet:
+        """skorch's ``fit``, under ``random_state``.
+
+        Parameters
+        ----------
+        X : ndarray, tensor or Dataset
+        y : array-like of int or None
+            Class indices (None when ``X`` is a Dataset yielding them).
+        **fit_params
+            Passed to skorch's ``fit``.
+
+        Returns
+        -------
+        self : TeacherNet
+        """
+        with seeded(self.random_state, self._compute_device()):
+            super().fit(X, y, **fit_params)
+        return self
+
+    def _compute_device(self) -> Any:
+        """Where the network runs (skorch's ``device``; None means the CPU)."""
+        return self.device if self.device is not None else "cpu"
+
+    def initialize_module(self) -> TeacherNet:
+        super().initialize_module()
+        if self.channels_last:
+            to_channels_last(self.module_)
+        return self
+
+    # ------------------------------------------------------------------ data
+    def get_dataset(self, X: Any, y: Any = None) -> Any:
+        """Arrays and tensors become an
+        :class:`~projkd.training.batching.ArrayDataset` (with skorch's default
+        ``dataset``); anything else is skorch's."""
+        default = self.dataset is SkorchDataset and not self.get_params_for("dataset")
+        if default and isinstance(X, (np.ndarray, torch.Tensor)):
+            return ArrayDataset(X, y)
+        return super().get_dataset(X, y)
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
+        """:class:`~projkd.training.batching.ArrayBatches` for an
+        ``ArrayDataset`` (or a split of one) when the iterator is skorch's
+        default ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
+        ``drop_last`` set; otherwise skorch's iterator."""
+        source = array_source(dataset)
+        prefix = "iterator_train" if training else "iterator_valid"
+        iterator = self.iterator_train if training else self.iterator_valid
+        kwargs = self.get_params_for(prefix)
+        if source is None or iterator is not DataLoader or set(kwargs) - _SLICEABLE:
+            return super().get_iterator(dataset, training=training)
+        array_dataset, indices = source
+        batch_size = kwargs.get("batch_size", self.batch_size)
+        seed = self.random_state
+        return ArrayBatches(
+            array_dataset,
+            indices,
+            batch_size=len(indices) if batch_size == -1 else batch_size,
+            shuffle=kwargs.get("shuffle", False),
+            drop_last=kwargs.get("drop_last", False),
+            seed=int(seed) if isinstance(seed, Integral) else None,
+            first_epoch=len(self.history) if self.history else 0,
+        )
+
+    # -------------------------------------------------------------- training
+    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        """The float32 logits of a batch: augmented when training, in
+        channels_last and under autocast as set."""
+        x = to_tensor(x, device=self.device)
+        if isinstance(x, torch.Tensor):
+            if self.train_transform is not None and self.module_.training:
+                x = self.train_transform(x)
+            if self.channels_last:
+                x = to_channels_last(x)
+        device = x.device if isinstance(x, torch.Tensor) else self._compute_device()
+        with autocast(device, self.mixed_precision):
+            output = super().infer(x, **fit_params)
+        logits = logits_of(output, network="teacher")
+        return logits if self.mixed_precision is None else logits.float()
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        if self.mixed_precision != "fp16":
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        self._scaler().scale(loss).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step, or with ``"fp16"`` the gradient scaler's (as
+        :class:`~projkd.ProjectorDistiller`'s): gradients are unscaled before
+        ``on_grad_computed``, and an overflowing step is skipped."""
+        if self.mixed_precision != "fp16":
+            return super().train_step(batch, **fit_params)
+        # GradScaler takes no optimizer closure: one plain step per batch
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        scaled_step(self, self._scaler(), batch)
+        return step
+
+    def _scaler(self) -> torch.amp.GradScaler:
+        if getattr(self, "scaler_", None) is None:
+            self.scaler_ = grad_scaler(self._compute_device(), self.mixed_precision)
+        return self.scaler_
 
 
 def train_teacher(
@@ -24,10 +219,11 @@ def train_teacher(
 ) -> nn.Module:
     """Train a teacher with skorch on class indices and return it in eval mode.
 
-    A thin wrapper over :class:`skorch.NeuralNetClassifier` with a
-    cross-entropy criterion: any skorch parameter (``max_epochs``, ``lr``,
-    ``optimizer``, ``optimizer__momentum``, ``callbacks``, ``device``, ...)
-    can be passed. ``model`` is trained in place.
+    A thin wrapper over :class:`TeacherNet` (a cross-entropy classifier on
+    the logits): any skorch or :class:`TeacherNet` parameter (``max_epochs``,
+    ``lr``, ``optimizer``, ``optimizer__momentum``, ``callbacks``, ``device``,
+    ``train_transform``, ``mixed_precision``, ...) can be passed. ``model`` is
+    trained in place.
 
     Parameters
     ----------
@@ -37,10 +233,11 @@ def train_teacher(
     y : array-like of int or None
         Class indices 0..C-1 (the teacher's output ``i`` means class ``i``).
     random_state : int or None, default=None
-        Seeds torch for the duration of training.
+        Seeds torch for the duration of training; an integer also fixes each
+        epoch's batch order.
     **net_params
-        skorch parameters; ``train_split=None``, ``verbose=0`` and
-        ``iterator_train__shuffle=True`` by default.
+        :class:`TeacherNet` parameters; ``train_split=None``, ``verbose=0``
+        and ``iterator_train__shuffle=True`` by default.
 
     Returns
     -------
@@ -56,22 +253,7 @@ def train_teacher(
     >>> teacher.training
     False
     """
-    params: dict[str, Any] = {
-        "train_split": None,
-        "verbose": 0,
-        "iterator_train__shuffle": True,  # skorch does not shuffle by default
-        **net_params,
-    }
-    params.setdefault("criterion", nn.CrossEntropyLoss)
-    net = _LogitsNet(model, **params)
-    with seeded(random_state, params.get("device", "cpu")):
-        net.fit(X, y)
-    return net.module_.eval()
-
-
-class _LogitsNet(NeuralNetClassifier):
-    """skorch's classifier on the logits of any output :func:`logits_of` reads
-    (a Hugging Face model returns an ``ImageClassifierOutput``)."""
-
-    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
-        return logits_of(super().infer(x, **fit_params), network="teacher")
+    params: dict[str, Any] = {"train_split": None, "verbose": 0, **net_params}
+    net = TeacherNet(model, random_state=random_state, **params).fit(X, y)
+    module: nn.Module = net.module_
+    return module.eval()

@@ -1,9 +1,9 @@
-"""The training pieces of :mod:`projkd.experiments.reproduction`.
+"""The training pieces of ``projkd reproduce``.
 
-A time budget that ends a fit cleanly at an epoch's end, a per-epoch test
-score, the teacher's skorch net (batch augmentation, sliced batches seeded per
-epoch, bf16 and channels_last on CUDA) and its checkpoint, the fast GPU
-settings, and the metrics of a finished run.
+A time budget that ends a fit cleanly at an epoch's end (:class:`Clock`,
+:class:`TimeBudget`), a per-epoch test score (:class:`TestScore`), the
+teacher's checkpoint, the fast GPU settings, and the metrics and files of a
+finished run.
 """
 
 from __future__ import annotations
@@ -19,19 +19,49 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback, Checkpoint
 
-from ..callbacks import ResumableCheckpoint
-from ..metrics import expected_calibration_error, overconfidence
-from ..parallel import DataParallelMixin
-from ..training.batching import ArrayBatches, ArrayDataset
-from .spec import FAST_SETTINGS
-from .teacher import TeacherNet
+from ...callbacks import ResumableCheckpoint
+from ...metrics import expected_calibration_error, overconfidence
+from ..spec import FAST_SETTINGS
 
-__all__ = ["FAST_SETTINGS", "TimeBudget", "fast_settings"]
+__all__ = [
+    "FAST_SETTINGS",
+    "Clock",
+    "TeacherCheckpoint",
+    "TestScore",
+    "TimeBudget",
+    "curve_fields",
+    "device_name",
+    "fast_settings",
+    "run_metrics",
+    "save_proba",
+    "sha256",
+]
 
 
 # ------------------------------------------------------------------ budget
-class _Clock:
-    """Time spent in this call, and the longest unit of work seen so far."""
+class Clock:
+    """Time spent in this call, and the longest unit of work seen so far.
+
+    One clock is shared by every run of a :func:`~projkd.experiments.reproduce`
+    call: each epoch and each evaluation reports its duration (:meth:`done`),
+    and the next unit starts only if it should end within the budget
+    (:meth:`out_of_time`).
+
+    Parameters
+    ----------
+    seconds : float or None
+        The call's time budget; None: no limit.
+    agree : callable or None, default=None
+        ``agree(late) -> bool``: under a parallel launch, the main process's
+        answer for every process.
+
+    Examples
+    --------
+    >>> clock = Clock(None)
+    >>> clock.done(2.0)
+    >>> clock.out_of_time()
+    False
+    """
 
     def __init__(
         self, seconds: float | None, agree: Callable[[bool], bool] | None = None
@@ -43,6 +73,7 @@ class _Clock:
         self.worked = False
 
     def done(self, seconds: float) -> None:
+        """Record a finished unit of work that took ``seconds``."""
         self.longest = max(self.longest, seconds)
         self.worked = True
 
@@ -93,8 +124,20 @@ class TimeBudget(Callback):
             raise KeyboardInterrupt  # skorch ends fit here, cleanly
 
 
-class _TestScore(Callback):
-    """Record test top-1 and top-5 of the network after every epoch."""
+class TestScore(Callback):
+    """Record test top-1 and top-5 of the network after every epoch.
+
+    Parameters
+    ----------
+    X, y : array-like
+        The test set; the history's ``test_acc`` and ``test_top5`` columns.
+    label : str, default=""
+        The run's name in the line printed per epoch.
+    verbose : bool, default=False
+        Print a line per epoch on standard error.
+    """
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, X: Any, y: Any, label: str = "", verbose: bool = False):
         self.X = X
@@ -125,44 +168,19 @@ def _topk(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return top1, float(np.mean((top == y[:, None]).any(1)))
 
 
-# ----------------------------------------------------------------- teacher
-class _TeacherNet(TeacherNet):
-    """The command line's :class:`~projkd.experiments.TeacherNet` (batch
-    augmentation, mixed precision, channels_last), with batches sliced from
-    arrays and shuffled per ``(seed, epoch)``, so that a run resumed from its
-    checkpoint shuffles exactly as the uninterrupted run."""
-
-    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seed = seed
-
-    def get_dataset(self, X: Any, y: Any = None) -> Any:
-        return ArrayDataset(X, y)
-
-    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
-        return ArrayBatches(
-            dataset,
-            np.arange(len(dataset)),
-            batch_size=self.batch_size,
-            shuffle=training,
-            seed=self.seed,
-            first_epoch=len(self.history) if self.history else 0,
-        )
-
-
-class _AcceleratedTeacherNet(DataParallelMixin, _TeacherNet):
-    """:class:`_TeacherNet` trained data-parallel (a parallel launch)."""
-
-
-class _TeacherCheckpoint(ResumableCheckpoint):
-    """ResumableCheckpoint for a plain skorch net (no projectors to save)."""
+# -------------------------------------------------------------- checkpoint
+class TeacherCheckpoint(ResumableCheckpoint):
+    """:class:`~projkd.callbacks.ResumableCheckpoint` for a plain skorch net
+    such as :class:`~projkd.teacher.TeacherNet`: the network, optimizer and
+    history, with no projector files."""
 
     def _f_kwargs(self) -> dict[str, Any]:
         return Checkpoint._f_kwargs(self)
 
 
 # ----------------------------------------------------------------- helpers
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The hex SHA-256 digest of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -170,7 +188,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
+    """The accelerator's marketing name (e.g. ``"NVIDIA H100"``), or ``"cpu"``."""
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
     return "cpu"
@@ -194,7 +213,20 @@ def fast_settings(
     return dict(FAST_SETTINGS), dict(FAST_SETTINGS)
 
 
-def _metrics(proba_train, y_train, proba_test, y_test) -> dict[str, float]:
+def run_metrics(
+    proba_train: np.ndarray,
+    y_train: np.ndarray,
+    proba_test: np.ndarray,
+    y_test: np.ndarray,
+) -> dict[str, float]:
+    """The figures of a finished run from its predicted probabilities.
+
+    Returns
+    -------
+    metrics : dict
+        ``test_acc`` (top-1), ``test_top5``, ``train_acc``, ``gap`` (train
+        minus test accuracy), ``ece`` and ``overconfidence`` on the test set.
+    """
     train_acc = float(np.mean(proba_train.argmax(1) == y_train))
     top1, top5 = _topk(proba_test, y_test)
     return {
@@ -211,7 +243,16 @@ def _metrics(proba_train, y_train, proba_test, y_test) -> dict[str, float]:
     }
 
 
-def _curve_fields(history: Any, n_train: int) -> dict[str, Any]:
+def curve_fields(history: Any, n_train: int) -> dict[str, Any]:
+    """A run's training curve from its skorch history (with :class:`TestScore`).
+
+    Returns
+    -------
+    fields : dict
+        The best epoch's test top-1/top-5 and its (1-based) number, epochs,
+        training time and images per second, and the per-epoch test and
+        train accuracy.
+    """
     test = [float(row["test_acc"]) for row in history]
     top5 = [float(row["test_top5"]) for row in history]
     best = int(np.argmax(test))
@@ -230,6 +271,7 @@ def _curve_fields(history: Any, n_train: int) -> dict[str, Any]:
     }
 
 
-def _save_proba(folder: Path, proba: np.ndarray) -> None:
+def save_proba(folder: Path, proba: np.ndarray) -> None:
+    """Write a run's test probabilities as ``folder/test_proba.npy`` (float32)."""
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "test_proba.npy", proba.astype(np.float32))  # 4 MB for CIFAR-100

@@ -298,9 +298,9 @@ def write_plots(out: Path, results: dict[str, Any], y_test: Any) -> list[str]:
     Returns the files written; none when matplotlib is not installed.
     """
     try:
-        from ..analysis import _pyplot, _save, plot_reliability_diagrams
+        from ...analysis.plots import plot_reliability_diagrams, pyplot, save_figure
 
-        plt = _pyplot()
+        plt = pyplot()
     except ImportError:
         return []
     y_test = np.asarray(y_test)
@@ -332,5 +332,5 @@ def write_plots(out: Path, results: dict[str, Any], y_test: Any) -> list[str]:
             ax.plot(range(1, len(curve) + 1), 100 * np.asarray(curve), label=name)
         ax.set(xlabel="epoch", ylabel="test top-1 %", title="Test accuracy (seed 0)")
         ax.legend(fontsize=7)
-        written.append(_save(fig, out / "accuracy.png"))
+        written.append(save_figure(fig, out / "accuracy.png"))
     return [str(Path(p).name) for p in written]

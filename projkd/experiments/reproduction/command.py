@@ -1,0 +1,409 @@
+"""``projkd reproduce``: the :func:`reproduce` function and its subcommand.
+
+:func:`reproduce` checks its arguments, fixes the settings the results depend
+on (refusing an output folder of other settings), and hands the runs to
+:func:`~projkd.experiments.reproduction.runs.run_all`; then it writes
+``results.json``, ``results.md`` and the plots.
+:func:`add_subcommand` registers ``projkd reproduce`` on the command line's
+subparsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...models import list_models
+from ...parallel.process import is_main_process
+from ..data import load_data
+from ..io import save_json
+from ..launch import Launch
+from ..recipes import default_epochs, recipe
+from ..spec import build_model
+from .results import format_results, summarize, write_plots
+from .runs import VARIANTS, RunContext, run_all
+from .training import Clock, device_name, fast_settings, sha256
+
+__all__ = ["DEFAULT_PAIRS", "add_subcommand", "reproduce", "run_command"]
+
+# the pair each data set is reproduced with by default
+DEFAULT_PAIRS = {
+    "cifar100": "wrn_40_2:wrn_16_2",
+    "digits": "digits_teacher:digits_student",
+    "mnist": "digits_teacher:digits_student",
+}
+
+
+# ------------------------------------------------------------- validation
+def _parse_pair(pair: str) -> tuple[str, str]:
+    teacher, sep, student = pair.partition(":")
+    if not sep or not teacher or not student:
+        raise ValueError(
+            f"pair={pair!r} is not TEACHER:STUDENT; e.g. 'wrn_40_2:wrn_16_2'."
+        )
+    known = list_models()
+    for role, name in (("teacher", teacher), ("student", student)):
+        if name not in known and not name.startswith("torchvision:"):
+            raise ValueError(
+                f"pair={pair!r}: the {role} {name!r} is not a projkd model; "
+                f"choose from {', '.join(known)}."
+            )
+    return teacher, student
+
+
+def _check_variants(variants: Sequence[str]) -> list[str]:
+    variants = list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(
+            f"variants={variants!r}: unknown {unknown}; choose from "
+            f"{', '.join(VARIANTS)}."
+        )
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"variants={variants!r} lists a variant twice.")
+    return variants
+
+
+def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> None:
+    """Refuse to mix runs of other settings in one output folder (``write``:
+    record them when the folder has none)."""
+    path = out / "settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        differ = {
+            k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v
+        }
+        if differ:
+            details = "; ".join(
+                f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items()
+            )
+            raise ValueError(
+                f"{out} holds runs made with other settings ({details}). Re-run "
+                "with the same settings to resume, or choose another out folder."
+            )
+    elif write:
+        save_json(path, settings)
+
+
+def _recipe_factory(
+    dataset: str, epochs: int, batch_size: int | None
+) -> tuple[Any, list[str]]:
+    """The recipe of each network, with the opt-in deviations applied."""
+    deviations: list[str] = []
+
+    def make(arch: str) -> dict[str, Any]:
+        params = recipe(dataset, arch, epochs)
+        if batch_size is not None and batch_size != params["batch_size"]:
+            scale = batch_size / params["batch_size"]
+            params["lr"] = params["lr"] * scale
+            params["batch_size"] = batch_size
+        return params
+
+    if batch_size is not None:
+        base = recipe(dataset, "x", epochs)
+        if batch_size != base["batch_size"]:
+            deviations.append(
+                f"batch {batch_size} instead of {base['batch_size']}, lr scaled "
+                f"linearly by {batch_size / base['batch_size']:g}"
+            )
+    return make, deviations
+
+
+# ------------------------------------------------------------------ entry
+def reproduce(
+    *,
+    dataset: str = "cifar100",
+    data_root: str | Path | None = None,
+    pair: str | None = None,
+    variants: Sequence[str] = tuple(VARIANTS),
+    epochs: int | None = None,
+    seeds: int = 1,
+    out: str | Path = "runs/repro",
+    teacher_weights: str | Path | None = None,
+    time_budget: float | None = None,
+    subset: int | None = None,
+    device: str = "auto",
+    fast: bool = True,
+    batch_size: int | None = None,
+    lockstep: bool = False,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run (or continue) the paper's comparison of variants and write results.
+
+    Parameters
+    ----------
+    dataset : {"cifar100", "digits", "mnist"}, default="cifar100"
+    data_root : str, Path or None
+        The data set's folder (CIFAR-100: the shared ``.npy.xz`` parts or
+        torchvision's layout); not needed for digits.
+    pair : str or None
+        ``"TEACHER:STUDENT"`` model names; default ``wrn_40_2:wrn_16_2`` for
+        CIFAR-100 (equal feature widths, 128 and 128, so ``fd0`` applies),
+        the digits pair otherwise.
+    variants : sequence of str, default=all of VARIANTS
+        ``alone`` (CE), ``kd`` (0.1 CE + 0.9 KD, T = 4), ``fd0``/``fd1``/``fd3``
+        (feature distillation, beta 25, with 0, 1 or 3 projectors), ``kd_lp``
+        (KD on a logit projector, identity init).
+    epochs : int or None
+        Epochs of the teacher and of each student; the lr milestones scale
+        with it. ``None``: the recipe's (240 for CIFAR-100).
+    seeds : int, default=1
+        Students are trained with seeds ``0 .. seeds - 1`` (a teacher with
+        :data:`TEACHER_SEED`).
+    out : str or Path, default="runs/repro"
+    teacher_weights : str, Path or None
+        A teacher ``state_dict`` (:func:`~projkd.teacher.save_teacher`) to use
+        instead of training one.
+    time_budget : float or None
+        Seconds this call may take: it stops when the next epoch might not
+        fit (at least one epoch or evaluation per call) and the same call
+        continues later.
+    subset : int or None
+        Train on this many images (a fixed random subset).
+    device : str, default="auto"
+        ``"auto"``: CUDA when available.
+    fast : bool, default=True
+        On CUDA, the fast settings of :data:`FAST_SETTINGS` (those the
+        installed estimator supports; listed in the results).
+    batch_size : int or None
+        Opt-in deviation from the recipe's batch (lr scaled linearly); it is
+        written into the results.
+    lockstep : bool, default=False
+        Train the variants of each seed together on the same batches, one
+        augmentation and one teacher forward per batch
+        (:func:`~projkd.lockstep.fit_lockstep`; each result equals its separate
+        fit). Times and images/s are then those of the joint epochs.
+    verbose : bool, default=False
+        A line per epoch on standard error.
+
+    Returns
+    -------
+    results : dict
+        What ``results.json`` holds; ``complete`` says whether every run
+        has finished.
+
+    Examples
+    --------
+    >>> from projkd.experiments import reproduce
+    >>> # reproduce(dataset="cifar100", data_root="data/cifar100", epochs=60,
+    >>> #           out="runs/repro", time_budget=500)
+    """
+    clock = Clock(time_budget)  # loading the data counts
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(f"time_budget={time_budget!r} must be a positive number.")
+    if dataset not in DEFAULT_PAIRS:
+        raise ValueError(
+            f"dataset={dataset!r} is not supported; use one of {list(DEFAULT_PAIRS)}."
+        )
+    for name, value in (
+        ("seeds", seeds),
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+    ):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}={value!r} must be a positive integer.")
+    variants = _check_variants(variants)
+    teacher_arch, student_arch = _parse_pair(pair or DEFAULT_PAIRS[dataset])
+    if teacher_weights is not None and not Path(teacher_weights).is_file():
+        raise ValueError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    requested, fast_params = fast_settings(device, fast)
+    launch = Launch.current(device, fast_params)
+    if launch.accelerator is not None:
+        if lockstep:
+            raise ValueError(
+                "lockstep=True trains a seed's variants together in one process; "
+                f"under a launch of {launch.world_size} processes drop --lockstep "
+                "(each variant then trains data-parallel on all of them)."
+            )
+        device = launch.device or device  # this process's GPU, or the CPU
+        clock.agree = launch.agree  # all processes stop at the same point
+    epochs = epochs or default_epochs(dataset)
+    make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
+    for arch in {teacher_arch, student_arch}:  # before anything trains
+        launch.per_process_batch(make_recipe(arch)["batch_size"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = load_data(
+        dataset, None if data_root is None else str(data_root), subset=subset
+    )
+    widths = [
+        getattr(build_model(arch, data, seed=0), "num_features", None)
+        for arch in (teacher_arch, student_arch)
+    ]
+    equal_widths = widths[0] is not None and widths[0] == widths[1]
+    if "fd0" in variants and not equal_widths:
+        raise ValueError(
+            f"fd0 needs equal feature widths, but {teacher_arch} has {widths[0]} and "
+            f"{student_arch} {widths[1]}; drop fd0 from variants or change the pair."
+        )
+    on_cuda = torch.device(device).type == "cuda"
+    settings = {
+        "dataset": dataset,
+        "subset": subset,
+        "pair": f"{teacher_arch}:{student_arch}",
+        "epochs": epochs,
+        "device_type": torch.device(device).type,
+        "fast_settings": fast_params,
+        "deviations": deviations,
+        "teacher_weights": None
+        if teacher_weights is None
+        else sha256(Path(teacher_weights)),
+    }
+    _check_settings(out, settings, write=launch.is_main)
+    ctx = RunContext(
+        out=out,
+        data=data,
+        clock=clock,
+        device=device,
+        epochs=epochs,
+        teacher_arch=teacher_arch,
+        student_arch=student_arch,
+        teacher_weights=teacher_weights,
+        fast=fast_params,
+        recipe=make_recipe,
+        equal_widths=equal_widths,
+        verbose=verbose,
+        lockstep=lockstep,
+        launch=launch,
+    )
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on_cuda or benchmark
+    try:
+        records, pending = run_all(ctx, variants, seeds)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+    results = summarize(
+        settings=settings,
+        variants=variants,
+        seeds=seeds,
+        records=records,
+        pending=pending,
+        device_name=device_name(device),
+        fast_requested=requested,
+        fast_unavailable=sorted(set(requested) - set(fast_params)),
+    )
+    results["processes"] = launch.world_size
+    if launch.is_main:
+        save_json(out / "results.json", results)
+        (out / "results.md").write_text(format_results(results) + "\n")
+        results["plots"] = write_plots(out, results, data.y_test)
+        save_json(out / "results.json", results)
+    launch.wait()  # the files are whole when any process returns
+    return results
+
+
+# -------------------------------------------------------------------- CLI
+def _names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``projkd reproduce`` on a command line's subcommands.
+
+    Parameters
+    ----------
+    subparsers : object
+        What :meth:`argparse.ArgumentParser.add_subparsers` returned (its
+        ``add_parser`` method is called).
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The subcommand's parser; the parsed namespace's ``handler``
+        (:func:`run_command`) runs the command.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="projkd")
+    >>> _ = add_subcommand(parser.add_subparsers(dest="command"))
+    >>> parser.parse_args(["reproduce", "--dataset", "digits"]).dataset
+    'digits'
+    """
+    sub = subparsers.add_parser(
+        "reproduce",
+        help="the paper's comparison of variants, resumable (CIFAR-100)",
+        description="Train (or load) a teacher, distil it into the student of "
+        "the pair once per variant and seed, and write results.json, results.md "
+        "and plots. Re-running the same command continues where it stopped.",
+    )
+    sub.add_argument("--dataset", choices=list(DEFAULT_PAIRS), default="cifar100")
+    sub.add_argument("--data-root", help="folder of the data set's files")
+    sub.add_argument(
+        "--pair", help="TEACHER:STUDENT (default wrn_40_2:wrn_16_2 for cifar100)"
+    )
+    sub.add_argument(
+        "--variants",
+        type=_names,
+        default=list(VARIANTS),
+        help=f"comma-separated, of {','.join(VARIANTS)} (all)",
+    )
+    sub.add_argument(
+        "--epochs", type=int, help="epochs per network (the recipe's: 240 on cifar100)"
+    )
+    sub.add_argument("--seeds", type=int, default=1, help="students per variant (1)")
+    sub.add_argument("--out", default="runs/repro", help="output folder")
+    sub.add_argument("--teacher-weights", help="a teacher state_dict; skips training")
+    sub.add_argument(
+        "--time-budget",
+        type=float,
+        help="seconds this call may take; run it again to continue",
+    )
+    sub.add_argument("--subset", type=int, help="use this many training images")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sub.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="on CUDA: fp32, eager, no channels_last (the fast settings are default)",
+    )
+    sub.add_argument(
+        "--batch-size",
+        type=int,
+        help="deviate from the recipe's batch (lr scaled linearly; recorded)",
+    )
+    sub.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="train each seed's variants together, one teacher forward per batch",
+    )
+    sub.add_argument("--quiet", action="store_true", help="no line per epoch")
+    sub.set_defaults(handler=run_command)
+    return sub
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``projkd reproduce`` from its parsed arguments and print the table.
+
+    Returns
+    -------
+    status : int
+        0 when every run has finished, 3 when some are left for the next call.
+    """
+    results = reproduce(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        pair=args.pair,
+        variants=args.variants,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        out=args.out,
+        teacher_weights=args.teacher_weights,
+        time_budget=args.time_budget,
+        subset=args.subset,
+        device=args.device,
+        fast=not args.no_fast,
+        batch_size=args.batch_size,
+        lockstep=args.lockstep,
+        verbose=not args.quiet,
+    )
+    if is_main_process():
+        print((Path(args.out) / "results.md").read_text())
+    return 0 if results["complete"] else 3

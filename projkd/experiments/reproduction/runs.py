@@ -1,0 +1,392 @@
+"""The runs of ``projkd reproduce``: the teacher phase, then each seed's students.
+
+Every run checkpoints each epoch and is marked done by its ``record.json``,
+so a call stopped on its time budget (or killed) continues where it stopped,
+and a finished run is never redone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...callbacks import ResumableCheckpoint
+from ...distiller import ProjectorDistiller
+from ...lockstep import EpochSeed, fit_lockstep
+from ...metrics import linear_cka
+from ...models import get_model
+from ...teacher.inference import compute_teacher_outputs
+from ...teacher.io import load_teacher
+from ...teacher.training import TeacherNet
+from ..data import Data
+from ..io import save_json
+from ..launch import Launch
+from ..spec import build_model, model_kwargs
+from ..teacher import AcceleratedTeacherNet
+from .training import (
+    Clock,
+    TeacherCheckpoint,
+    TestScore,
+    TimeBudget,
+    curve_fields,
+    run_metrics,
+    save_proba,
+    sha256,
+)
+
+__all__ = ["TEACHER_SEED", "VARIANTS", "RunContext", "run_all"]
+
+# name -> ProjectorDistiller parameters (METHOD.md; T = 4 is the default)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "alone": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=0.0, n_projectors=0),
+    "kd": dict(ce_weight=0.1, kd_weight=0.9, feature_weight=0.0, n_projectors=0),
+    "fd0": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=0),
+    "fd1": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=1),
+    "fd3": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=3),
+    "kd_lp": dict(
+        ce_weight=0.1,
+        kd_weight=0.9,
+        feature_weight=0.0,
+        n_projectors=0,
+        logit_projector=True,
+        logit_projector_init="identity",
+    ),
+}
+# apart from the students' seeds 0, 1, ...: with a pair of one architecture
+# (self-distillation), "alone" would otherwise replay the teacher's training
+TEACHER_SEED = 1000
+
+
+def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
+    """The network as a factory and its arguments, for the estimator to build
+    inside its seeded fit (its checkpoint key then names the recipe, not
+    the weights of one instance)."""
+    kwargs = {f"{prefix}__{k}": v for k, v in model_kwargs(arch, data).items()}
+    return {prefix: functools.partial(get_model, arch), **kwargs}
+
+
+@dataclass
+class RunContext:
+    """What every run of one :func:`~projkd.experiments.reproduce` call shares.
+
+    Attributes
+    ----------
+    out : Path
+        The output folder (``teacher/``, ``runs/<variant>-seed<s>/``).
+    data : Data
+    clock : Clock
+        The call's time budget.
+    device : str
+        This process's device.
+    epochs : int
+        Of the teacher and of each student.
+    teacher_arch, student_arch : str
+        :mod:`projkd.models` names of the pair.
+    teacher_weights : str, Path or None
+        A given teacher's ``state_dict``; None: train one.
+    fast : dict
+        The fast settings applied.
+    recipe : callable
+        Network name -> estimator parameters (the recipe, deviations applied).
+    equal_widths : bool
+        Whether the pair's feature widths are equal (``fd0`` possible).
+    verbose : bool
+        A line per epoch on standard error.
+    lockstep : bool, default=False
+        Train each seed's variants together.
+    launch : Launch
+        This process's launch (parallel or not).
+    """
+
+    out: Path
+    data: Data
+    clock: Clock
+    device: str
+    epochs: int
+    teacher_arch: str
+    student_arch: str
+    teacher_weights: str | Path | None
+    fast: dict[str, Any]
+    recipe: Callable[[str], dict[str, Any]]
+    equal_widths: bool
+    verbose: bool
+    lockstep: bool = False
+    launch: Launch = field(default_factory=Launch)
+
+    def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The recipe's ``params`` with this launch's device and speed
+        settings; under a parallel launch the recipe's (global) batch is
+        shared out by the processes."""
+        if self.launch.accelerator is not None:
+            params = dict(
+                params, batch_size=self.launch.per_process_batch(params["batch_size"])
+            )
+        return {
+            **params,
+            "device": self.device,
+            **self.launch.estimator_kwargs(self.fast),
+        }
+
+
+def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | None:
+    """The teacher and its record: loaded when done, else given or trained."""
+    folder = ctx.out / "teacher"
+    done = folder / "record.json"
+    if done.exists():
+        record = json.loads(done.read_text())
+        weights = ctx.out / record["weights"]  # relative to out, or absolute
+        return record, _load(ctx, weights)
+    if ctx.clock.out_of_time():
+        return None
+    started = time.monotonic()
+    record = {"model": f"teacher ({ctx.teacher_arch})"}
+    if ctx.teacher_weights is not None:
+        weights = Path(ctx.teacher_weights).resolve()
+        record.update(source="given", weights=str(weights))
+    else:
+        result = _train_teacher(ctx, folder)
+        if result is None or ctx.clock.out_of_time():
+            return None  # stopped on the budget (or no time to evaluate): resumes
+        trained, curve = result
+        weights = folder / "teacher.pt"
+        state = {k: v.detach().float().cpu() for k, v in trained.state_dict().items()}
+        if ctx.launch.is_main:
+            torch.save(state, weights)
+        ctx.launch.wait()  # every process loads the file the main one wrote
+        record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
+        record.update(curve)
+    teacher = _load(ctx, weights)  # trained or not, students see the saved weights
+    record["sha256"] = sha256(weights)
+    data = ctx.data
+    proba = {
+        name: torch.softmax(_logits(teacher, X, ctx.device), dim=1).numpy()
+        for name, X in (("train", data.X_train), ("test", data.X_test))
+    }
+    record.update(run_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
+    record["cka"] = 1.0
+    ctx.clock.done(time.monotonic() - started)
+    if ctx.launch.is_main:
+        save_proba(folder, proba["test"])
+        save_json(done, record)
+    return record, teacher
+
+
+def _load(ctx: RunContext, weights: Path) -> torch.nn.Module:
+    model = build_model(
+        ctx.teacher_arch, ctx.data, seed=TEACHER_SEED, device=ctx.device
+    )
+    return load_teacher(model, weights, device=ctx.device)
+
+
+def _train_teacher(
+    ctx: RunContext, folder: Path
+) -> tuple[torch.nn.Module, dict[str, Any]] | None:
+    """The trained teacher and its training curve; None if stopped early."""
+    params = ctx.recipe(ctx.teacher_arch)
+    callbacks = _callbacks(
+        ctx,
+        params.pop("callbacks", []),
+        folder,
+        TEACHER_SEED,
+        "teacher",
+        checkpoint=TeacherCheckpoint,
+    )
+    kwargs = ctx.estimator_kwargs(params)
+    kwargs.pop("data_device", None)  # a TeacherNet slices host arrays
+    net_class: type[TeacherNet] = TeacherNet
+    if ctx.launch.accelerator is not None:
+        net_class = AcceleratedTeacherNet
+    net = net_class(
+        **_factory(ctx.teacher_arch, ctx.data, "module"),
+        max_epochs=ctx.epochs,
+        classes=np.arange(ctx.data.n_classes),
+        train_split=None,
+        verbose=0,
+        callbacks=callbacks,
+        random_state=TEACHER_SEED,  # the network, each epoch's order: resumable
+        **kwargs,
+    )
+    net.fit(ctx.data.X_train, ctx.data.y_train)
+    if len(net.history) < ctx.epochs:
+        return None  # stopped on the budget; resumes on the next call
+    module: torch.nn.Module = net.module_
+    curve = curve_fields(net.history, len(ctx.data.y_train))
+    return getattr(module, "_orig_mod", module).eval(), curve
+
+
+def _callbacks(
+    ctx: RunContext,
+    recipe_callbacks: list[Any],
+    folder: Path,
+    seed: int,
+    label: str,
+    checkpoint: type[ResumableCheckpoint] = ResumableCheckpoint,
+) -> list[Any]:
+    # order matters: the test score is recorded before the checkpoint saves the
+    # history; the checkpoint loads before, and saves before, the lr scheduler
+    # steps (skorch rebuilds the scheduler from the history's length); the
+    # budget stops only after the epoch is saved
+    return [
+        (
+            "test_score",
+            TestScore(
+                ctx.data.X_test,
+                ctx.data.y_test,
+                label,
+                ctx.verbose and ctx.launch.is_main,
+            ),
+        ),
+        ("checkpoint", checkpoint(dirname=str(folder / "ckpt"))),
+        *recipe_callbacks,
+        ("epoch_seed", EpochSeed(seed)),
+        ("time_budget", TimeBudget(ctx.clock)),
+    ]
+
+
+def _folder(ctx: RunContext, variant: str, seed: int) -> Path:
+    return ctx.out / "runs" / f"{variant}-seed{seed}"
+
+
+def _done(ctx: RunContext, variant: str, seed: int) -> dict[str, Any] | None:
+    done = _folder(ctx, variant, seed) / "record.json"
+    return json.loads(done.read_text()) if done.exists() else None
+
+
+def _student(
+    ctx: RunContext, teacher: torch.nn.Module, variant: str, seed: int
+) -> ProjectorDistiller:
+    """The (unfitted) estimator of one variant and seed, with its callbacks."""
+    params = ctx.recipe(ctx.student_arch)
+    callbacks = _callbacks(
+        ctx,
+        params.pop("callbacks", []),
+        _folder(ctx, variant, seed),
+        seed,
+        f"{variant} seed {seed}",
+    )
+    variant_params = dict(VARIANTS[variant])
+    if variant_params["feature_weight"] == 0 and not ctx.equal_widths:
+        variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
+    cls: type[Any] = ProjectorDistiller
+    if ctx.launch.accelerator is not None:
+        from ...parallel import AcceleratedProjectorDistiller
+
+        cls = AcceleratedProjectorDistiller
+    return cls(
+        teacher,
+        **_factory(ctx.student_arch, ctx.data, "student"),
+        max_epochs=ctx.epochs,
+        random_state=seed,
+        classes=np.arange(ctx.data.n_classes),
+        train_split=None,
+        verbose=0,
+        callbacks=callbacks,
+        **variant_params,
+        **ctx.estimator_kwargs(params),
+    )
+
+
+def _finish(
+    ctx: RunContext, estimator: ProjectorDistiller, variant: str, seed: int
+) -> dict[str, Any] | None:
+    """Evaluate a fitted run and mark it done; None if it has not finished."""
+    if len(estimator.history) < ctx.epochs or ctx.clock.out_of_time():
+        return None  # stopped on the budget (or no time to evaluate): resumes
+    data = ctx.data
+    started = time.monotonic()
+    proba_test = estimator.predict_proba(data.X_test)
+    record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
+    record.update(
+        run_metrics(
+            estimator.predict_proba(data.X_train), data.y_train, proba_test, data.y_test
+        )
+    )
+    record["cka"] = linear_cka(
+        estimator.transform(data.X_test), estimator.transform_teacher(data.X_test)
+    )
+    record.update(curve_fields(estimator.history, len(data.y_train)))
+    record["params"] = _variant_params(estimator)
+    record["lockstep"] = ctx.lockstep
+    folder = _folder(ctx, variant, seed)
+    ctx.clock.done(time.monotonic() - started)
+    if ctx.launch.is_main:
+        save_proba(folder, proba_test)
+        save_json(folder / "record.json", record)
+    return record
+
+
+def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
+    names = [
+        "ce_weight",
+        "kd_weight",
+        "feature_weight",
+        "n_projectors",
+        "temperature",
+        "logit_projector",
+        "logit_projector_init",
+    ]
+    return {name: getattr(estimator, name) for name in names}
+
+
+def _seed_runs(
+    ctx: RunContext, teacher: torch.nn.Module, variants: list[str], seed: int
+) -> dict[str, dict[str, Any] | None]:
+    """The records of one seed's variants (None: not finished yet)."""
+    records = {v: _done(ctx, v, seed) for v in variants}
+    todo = [v for v in variants if records[v] is None]
+    if not todo or ctx.clock.out_of_time():
+        return records
+    data = ctx.data
+    if ctx.lockstep:
+        estimators = [_student(ctx, teacher, v, seed) for v in todo]
+        fit_lockstep(estimators, data.X_train, data.y_train)
+        for variant, estimator in zip(todo, estimators, strict=True):
+            records[variant] = _finish(ctx, estimator, variant, seed)
+        return records
+    for variant in todo:
+        if ctx.clock.out_of_time():
+            break
+        estimator = _student(ctx, teacher, variant, seed)
+        estimator.fit(data.X_train, data.y_train)
+        records[variant] = _finish(ctx, estimator, variant, seed)
+    return records
+
+
+def _logits(model: torch.nn.Module, X: Any, device: str) -> torch.Tensor:
+    """``model``'s float32 logits for ``X``, computed in batches on ``device``."""
+    return compute_teacher_outputs(model, X, device=device).logits.float()
+
+
+def run_all(
+    ctx: RunContext, variants: list[str], seeds: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The teacher, then every variant of every seed, as far as the budget goes.
+
+    Returns
+    -------
+    records : list of dict
+        The finished runs' records, the teacher's first.
+    pending : list of str
+        The runs not finished yet (``"teacher"``, ``"<variant>-seed<s>"``).
+    """
+    names = [f"{v}-seed{s}" for s in range(seeds) for v in variants]
+    teacher = _teacher_phase(ctx)
+    if teacher is None:
+        return [], ["teacher", *names]
+    records: list[dict[str, Any]] = [teacher[0]]
+    pending: list[str] = []
+    for seed in range(seeds):
+        for variant, record in _seed_runs(ctx, teacher[1], variants, seed).items():
+            if record is None:
+                pending.append(f"{variant}-seed{seed}")
+            else:
+                records.append(record)
+    return records, pending
