@@ -83,16 +83,8 @@ class PredictionMixin:
         )
 
     def predict(self, X: Any) -> np.ndarray:
-        """The student's predicted labels (values of ``classes_``).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        labels : ndarray of shape (N,)
-        """
+        """The student's predicted labels (values of ``classes_``), an array
+        of shape ``(N,)``, for inputs ``X`` as :meth:`predict_proba` takes."""
         proba = self.predict_proba(X)  # raises NotFittedError before fit
         return np.asarray(self.classes_)[proba.argmax(axis=1)]
 
@@ -111,17 +103,8 @@ class PredictionMixin:
         return self._features(X, teacher=False)
 
     def transform_teacher(self, X: Any) -> np.ndarray:
-        """The teacher's penultimate features (e.g. for CKA against :meth:`transform`).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        features : ndarray of shape (N, D)
-            ``D`` is ``n_teacher_features_``.
-        """
+        """The teacher's penultimate features, ``(N, n_teacher_features_)``, as
+        :meth:`transform` gives the student's (e.g. for CKA between them)."""
         return self._features(X, teacher=True)
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
@@ -137,16 +120,9 @@ class PredictionMixin:
         return X
 
     def predict_proba_teacher(self, X: Any) -> np.ndarray:
-        """The teacher's class probabilities (e.g. to compare its calibration).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or Dataset
-
-        Returns
-        -------
-        proba : ndarray of shape (N, n_classes)
-        """
+        """The teacher's class probabilities, ``(N, n_classes)``, as
+        :meth:`predict_proba` gives the student's (e.g. to compare their
+        calibration)."""
         return self._features(X, teacher=True, logits=True)
 
     def _features(self, X: Any, *, teacher: bool, logits: bool = False) -> np.ndarray:

@@ -26,7 +26,28 @@ __all__ = [
 ]
 
 
-class EpochCalibration(Callback):
+class _BatchScore(Callback):
+    """A score of the batches of one kind (``on_train``: training, else
+    validation) that the net already computes, fed to :meth:`update`."""
+
+    on_train: bool
+
+    def on_batch_end(
+        self,
+        net: Any,
+        batch: Any = None,
+        training: bool = False,
+        y_pred: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if training == self.on_train:
+            self.update(batch, y_pred)
+
+    def update(self, batch: Any, y_pred: Any) -> None:
+        raise NotImplementedError
+
+
+class EpochCalibration(_BatchScore):
     """Record the expected calibration error of each epoch's predictions.
 
     Streams over the batches the net already computes (no extra forward
@@ -63,16 +84,8 @@ class EpochCalibration(Callback):
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         self.bins_ = [np.zeros(self.n_bins) for _ in range(3)]
 
-    def on_batch_end(
-        self,
-        net: Any,
-        batch: Any = None,
-        training: bool = False,
-        y_pred: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        if training != self.on_train:
-            return
+    def update(self, batch: Any, y_pred: Any) -> None:
+        """Add one batch's confidences and hits to the epoch's bins."""
         logits = y_pred[0] if isinstance(y_pred, tuple) else y_pred
         _, y = unpack_data(batch)
         proba = torch.softmax(logits.detach().float(), dim=1)
@@ -91,7 +104,7 @@ class EpochCalibration(Callback):
             net.history.record(self.name, error)
 
 
-class EpochCKA(Callback):
+class EpochCKA(_BatchScore):
     """Record the minibatch CKA between student and teacher features per epoch.
 
     Uses the features of the batches the net already computes and
@@ -112,15 +125,9 @@ class EpochCKA(Callback):
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         self.cka_ = MinibatchCKA()
 
-    def on_batch_end(
-        self,
-        net: Any,
-        batch: Any = None,
-        training: bool = False,
-        y_pred: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        if training != self.on_train or not isinstance(y_pred, DistillationOutput):
+    def update(self, batch: Any, y_pred: Any) -> None:
+        """Add one batch's student and teacher features to the epoch's CKA."""
+        if not isinstance(y_pred, DistillationOutput):
             return
         if y_pred.teacher_features is None:  # a fit that never runs the teacher
             return

@@ -542,10 +542,8 @@ class ProjectorDistiller(
             projected=out.projected,
             teacher_features=out.teacher_features,
             kd_logits=out.kd_logits,
-            ce_weight=self.ce_weight,
-            kd_weight=self.kd_weight,
-            feature_weight=self.feature_weight,
             temperature=self.temperature,
+            **{weight: getattr(self, weight) for weight in TERM_WEIGHTS.values()},
             ce_loss=self.criterion_,
         )
         with torch.no_grad():  # statistics: no graph, no detach

@@ -15,6 +15,17 @@ from typing import Any
 __all__ = ["main", "spec_from_args"]
 
 
+# the distillation method's options, as `distill` takes them
+_METHOD = (
+    "n_projectors",
+    "projector",
+    "feature_weight",
+    "kd_weight",
+    "ce_weight",
+    "logit_projector",
+)
+
+
 def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
     from . import DATASETS
 
@@ -192,15 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return 0
     if args.command == "distill":
-        experiments.distill(
-            spec,
-            n_projectors=args.n_projectors,
-            projector=args.projector,
-            feature_weight=args.feature_weight,
-            kd_weight=args.kd_weight,
-            ce_weight=args.ce_weight,
-            logit_projector=args.logit_projector,
-        )
+        experiments.distill(spec, **{name: getattr(args, name) for name in _METHOD})
     else:  # search
         experiments.search(spec, _grid(args), cv=args.cv, n_jobs=args.n_jobs)
     results = Path(args.out) / "results.md"

@@ -20,6 +20,7 @@ import torch
 
 from ...models import list_models
 from ...parallel.process import is_main_process
+from ...training.device import cudnn_benchmark
 from ..data import load_data
 from ..io import save_json
 from ..launch import Launch
@@ -244,7 +245,6 @@ def reproduce(
             f"fd0 needs equal feature widths, but {teacher_arch} has {widths[0]} and "
             f"{student_arch} {widths[1]}; drop fd0 from variants or change the pair."
         )
-    on_cuda = torch.device(device).type == "cuda"
     settings = {
         "dataset": dataset,
         "subset": subset,
@@ -274,12 +274,8 @@ def reproduce(
         lockstep=lockstep,
         launch=launch,
     )
-    benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on_cuda or benchmark
-    try:
+    with cudnn_benchmark(device):
         records, pending = run_all(ctx, variants, seeds)
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
     results = summarize(
         settings=settings,
         variants=variants,
