@@ -41,6 +41,8 @@ from .training.records import DeviceRecordsMixin
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
+#: what each batch records: the unweighted terms, the accuracy, the loss
+RECORDED = (*LOSS_TERMS, "acc", "loss")
 #: each loss term's weight parameter
 TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
@@ -551,13 +553,12 @@ class ProjectorDistiller(
             values = torch.stack([*(terms[t] for t in LOSS_TERMS), accuracy, loss])
         if training and not bool(torch.isfinite(loss)):
             return self._nonfinite_loss(values.tolist())
-        names = (*LOSS_TERMS, "acc", "loss")
         records = self.epoch_records_
         if records.is_open:
-            records.add(names, values)
+            records.add(RECORDED, values)
         else:  # a step outside skorch's epoch loop
             prefix = "train" if training else "valid"
-            for name, value in zip(names, values.tolist(), strict=True):
+            for name, value in zip(RECORDED, values.tolist(), strict=True):
                 self.history.record_batch(f"{prefix}_{name}", value)
         return loss
 

@@ -138,34 +138,33 @@ def distillation_loss(
     >>> float(terms["kd"]), float(terms["feat"])
     (0.0, 0.0)
     """
-    terms = {"ce": ce_weight, "kd": kd_weight, "feat": feature_weight}
-    compute = {
-        "ce": lambda: ce_loss(logits, target),
-        "kd": lambda: kd_loss(
-            logits if kd_logits is None else kd_logits,
-            _needed(teacher_logits, "teacher_logits", "kd_weight"),
-            temperature=temperature,
-        ),
-        "feat": lambda: feature_loss(
+    zero = logits.new_zeros((), dtype=torch.float32)  # a switched-off term
+    terms = {"ce": zero, "kd": zero, "feat": zero}
+    loss: Tensor | None = None
+    if ce_weight:
+        terms["ce"] = ce_loss(logits, target)
+        loss = ce_weight * terms["ce"]
+    if kd_weight:
+        teacher = _needed(teacher_logits, "teacher_logits", "kd_weight")
+        student = logits if kd_logits is None else kd_logits
+        terms["kd"] = kd_loss(student, teacher, temperature=temperature)
+        loss = _plus(loss, kd_weight * terms["kd"])
+    if feature_weight:
+        terms["feat"] = feature_loss(
             _needed(projected, "projected", "feature_weight"),
             _needed(teacher_features, "teacher_features", "feature_weight"),
-        ),
-    }
-    loss: Tensor | None = None
-    values: dict[str, Tensor] = {}
-    for name, weight in terms.items():
-        if not weight:  # switched off: not computed, imposes nothing
-            values[name] = logits.new_zeros((), dtype=torch.float32)
-            continue
-        values[name] = compute[name]()
-        weighted = weight * values[name]
-        loss = weighted if loss is None else loss + weighted
+        )
+        loss = _plus(loss, feature_weight * terms["feat"])
     if loss is None:
         raise ValueError(
             "ce_weight, kd_weight and feature_weight are all 0: there is nothing "
             "to learn from."
         )
-    return loss, values
+    return loss, terms
+
+
+def _plus(total: Tensor | None, term: Tensor) -> Tensor:
+    return term if total is None else total + term
 
 
 def _needed(value: Tensor | None, name: str, weight: str) -> Tensor:

@@ -61,6 +61,7 @@ class EpochRecords:
         self.rows: list[dict[str, Any]] = []
         self.stats: dict[tuple[str, ...], DeviceStats] = {}
         self.skipped: list[int] = []
+        self.marked: set[int] = set()  # batches with values, or skipped
 
     @property
     def is_open(self) -> bool:
@@ -71,6 +72,7 @@ class EpochRecords:
         """Start recording into ``rows`` (the epoch's batch rows), with names
         prefixed ``prefix_`` (``"train"``, ``"valid"``)."""
         self.prefix, self.rows, self.stats, self.skipped = prefix, rows, {}, []
+        self.marked = set()
 
     def add(
         self, names: Sequence[str], values: Tensor, batch: int | None = None
@@ -78,17 +80,20 @@ class EpochRecords:
         """Keep ``values`` (a 1-D tensor, one per name) for batch ``batch``
         (the current one by default), unread."""
         index = len(self.rows) - 1 if batch is None else batch
-        self.stats.setdefault(tuple(names), DeviceStats()).add(index, values)
+        stats = self.stats.get(names)  # type: ignore[call-overload]
+        if stats is None:
+            stats = self.stats[tuple(names)] = DeviceStats()
+        stats.add(index, values)
+        self.marked.add(index)
 
     def skip(self) -> None:
         """The current batch's step was skipped: it records no values."""
         self.skipped.append(len(self.rows) - 1)
+        self.marked.add(len(self.rows) - 1)
 
     def recorded(self, batch: int) -> bool:
         """Whether batch ``batch`` has values (or was skipped)."""
-        return batch in self.skipped or any(
-            batch in stats.keys for stats in self.stats.values()
-        )
+        return batch in self.marked
 
     def close(self) -> None:
         """Write every value into its batch row (one transfer per kind of
