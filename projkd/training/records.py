@@ -14,8 +14,8 @@ epoch's means, and the epoch records how many were skipped.
 
 This is projkd's one replacement of a piece of skorch's loop; the fit, the
 epochs, the callbacks and the steps stay skorch's. Measured reason: on the
-CPU the replacement costs nothing (``benchmarks/bench_gpu.py --cpu``: an
-uncached epoch at 0.99x a plain loop's host time, see
+CPU it costs about nothing (``benchmarks/bench_gpu.py --cpu``: an uncached
+epoch at 1.04x a plain loop's host time, median of six runs on 2 cores; see
 ``benchmarks/results/gpu_cpu.md``); its gain, the GPU never idling for a
 host read, is what ``bench_gpu.py --gpu`` measures on a card, which no
 session has had yet.
