@@ -150,3 +150,23 @@ def test_a_shared_accelerator_lets_finished_fits_go(small_digits):
         assert isinstance(est.module_, DigitsCNN)
         assert shared._models == [] and shared._optimizers == []
         assert shared._dataloaders == []
+
+
+def test_its_parameter_constraints_extend_the_distillers(small_digits):
+    from accelerate import Accelerator
+    from projkd import ProjectorDistiller
+    from projkd.parallel import AcceleratedProjectorDistiller
+
+    constraints = AcceleratedProjectorDistiller._parameter_constraints
+    assert ProjectorDistiller._parameter_constraints.items() <= constraints.items()
+    est = AcceleratedProjectorDistiller(
+        DigitsCNN(width=8).eval(),
+        DigitsCNN,
+        accelerator=Accelerator(cpu=True),
+        sync_batchnorm="yes",
+        max_epochs=1,
+        verbose=0,
+    )
+    with pytest.raises(ValueError, match="'sync_batchnorm' parameter"):
+        est.fit(*small_digits)
+    assert not est.initialized_  # refused before anything was built

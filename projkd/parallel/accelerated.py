@@ -40,7 +40,7 @@ Launch a script that fits one on 4 GPUs of one machine with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +92,12 @@ class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
     ...     DigitsCNN(width=8).eval(), DigitsCNN, accelerator=Accelerator(cpu=True),
     ...     max_epochs=1, verbose=0)
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **ProjectorDistiller._parameter_constraints,
+        "sync_batchnorm": ["boolean"],
+        "unwrap_after_train": ["boolean"],
+    }
 
     def __init__(
         self,
