@@ -154,6 +154,7 @@ def test_a_shared_accelerator_lets_finished_fits_go(small_digits):
 
 def test_its_parameter_constraints_extend_the_distillers(small_digits):
     from accelerate import Accelerator
+
     from projkd import ProjectorDistiller
     from projkd.parallel import AcceleratedProjectorDistiller
 
