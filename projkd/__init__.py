@@ -50,6 +50,9 @@ MOVED_MODULES = {
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Import an old module name as the module that replaced it."""
 
+    def __init__(self) -> None:
+        self._specs: dict[str, object] = {}
+
     def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
         if name not in MOVED_MODULES:
             return None
@@ -62,10 +65,14 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        self._specs[spec.name] = module.__spec__
+        return module
 
     def exec_module(self, module):  # type: ignore[no-untyped-def]
-        """The module is the new one, already executed."""
+        """The module is the new one, already executed: give it back its own
+        spec, which the import machinery replaced with the old name's."""
+        module.__spec__ = self._specs.pop(module.__spec__.name)
 
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):

@@ -131,8 +131,9 @@ class ArrayDataMixin:
             return
         plain = self.get_dataset(X, y, teacher_outputs=False)
         train, valid = plain, None
-        if self.train_split:
-            train, valid = self.train_split(plain, y, **fit_params)
+        if self.train_split:  # called as skorch calls it
+            args = () if y is None else (y,)
+            train, valid = self.train_split(plain, *args, **fit_params)
         X_fit, y_fit = self._fold_data(train, plain, X, y)
         with seeded(self.random_state, self._compute_device()):
             self.teacher_estimator_ = fit_teacher_estimator(
@@ -173,8 +174,9 @@ class ArrayDataMixin:
             )
         else:  # computed once, before the teacher estimator was fitted
             plain, train, valid = split
+            full: list[Any] = []  # the fit's dataset, built (and moved) once
             train, valid = (
-                self._on_dataset(part, plain, X, y) for part in (train, valid)
+                self._on_dataset(part, plain, X, y, full) for part in (train, valid)
             )
         converted: dict[int, Any] = {}  # one conversion per underlying dataset
         parts = []
@@ -187,14 +189,22 @@ class ArrayDataMixin:
                 raise ValueError(f"The {name} set: {error}") from error
         return tuple(parts)
 
-    def _on_dataset(self, part: Any, plain: Any, X: Any, y: Any) -> Any:
+    def _on_dataset(
+        self, part: Any, plain: Any, X: Any, y: Any, full: list[Any]
+    ) -> Any:
         """``part`` of the split of ``plain`` (the fit's data without teacher
-        outputs), on the fit's dataset with them."""
+        outputs), on the fit's dataset with them (built into ``full`` once)."""
         base, indices = unwrap_subsets(part)
         if base is not plain or is_dataset(X):
             return part  # a dataset of its own, or one without teacher outputs
-        full = self.get_dataset(X, y)
-        return full if indices is None else Subset(full, indices.tolist())
+        if not full:
+            full.append(self.get_dataset(X, y))
+        return full[0] if indices is None else Subset(full[0], indices.tolist())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
+        state.pop("fit_split_", None)  # one fit's split: never outlives it
+        return state
 
     def _encoded_dataset(self, dataset: Any, converted: dict[int, Any]) -> Any:
         """``dataset`` with its labels as indices into ``classes_``.

@@ -137,6 +137,7 @@ class NetworksMixin:
     teacher_layer: str | None
     student_layer: str | None
     n_projectors: int
+    n_teacher_features_: int
     projector: Any
     feature_weight: float
     logit_projector: bool
@@ -214,6 +215,23 @@ class NetworksMixin:
             self.__dict__.pop(name, None)
         self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
         return self
+
+    def _check_projectors(self) -> None:
+        """Refuse to train on a feature term the initialised networks lack
+        (the projectors are built for the weights of the first fit)."""
+        projectors = getattr(self, "projectors_", None)
+        if not isinstance(projectors, ProjectorEnsemble) or not self.feature_weight:
+            return  # none yet, no feature term, or wrapped for several processes
+        if (len(projectors), projectors.out_features) != (
+            self.n_projectors,
+            self.n_teacher_features_,
+        ):
+            raise ValueError(
+                f"feature_weight={self.feature_weight} needs {self.n_projectors} "
+                f"projector(s) to width {self.n_teacher_features_}, but this "
+                "estimator was initialised without them (feature_weight=0, or "
+                "another n_projectors). Fit it afresh (warm_start=False)."
+            )
 
     def _forward_of(
         self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False

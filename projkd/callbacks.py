@@ -109,7 +109,9 @@ class EpochCKA(_BatchScore):
 
     Uses the features of the batches the net already computes and
     :class:`~projkd.metrics.MinibatchCKA` (batches under 4 samples are
-    skipped), so it costs no extra forward pass.
+    skipped), so it costs no extra forward pass. A fit that never runs the
+    teacher (``kd_weight = feature_weight = 0``) has no teacher features and
+    records nothing.
 
     Parameters
     ----------

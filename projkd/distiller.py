@@ -421,6 +421,7 @@ class ProjectorDistiller(
         if not reset:
             expected: tuple[int, ...] | None = getattr(self, "input_shape_", None)
             check_input_shape(X, expected, type(self).__name__)
+            self._check_projectors()
         self._check_fast_settings(X)
         if reset:
             self.input_shape_ = None if is_dataset(X) else tuple(X.shape[1:])

@@ -85,6 +85,12 @@ def _check(estimators: Sequence[Any]) -> None:
                 f"estimators[{index}] is a {type(est).__name__}; fit_lockstep "
                 "trains ProjectorDistiller estimators."
             )
+        if getattr(est, "accelerator", None) is not None:
+            raise TypeError(
+                f"estimators[{index}] trains through an accelerator; fit_lockstep "
+                "trains in one process, with the estimators' own device and "
+                "precision. Fit accelerated estimators separately."
+            )
         if est.teacher is not first.teacher:
             raise ValueError(
                 f"estimators[{index}] has another teacher object; lockstep shares "

@@ -248,3 +248,43 @@ def test_skipped_batches_are_left_out_of_the_epochs_means(teacher, digits):
         assert est.history[-1, f"train_{term}"] == pytest.approx(
             np.average([r[f"train_{term}"] for r in kept], weights=[50] * 11)
         )
+
+
+def test_a_feature_term_turned_on_after_fit_is_refused(small_digits):
+    X, y = small_digits
+    est = ProjectorDistiller(
+        DigitsCNN(width=8).eval(),
+        DigitsCNN,
+        student__width=4,
+        feature_weight=0.0,
+        kd_weight=1.0,
+        warm_start=True,
+        **FAST,
+    ).fit(X, y)
+    est.set_params(feature_weight=25.0)
+    with pytest.raises(ValueError, match="initialised without them"):
+        est.fit(X, y)
+
+
+def test_the_split_of_a_fit_is_not_pickled(digits):
+    import pickle
+
+    X, y = digits[0][:200], digits[2][:200]
+    teacher = NeuralNetClassifier(
+        DigitsCNN,
+        module__width=4,
+        criterion=nn.CrossEntropyLoss,
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+    )
+    est = ProjectorDistiller(
+        teacher,
+        DigitsCNN,
+        student__width=4,
+        max_epochs=1,
+        verbose=0,
+        train_split=ValidSplit(4, stratified=False),
+    ).fit(X, y)
+    assert not hasattr(est, "fit_split_")
+    assert "fit_split_" not in pickle.loads(pickle.dumps(est)).__dict__

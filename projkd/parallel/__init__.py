@@ -14,11 +14,14 @@ Launch a script that fits one on 4 GPUs of one machine with
 from .accelerated import AcceleratedProjectorDistiller, make_distiller
 from .mixin import DataParallelMixin, FeatureModule
 from .process import is_main_process, launched_world_size, process_index, world_size
+from .sharding import OnDevice, ShardedArrayBatches
 
 __all__ = [
     "AcceleratedProjectorDistiller",
     "DataParallelMixin",
     "FeatureModule",
+    "OnDevice",
+    "ShardedArrayBatches",
     "is_main_process",
     "launched_world_size",
     "make_distiller",

@@ -12,6 +12,7 @@ outputs cached.
 """
 
 from .cache import (
+    DEFAULT_MAX_BYTES,
     cached_teacher_outputs,
     clear_teacher_cache,
     set_teacher_cache_limit,
@@ -29,6 +30,7 @@ from .io import load_teacher, save_teacher
 from .training import TeacherNet, train_teacher
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "TeacherNet",
     "cached_teacher_outputs",
     "clear_teacher_cache",

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.dataset import Dataset as SkorchDataset
-from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
@@ -26,7 +25,7 @@ from .._random import seeded
 from ..features import logits_of
 from ..training.batching import ArrayBatches, ArrayDataset, array_source
 from ..training.device import to_channels_last
-from ..training.precision import autocast, grad_scaler, scaled_step
+from ..training.precision import ScaledStepMixin, autocast, grad_scaler
 
 __all__ = ["TeacherNet", "train_teacher"]
 
@@ -34,7 +33,7 @@ __all__ = ["TeacherNet", "train_teacher"]
 _SLICEABLE = {"batch_size", "shuffle", "drop_last"}
 
 
-class TeacherNet(NeuralNetClassifier):
+class TeacherNet(ScaledStepMixin, NeuralNetClassifier):
     """A skorch classifier for training teachers: on the logits of any output,
     with batch augmentation, mixed precision and seeded, resumable shuffling.
 
@@ -129,6 +128,8 @@ class TeacherNet(NeuralNetClassifier):
         super().initialize_module()
         if self.channels_last:
             to_channels_last(self.module_)
+        # the fp16 step's loss scaler (ScaledStepMixin); None otherwise
+        self.grad_scaler_ = grad_scaler(self._compute_device(), self.mixed_precision)
         return self
 
     # ------------------------------------------------------------------ data
@@ -180,33 +181,6 @@ class TeacherNet(NeuralNetClassifier):
             output = super().infer(x, **fit_params)
         logits = logits_of(output, network="teacher")
         return logits if self.mixed_precision is None else logits.float()
-
-    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        if self.mixed_precision != "fp16":
-            return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        self._scaler().scale(loss).backward()
-        return {"loss": loss, "y_pred": y_pred}
-
-    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """skorch's step, or with ``"fp16"`` the gradient scaler's (as
-        :class:`~projkd.ProjectorDistiller`'s): gradients are unscaled before
-        ``on_grad_computed``, and an overflowing step is skipped."""
-        if self.mixed_precision != "fp16":
-            return super().train_step(batch, **fit_params)
-        # GradScaler takes no optimizer closure: one plain step per batch
-        self._zero_grad_optimizer()
-        step = self.train_step_single(batch, **fit_params)
-        scaled_step(self, self._scaler(), batch)
-        return step
-
-    def _scaler(self) -> torch.amp.GradScaler:
-        if getattr(self, "scaler_", None) is None:
-            self.scaler_ = grad_scaler(self._compute_device(), self.mixed_precision)
-        return self.scaler_
 
 
 def train_teacher(
