@@ -219,7 +219,9 @@ def test_teacher_net_fp16_scales_the_loss():
     assert set(probe.dtypes) == {torch.float16}
     # callbacks (gradient clipping) see unscaled gradients, not 2**16 times them
     assert grads.largest and max(grads.largest) < 100
-    assert net.grad_scaler_.get_scale() > 0 and np.isfinite(net.history[-1, "train_loss"])
+    assert net.grad_scaler_.get_scale() > 0 and np.isfinite(
+        net.history[-1, "train_loss"]
+    )
 
 
 def _row(model, test_acc, gap=0.0, ece=0.1, cka=0.5):
