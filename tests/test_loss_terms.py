@@ -135,6 +135,19 @@ class Rows(Callback):
             self.seen_.append(x.detach().cpu().reshape(len(x), -1).numpy())
 
 
+def teacher_net(**params):
+    """An unfitted skorch teacher: the distiller fits it on each training fold."""
+    return NeuralNetClassifier(
+        DigitsCNN,
+        module__width=4,
+        criterion=nn.CrossEntropyLoss,
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+        **params,
+    )
+
+
 def _row_ids(arrays, X):
     index = {row.tobytes(): i for i, row in enumerate(X.reshape(len(X), -1))}
     return {index[row.tobytes()] for a in arrays for row in a}
@@ -143,16 +156,7 @@ def _row_ids(arrays, X):
 def test_a_teacher_estimator_never_sees_the_validation_fold(digits):
     X, y = digits[0][:200], digits[2][:200]
     teacher_rows = Rows(training=True)
-    teacher = NeuralNetClassifier(
-        DigitsCNN,
-        module__width=4,
-        criterion=nn.CrossEntropyLoss,
-        max_epochs=1,
-        train_split=None,
-        batch_size=64,
-        verbose=0,
-        callbacks=[("rows", teacher_rows)],
-    )
+    teacher = teacher_net(batch_size=64, callbacks=[("rows", teacher_rows)])
     valid_rows = Rows(training=False)
     train_rows = Rows(training=True)
     est = ProjectorDistiller(
@@ -176,15 +180,7 @@ def test_a_teacher_estimator_never_sees_the_validation_fold(digits):
 
 def test_an_unseeded_float_split_is_drawn_once(digits):
     X, y = digits[0][:200], digits[2][:200]
-    teacher = NeuralNetClassifier(
-        DigitsCNN,
-        module__width=4,
-        criterion=nn.CrossEntropyLoss,
-        max_epochs=1,
-        train_split=None,
-        verbose=0,
-        callbacks=[("rows", Rows(training=True))],
-    )
+    teacher = teacher_net(callbacks=[("rows", Rows(training=True))])
     valid_rows = Rows(training=False)
     est = ProjectorDistiller(
         teacher,
@@ -270,14 +266,7 @@ def test_the_split_of_a_fit_is_not_pickled(digits):
     import pickle
 
     X, y = digits[0][:200], digits[2][:200]
-    teacher = NeuralNetClassifier(
-        DigitsCNN,
-        module__width=4,
-        criterion=nn.CrossEntropyLoss,
-        max_epochs=1,
-        train_split=None,
-        verbose=0,
-    )
+    teacher = teacher_net()
     est = ProjectorDistiller(
         teacher,
         DigitsCNN,
