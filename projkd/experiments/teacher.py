@@ -17,6 +17,7 @@ from ..parallel import DataParallelMixin
 from ..teacher.inference import compute_teacher_outputs
 from ..teacher.io import save_teacher
 from ..teacher.training import TeacherNet
+from ..training.compiling import unwrap_compiled
 from .data import load_data
 from .io import save_json, write_results
 from .launch import Launch
@@ -105,7 +106,7 @@ def _write_teacher_run(
     record: dict[str, Any],
 ) -> None:
     """Write a trained teacher's run folder (weights, history, results)."""
-    save_teacher(getattr(teacher, "_orig_mod", teacher), out / "teacher.pt")
+    save_teacher(unwrap_compiled(teacher), out / "teacher.pt")
     history.to_file(str(out / "history.json"))
     save_json(out / "config.json", {"kind": "teacher", **spec.to_json()})
     best, epoch = record["best_test_acc"], record["best_epoch"]

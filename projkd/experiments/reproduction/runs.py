@@ -26,6 +26,7 @@ from ...models import get_model
 from ...teacher.inference import compute_teacher_outputs
 from ...teacher.io import load_teacher
 from ...teacher.training import TeacherNet
+from ...training.compiling import unwrap_compiled
 from ..data import Data
 from ..io import save_json
 from ..launch import Launch
@@ -219,7 +220,7 @@ def _train_teacher(
         return None  # stopped on the budget; resumes on the next call
     module: torch.nn.Module = net.module_
     curve = curve_fields(net.history, len(ctx.data.y_train))
-    return getattr(module, "_orig_mod", module).eval(), curve
+    return unwrap_compiled(module).eval(), curve
 
 
 def _callbacks(
