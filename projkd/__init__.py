@@ -17,6 +17,7 @@ import importlib.util
 import sys
 import warnings
 
+from ._validation import InputError, UserError
 from .distiller import DistillationOutput, NonFiniteLossError, ProjectorDistiller
 from .projectors import ProjectorEnsemble
 
@@ -24,9 +25,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DistillationOutput",
+    "InputError",
     "NonFiniteLossError",
     "ProjectorDistiller",
     "ProjectorEnsemble",
+    "UserError",
     "__version__",
 ]
 

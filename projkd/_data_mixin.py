@@ -15,7 +15,13 @@ from skorch.utils import is_dataset
 from torch.utils.data import DataLoader, Subset
 
 from ._random import seeded
-from ._validation import check_input, check_input_shape, check_target
+from ._validation import (
+    InputError,
+    InputTypeError,
+    check_input,
+    check_input_shape,
+    check_target,
+)
 from .teacher.cache import cached_teacher_outputs
 from .teacher.frozen import fit_teacher_estimator, is_teacher_estimator
 from .training.batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
@@ -186,7 +192,7 @@ class ArrayDataMixin:
                     None if part is None else self._encoded_dataset(part, converted)
                 )
             except ValueError as error:
-                raise ValueError(f"The {name} set: {error}") from error
+                raise InputError(f"The {name} set: {error}") from error
         return tuple(parts)
 
     def _on_dataset(
@@ -241,7 +247,7 @@ class ArrayDataMixin:
             check_input_shape(X, self.input_shape_, type(self).__name__)
             return self.get_dataset(X, check_target(y, len(X)))
         if isinstance(base, tuple):
-            raise TypeError(
+            raise InputTypeError(
                 "A validation set given as (X, y) needs X to be an array or a "
                 f"tensor, got {type(X).__name__}; wrap it in skorch.dataset.Dataset."
             )

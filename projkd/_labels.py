@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._validation import InputError
+
 __all__ = ["encode_labels", "label_space"]
 
 
@@ -23,13 +25,13 @@ def label_space(y: np.ndarray | None, classes: Any) -> np.ndarray | None:
     if classes is not None:
         classes = np.asarray(classes)
         if len(np.unique(classes)) != len(classes):
-            raise ValueError(f"classes={list(classes)} contains duplicates.")
+            raise InputError(f"classes={list(classes)} contains duplicates.")
         return classes
     if y is None:
         return None
     classes = np.unique(y)
     if len(classes) < 2:
-        raise ValueError(
+        raise InputError(
             f"y holds only one class ({classes[0]!r}); a classifier needs at least two."
         )
     return classes
@@ -51,7 +53,7 @@ def encode_labels(y: Any, classes: Any) -> np.ndarray:
     unknown = classes[index] != y
     if unknown.any():
         labels = sorted({str(label) for label in y[unknown]})[:5]
-        raise ValueError(
+        raise InputError(
             f"y contains labels that are not in classes_ {classes.tolist()}: "
             f"{', '.join(labels)}. Pass classes= listing every label in the order "
             "of the teacher's outputs."

@@ -12,6 +12,7 @@ import numpy as np
 from skorch.utils import to_tensor
 from torch import nn
 
+from ._validation import InputError, InputTypeError
 from .features import probe, resolve_feature_layer
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
@@ -49,7 +50,7 @@ def build_student(
             kwargs = {**kwargs, "num_classes": n_classes}
     module = build(student, kwargs)
     if not isinstance(module, nn.Module):
-        raise TypeError(
+        raise InputTypeError(
             f"student={_name(student)} returned a {type(module).__name__}, not a "
             "torch.nn.Module; pass a module class, a function that builds one, or "
             "a module."
@@ -79,13 +80,13 @@ def check_outputs(n_student: int, n_teacher: int, classes: np.ndarray) -> None:
     """Refuse a teacher whose outputs are not the classes, or a student whose
     outputs are not the teacher's, naming what to pass instead."""
     if n_teacher != len(classes):
-        raise ValueError(
+        raise InputError(
             f"The teacher has {n_teacher} outputs but there are {len(classes)} "
             f"classes ({_preview(classes)}). Its output i is read as "
             "classes_[i]: pass classes= listing the teacher's classes in order."
         )
     if n_student != n_teacher:
-        raise ValueError(
+        raise InputError(
             f"The student has {n_student} outputs but the teacher has "
             f"{n_teacher}; build the student for {n_teacher} classes "
             "(e.g. student__num_classes)."
@@ -169,7 +170,7 @@ class NetworksMixin:
         """
         sample = getattr(self, "_sample_input_", None)
         if sample is None:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} sizes its projectors from the data; call "
                 "fit(X, y) or partial_fit(X, y) instead of initialize()."
             )
@@ -226,7 +227,7 @@ class NetworksMixin:
             self.n_projectors,
             self.n_teacher_features_,
         ):
-            raise ValueError(
+            raise InputError(
                 f"feature_weight={self.feature_weight} needs {self.n_projectors} "
                 f"projector(s) to width {self.n_teacher_features_}, but this "
                 "estimator was initialised without them (feature_weight=0, or "

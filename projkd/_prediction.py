@@ -115,7 +115,7 @@ class PredictionMixin:
         """scikit-learn's NotFittedError before fit; then ``X`` checked against
         the samples seen by ``fit``."""
         check_is_fitted(self)
-        X = check_input(X)
+        X = check_input(X, step="predict")
         check_input_shape(X, getattr(self, "input_shape_", None), type(self).__name__)
         return X
 

@@ -13,6 +13,7 @@ from scipy import sparse
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
+    InvalidParameterError,
     Options,
     StrOptions,
     validate_parameter_constraints,
@@ -28,6 +29,12 @@ from .training.precision import check_supported
 
 __all__ = [
     "DISTILLER_CONSTRAINTS",
+    "InputError",
+    "InputTypeError",
+    "MissingFileError",
+    "ParameterError",
+    "UserError",
+    "check_compile_params",
     "check_fast_settings",
     "check_fit_data",
     "check_input",
@@ -35,6 +42,33 @@ __all__ = [
     "check_params",
     "check_target",
 ]
+
+
+class UserError(Exception):
+    """Mix-in marking an error in what the user gave, fixable from its message.
+
+    projkd's own checks raise it (mixed into ``ValueError`` or ``TypeError``
+    below), so that the command line tells these apart from bugs: it reports
+    a ``UserError`` in one line, without a traceback.
+    """
+
+
+class InputError(UserError, ValueError):
+    """A parameter, an argument or data that projkd refuses (a ``ValueError``)."""
+
+
+class InputTypeError(UserError, TypeError):
+    """An argument or data of a type projkd refuses (a ``TypeError``)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the user named does not exist (a ``FileNotFoundError``)."""
+
+
+class ParameterError(UserError, InvalidParameterError):
+    """scikit-learn's ``InvalidParameterError`` (a ``ValueError`` and
+    ``TypeError``), raised by projkd's parameter validation."""
+
 
 _WEIGHT = [Interval(Real, 0, None, closed="left")]
 
@@ -95,29 +129,42 @@ def check_params(estimator: Any) -> None:
     caller = type(estimator).__name__
     constraints = estimator._parameter_constraints
     params = {name: getattr(estimator, name) for name in constraints}
-    validate_parameter_constraints(constraints, params, caller_name=caller)
+    try:
+        validate_parameter_constraints(constraints, params, caller_name=caller)
+    except InvalidParameterError as error:
+        raise ParameterError(str(error)) from None
     # the iterator_* sizes exist only when set; each overrides batch_size
     sizes = {
         name: getattr(estimator, name)
         for name in BATCH_SIZE_PARAMS
         if hasattr(estimator, name)
     }
-    validate_parameter_constraints(
-        dict.fromkeys(sizes, _BATCH_SIZE), sizes, caller_name=caller
-    )
+    try:
+        validate_parameter_constraints(
+            dict.fromkeys(sizes, _BATCH_SIZE), sizes, caller_name=caller
+        )
+    except InvalidParameterError as error:
+        raise ParameterError(str(error)) from None
+    check_compile_params(estimator)
     if all(params.get(name) == 0 for name in LOSS_WEIGHTS):
-        raise ValueError(
+        raise InputError(
             "ce_weight, kd_weight and feature_weight are all 0: the loss is zero and "
             "there is nothing to learn from. Give at least one of them a positive "
             "weight (e.g. ce_weight=1.0)."
         )
 
 
-def check_input(X: Any) -> Any:
+def check_input(X: Any, *, step: str = "fit") -> Any:
     """Return ``X`` as float32 (array or tensor), or a Dataset unchanged.
 
     The user's array is never modified: a conversion makes a copy, and an
     array that already is float32 is passed through as is.
+
+    Parameters
+    ----------
+    X : array-like, tensor or Dataset
+    step : str, default="fit"
+        What ``X`` is for (``"fit"``, ``"predict"``), named in the errors.
 
     Raises
     ------
@@ -130,50 +177,52 @@ def check_input(X: Any) -> Any:
     if is_dataset(X):
         return X
     if sparse.issparse(X):
-        raise TypeError(
+        raise InputTypeError(
             "Sparse input is not supported: ProjectorDistiller feeds dense tensors "
             "to its networks. Convert it with X.toarray()."
         )
     if isinstance(X, torch.Tensor):
         if X.is_complex():
-            raise ValueError("Complex data not supported; X must hold real numbers.")
+            raise InputError("Complex data not supported; X must hold real numbers.")
         if X.dtype == torch.bool:
-            raise TypeError("X must be numeric, got a tensor of torch.bool.")
+            raise InputTypeError("X must be numeric, got a tensor of torch.bool.")
         X = X if X.dtype == torch.float32 else X.float()
         finite = bool(torch.isfinite(X).all())
     else:
         X = np.asarray(X)
         if X.dtype.kind == "c":
-            raise ValueError("Complex data not supported; X must hold real numbers.")
+            raise InputError("Complex data not supported; X must hold real numbers.")
         if X.dtype.kind not in "biufO":
-            raise TypeError(
+            raise InputTypeError(
                 f"X must be numeric (float or integer), got an array of dtype "
                 f"{X.dtype}; convert it with np.asarray(X, dtype=np.float32)."
             )
         try:
             X = X.astype(np.float32, copy=False)
         except (TypeError, ValueError) as error:  # an object array of non-numbers
-            raise TypeError(f"X must be numeric: {error}") from error
+            raise InputTypeError(f"X must be numeric: {error}") from error
         finite = bool(np.isfinite(X).all())
     if X.ndim < 2:
-        raise ValueError(
+        raise InputError(
             f"Expected a 2D or higher array, got {X.ndim}D array of shape "
             f"{tuple(X.shape)} instead. Reshape your data either using "
             "array.reshape(-1, 1) if your data has a single feature or "
             "array.reshape(1, -1) if it contains a single sample."
         )
     if X.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum "
             "of 1 is required."
         )
     if math.prod(X.shape[1:]) == 0:
-        raise ValueError(
+        raise InputError(
             f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum "
             "of 1 is required."
         )
     if not finite:
-        raise ValueError("X contains NaN or infinity; clean or impute it before fit.")
+        raise InputError(
+            f"X contains NaN or infinity; clean or impute it before {step}."
+        )
     return X
 
 
@@ -182,11 +231,11 @@ def check_input_shape(X: Any, expected: tuple[int, ...] | None, name: str) -> No
     if expected is None or is_dataset(X) or tuple(X.shape[1:]) == expected:
         return
     if X.ndim == 2 and len(expected) == 1:
-        raise ValueError(
+        raise InputError(
             f"X has {X.shape[1]} features, but {name} is expecting {expected[0]} "
             "features as input."
         )
-    raise ValueError(
+    raise InputError(
         f"X has samples of shape {tuple(X.shape[1:])}, but {name} was fitted on "
         f"samples of shape {expected}."
     )
@@ -208,14 +257,17 @@ def check_target(y: Any, n_samples: int | None) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D (one label per sample), got shape {y.shape}.")
+        raise InputError(f"y must be 1-D (one label per sample), got shape {y.shape}.")
     if n_samples is not None and len(y) != n_samples:
-        raise ValueError(
+        raise InputError(
             f"X has {n_samples} samples but y has {len(y)} labels; they must match."
         )
     if y.dtype.kind == "f" and np.isnan(y).any():
-        raise ValueError("y contains NaN; every sample needs a label.")
-    check_classification_targets(y)
+        raise InputError("y contains NaN; every sample needs a label.")
+    try:
+        check_classification_targets(y)
+    except ValueError as error:  # scikit-learn's message, marked as projkd's
+        raise InputError(str(error)) from None
     return y
 
 
@@ -233,14 +285,14 @@ def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
     if y is not None:
         y = check_target(y, None if is_dataset(X) else len(X))
     elif not is_dataset(X):
-        raise ValueError(
+        raise InputError(
             f"{type(estimator).__name__} requires y to be passed, but the target y "
             "is None; pass labels, or a Dataset that yields them."
         )
     if estimator.cache_teacher not in ("auto", False) and (
         estimator.train_transform is not None or is_dataset(X)
     ):
-        raise ValueError(
+        raise InputError(
             "cache_teacher=True needs array input and no train_transform: a "
             "random augmentation changes the teacher's output at every step. "
             "Use cache_teacher='auto' or False."
@@ -258,20 +310,57 @@ def check_fast_settings(estimator: Any, X: Any, device: Any) -> None:
         ``data_device`` that is no device, or ``channels_last=True`` with
         input that is not ``(N, C, H, W)`` images.
     """
-    check_supported(device, estimator.mixed_precision)
+    try:
+        check_supported(device, estimator.mixed_precision)
+    except ValueError as error:  # precision.py cannot import this module's errors
+        raise InputError(str(error)) from None
     if estimator.data_device != "auto":
         try:
             torch.device(estimator.data_device)
         except (RuntimeError, ValueError) as error:
-            raise ValueError(
+            raise InputError(
                 f"data_device={estimator.data_device!r} is not a device; use "
                 "'auto', 'cpu', 'cuda' or 'cuda:<index>'."
             ) from error
     if estimator.channels_last:
         ndim = first_inputs(X, n=1).ndim if is_dataset(X) else X.ndim
         if ndim != 4:
-            raise ValueError(
+            raise InputError(
                 "channels_last=True needs image batches of shape (N, C, H, W), "
                 f"but the inputs have {ndim} dimensions. Use channels_last=False "
                 "for other input."
             )
+
+
+def check_compile_params(estimator: Any) -> None:
+    """Refuse ``compile__*`` parameters that :func:`torch.compile` rejects.
+
+    With ``compile=True`` skorch hands the ``compile__*`` parameters to
+    :func:`torch.compile` only while it builds the networks, where a bad
+    ``compile__mode`` surfaces as torch's ``RuntimeError``. They are tried
+    here on a trivial function instead (torch checks the mode, the options
+    and the keywords when ``torch.compile`` is called; nothing is compiled),
+    so that the valid choices are torch's own, whatever its version.
+
+    Raises
+    ------
+    InputError
+        Naming the parameters given and torch's reason, which lists the valid
+        modes for an unknown ``compile__mode``.
+    """
+    if not getattr(estimator, "compile", False):
+        return
+    params = estimator.get_params_for("compile")
+    try:
+        torch.compile(_identity, **params)
+    except (RuntimeError, TypeError, ValueError) as error:
+        given = ", ".join(f"compile__{k}={v!r}" for k, v in params.items())
+        raise InputError(
+            f"{type(estimator).__name__}(compile=True, {given}): torch.compile "
+            f"refuses these parameters: {error}. Use one of the choices torch "
+            "names, or drop the parameter."
+        ) from None
+
+
+def _identity(x: Any) -> Any:
+    return x

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._validation import InputError
 from .models._registry import SPEC_ATTRIBUTE, get_model
 
 __all__ = ["FORMATS", "export_student", "load_student"]
@@ -69,7 +70,7 @@ def _example_input(est: Any, example_input: Any) -> Tensor:
         if shape is None and isinstance(sample, Tensor):
             shape = tuple(sample.shape[1:])
         if shape is None:
-            raise ValueError(
+            raise InputError(
                 "export_student needs an example input: the estimator was fitted "
                 "on a Dataset, so pass example_input=<a batch of inputs>."
             )
@@ -137,16 +138,16 @@ default="state_dict"
     >>> # export_student(est, "student.onnx", "onnx", output="proba")
     """
     if format not in FORMATS:
-        raise ValueError(
+        raise InputError(
             f"format must be one of {', '.join(map(repr, FORMATS))}; got {format!r}."
         )
     if output not in _OUTPUTS:
-        raise ValueError(
+        raise InputError(
             f"output must be one of {', '.join(map(repr, _OUTPUTS))}; got {output!r}."
         )
     student = getattr(est, "module_", None)
     if not isinstance(student, nn.Module):
-        raise ValueError(
+        raise InputError(
             f"export_student needs a fitted distiller; {type(est).__name__} has no "
             "module_. Call fit first."
         )
@@ -239,13 +240,13 @@ def load_student(path: str | Path, **kwargs: Any) -> nn.Module:
     path = Path(path)
     sidecar = _sidecar(path)
     if not sidecar.is_file():
-        raise ValueError(
+        raise InputError(
             f"No sidecar {str(sidecar)!r} beside {str(path)!r}; build the network "
             "yourself and load the weights with projkd.models.load_weights."
         )
     meta = json.loads(sidecar.read_text())
     if not meta.get("arch"):
-        raise ValueError(
+        raise InputError(
             f"{str(sidecar)!r} names no registry architecture (the student was a "
             f"{meta.get('module')}); build it yourself and load the weights with "
             "projkd.models.load_weights(model, path)."

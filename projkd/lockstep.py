@@ -20,6 +20,7 @@ import torch
 from skorch.callbacks import Callback
 
 from ._random import seeded
+from ._validation import InputError, InputTypeError
 from .distiller import ProjectorDistiller
 from .training.batching import CachedTeacherBatch
 from .training.precision import autocast
@@ -77,22 +78,22 @@ class EpochSeed(Callback):
 
 def _check(estimators: Sequence[Any]) -> None:
     if not estimators:
-        raise ValueError("fit_lockstep needs at least one estimator.")
+        raise InputError("fit_lockstep needs at least one estimator.")
     first = estimators[0]
     for index, est in enumerate(estimators):
         if not isinstance(est, ProjectorDistiller):
-            raise TypeError(
+            raise InputTypeError(
                 f"estimators[{index}] is a {type(est).__name__}; fit_lockstep "
                 "trains ProjectorDistiller estimators."
             )
         if getattr(est, "accelerator", None) is not None:
-            raise TypeError(
+            raise InputTypeError(
                 f"estimators[{index}] trains through an accelerator; fit_lockstep "
                 "trains in one process, with the estimators' own device and "
                 "precision. Fit accelerated estimators separately."
             )
         if est.teacher is not first.teacher:
-            raise ValueError(
+            raise InputError(
                 f"estimators[{index}] has another teacher object; lockstep shares "
                 "one teacher forward per batch, so pass the same teacher to all."
             )
@@ -100,18 +101,18 @@ def _check(estimators: Sequence[Any]) -> None:
         reference = first.get_params(deep=False)
         for name in _SHARED:
             if params.get(name) != reference.get(name):
-                raise ValueError(
+                raise InputError(
                     f"estimators[{index}].{name} = {params.get(name)!r} differs from "
                     f"estimators[0].{name} = {reference.get(name)!r}; in lockstep "
                     "every estimator shares the batches, so set it equal."
                 )
         if repr(est.train_transform) != repr(first.train_transform):
-            raise ValueError(
+            raise InputError(
                 f"estimators[{index}].train_transform differs from estimators[0]'s; "
                 "in lockstep each batch is augmented once for all."
             )
     if not isinstance(first.random_state, int | np.integer):
-        raise ValueError(
+        raise InputError(
             f"random_state={first.random_state!r}: lockstep needs an integer seed, "
             "so that every estimator draws the same batch order."
         )
@@ -154,14 +155,14 @@ def fit_lockstep(estimators: Sequence[ProjectorDistiller], X: Any, y: Any) -> li
     first = estimators[0]
     for est in estimators:
         if est.train_split is not None:
-            raise ValueError("fit_lockstep trains without a validation split.")
+            raise InputError("fit_lockstep trains without a validation split.")
         est.initialize_for(X, y)
     with seeded(first.random_state, first.device):
         for est in estimators:
             est.notify("on_train_begin", X=X, y=y)
         done = {len(est.history) for est in estimators}
         if len(done) != 1:
-            raise ValueError(
+            raise InputError(
                 f"The estimators resumed at different epochs {sorted(done)}; "
                 "delete their checkpoints or fit them separately."
             )

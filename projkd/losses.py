@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._validation import InputError
+
 __all__ = ["distillation_loss", "feature_loss", "kd_loss"]
 
 
@@ -39,7 +41,7 @@ def feature_loss(projected: Tensor, teacher_features: Tensor) -> Tensor:
     1.0
     """
     if projected.shape != teacher_features.shape:
-        raise ValueError(
+        raise InputError(
             f"The projected student features have shape {tuple(projected.shape)} "
             f"but the teacher's features {tuple(teacher_features.shape)}."
         )
@@ -69,7 +71,7 @@ def kd_loss(
     arXiv:1503.02531.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
+        raise InputError(
             f"The student's logits have shape {tuple(student_logits.shape)} but the "
             f"teacher's {tuple(teacher_logits.shape)}; both must predict the same "
             "classes."
@@ -156,7 +158,7 @@ def distillation_loss(
         )
         loss = _plus(loss, feature_weight * terms["feat"])
     if loss is None:
-        raise ValueError(
+        raise InputError(
             "ce_weight, kd_weight and feature_weight are all 0: there is nothing "
             "to learn from."
         )
@@ -169,5 +171,5 @@ def _plus(total: Tensor | None, term: Tensor) -> Tensor:
 
 def _needed(value: Tensor | None, name: str, weight: str) -> Tensor:
     if value is None:
-        raise ValueError(f"{name} is needed when {weight} is not 0, got None.")
+        raise InputError(f"{name} is needed when {weight} is not 0, got None.")
     return value

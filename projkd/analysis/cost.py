@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._validation import InputError
+
 __all__ = [
     "ModelCost",
     "cost_sentence",
@@ -92,12 +94,12 @@ def _example(
 ) -> torch.Tensor:
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s <= 0 for s in shape):
-        raise ValueError(
+        raise InputError(
             "input_shape must be the shape of one sample, e.g. (3, 32, 32); got "
             f"{tuple(input_shape)!r}."
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+        raise InputError(f"batch_size must be at least 1; got {batch_size}.")
     return torch.randn((batch_size, *shape), device=_device_of(model))
 
 
@@ -185,7 +187,7 @@ def measure_speed(
         and ``device``.
     """
     if repeats < 1 or warmup < 0:
-        raise ValueError(
+        raise InputError(
             f"repeats must be at least 1 and warmup at least 0; got repeats={repeats}"
             f" and warmup={warmup}."
         )

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import InputError
 from ..features import layer_activation
 from ..metrics import MinibatchCKA
 
@@ -99,7 +100,7 @@ def _activations(
     modules = dict(model.named_modules())
     missing = [name for name in names if name not in modules]
     if missing:
-        raise ValueError(f"{type(model).__name__} has no module(s) {missing}.")
+        raise InputError(f"{type(model).__name__} has no module(s) {missing}.")
     caught: dict[str, torch.Tensor] = {}
 
     def catcher(name: str) -> Any:
@@ -120,7 +121,7 @@ def _activations(
             handle.remove()
     uncalled = [name for name in names if name not in caught]
     if uncalled:
-        raise ValueError(
+        raise InputError(
             f"The module(s) {uncalled} of {type(model).__name__} never ran in its "
             "forward pass (a ModuleList is a container, not a layer); name the "
             "layers inside them instead."

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from .._validation import InputError
 from ..metrics import (
     expected_calibration_error,
     linear_cka,
@@ -113,7 +114,7 @@ def compare(
     >>> # print(cost_summary(records))  # student: 6.0x fewer MACs, ...
     """
     if not distillers:
-        raise ValueError("compare needs at least one fitted distiller.")
+        raise InputError("compare needs at least one fitted distiller.")
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     records = []
     first = next(iter(distillers.values()))
@@ -187,7 +188,7 @@ def cost_summary(records: Sequence[Mapping[str, Any]]) -> str:
     """
     rows = {record["model"]: record for record in records}
     if TEACHER not in rows or "macs" not in rows[TEACHER]:
-        raise ValueError(
+        raise InputError(
             "cost_summary needs the teacher's row with costs: call "
             "compare(..., teacher=True, cost=True)."
         )

@@ -1,7 +1,9 @@
 """The ``projkd`` command line: a thin front over :mod:`projkd.experiments`.
 
 Each command's arguments become one :class:`~projkd.experiments.RunSpec`
-(plus the command's own parameters), handed to its function.
+(plus the command's own parameters), handed to its function. A mistake
+ends in one line, ``projkd <command>: error: ...``, and exit status 2
+(:mod:`projkd.experiments.errors`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ import argparse
 import ast
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from .._validation import InputError, MissingFileError
+from .arguments import positive_int
+from .errors import error_boundary
 
 __all__ = ["main", "spec_from_args"]
 
@@ -31,16 +37,23 @@ def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
 
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--data-root", help="folder of the data set's files")
-    parser.add_argument("--subset", type=int, help="use this many training images")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download MNIST or CIFAR-100 into --data-root (torchvision's)",
+    )
+    parser.add_argument(
+        "--subset", type=positive_int, help="use this many training images"
+    )
     parser.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         help="epochs (default: the data set's recipe, CIFAR-100 240; the lr "
         "milestones are scaled to it)",
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         help="global batch size, shared out by the processes of a multi-process "
         "launch (default: the recipe's, CIFAR-100 64)",
     )
@@ -76,14 +89,31 @@ def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors only the main process of a parallel
+    launch prints (every process got the same command line)."""
+
+    def error(self, message: str) -> NoReturn:
+        from ..parallel.process import process_index
+
+        if process_index() != 0:
+            raise SystemExit(2)
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="projkd", description="Projector-ensemble knowledge distillation."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="distil a digits teacher five ways")
-    demo.add_argument("--epochs", type=int, default=30, help="epochs per model (30)")
+    demo.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=30,
+        help="epochs per student (30; the teacher trains twice as long)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.add_argument("--out", default="projkd-demo", help="folder for the plots")
 
@@ -113,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=V1,V2",
         help="another estimator parameter to search; repeatable",
     )
-    search.add_argument("--cv", type=int, default=3)
+    search.add_argument("--cv", type=positive_int, default=3)
     search.add_argument("--n-jobs", type=int, default=None)
 
     report = commands.add_parser("report", help="table and plots of saved students")
@@ -124,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     from .reproduction import add_subcommand
 
     add_subcommand(commands)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--traceback",
+            action="store_true",
+            help="show the full traceback of an error (also PROJKD_TRACEBACK=1)",
+        )
     return parser
 
 
@@ -134,6 +170,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return RunSpec(
         dataset=args.dataset,
         data_root=args.data_root,
+        download=args.download,
         subset=args.subset,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -167,15 +204,77 @@ def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
     grid = {"n_projectors": _values(args.n_projectors)}
     for spec in args.param:
         name, _, values = spec.partition("=")
-        if not values:
-            raise SystemExit(f"--param {spec!r}: expected NAME=V1,V2")
+        name = name.strip()
+        if not name.isidentifier() or not values or "" in values.split(","):
+            raise InputError(
+                f"--param {spec!r} does not parse: expected NAME=V1,V2 (a "
+                "parameter name, then comma-separated values), e.g. "
+                "--param feature_weight=1,25"
+            )
         grid[name] = _values(values)
     return grid
 
 
+def _paths(args: argparse.Namespace) -> list[str]:
+    """The files and folders the user named (for the error boundary)."""
+    names = ("data_root", "teacher_weights", "tensorboard")
+    paths = [getattr(args, name, None) for name in names]
+    return [str(path) for path in [*paths, *getattr(args, "runs", [])] if path]
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse a missing or unreadable file named on the command line before
+    anything runs (so that a parallel launch reports it once)."""
+    from ..models import check_weights_file
+    from .data import check_data_root
+
+    if getattr(args, "teacher_weights", None) is not None:
+        check_weights_file(args.teacher_weights)
+    if getattr(args, "dataset", None) is not None:
+        check_data_root(
+            args.dataset, args.data_root, download=getattr(args, "download", False)
+        )
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out {out!r} is a file; give a folder for the results")
+    for run in getattr(args, "runs", []):
+        if not Path(run).is_dir():
+            raise MissingFileError(
+                f"no run folder at {run!r}: give folders written by projkd distill"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``projkd`` and ``python -m projkd``."""
+    """Entry point of ``projkd`` and ``python -m projkd``.
+
+    Returns
+    -------
+    status : int
+        0 on success, 3 when ``reproduce`` stopped on its time budget.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 for a bad command line or any other user error (one
+        line on standard error, no traceback; see
+        :mod:`projkd.experiments.errors`).
+    """
     args = _parser().parse_args(argv)
+    boundary = dict(
+        prog=f"projkd {args.command}",
+        paths=_paths(args),
+        show_traceback=args.traceback,
+    )
+    with error_boundary(**boundary, alike=True):  # the command line itself
+        _check_inputs(args)
+        runs = ("train-teacher", "distill", "search")
+        spec = spec_from_args(args) if args.command in runs else None
+        grid = _grid(args) if args.command == "search" else None
+    with error_boundary(**boundary):
+        return _run(args, spec, grid)
+
+
+def _run(args: argparse.Namespace, spec: Any, grid: Any) -> int:
     if args.command == "reproduce":
         return int(args.handler(args))
     if args.command == "demo":
@@ -193,7 +292,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .. import experiments
     from ..parallel.process import is_main_process
 
-    spec = spec_from_args(args)
     if args.command == "train-teacher":
         record = experiments.train_teacher_run(spec)
         if is_main_process():  # one report from a parallel launch
@@ -205,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "distill":
         experiments.distill(spec, **{name: getattr(args, name) for name in _METHOD})
     else:  # search
-        experiments.search(spec, _grid(args), cv=args.cv, n_jobs=args.n_jobs)
+        experiments.search(spec, grid, cv=args.cv, n_jobs=args.n_jobs)
     results = Path(args.out) / "results.md"
     if is_main_process() and results.exists():  # one report from a parallel launch
         print(results.read_text())

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import InputError
 from ..distiller import ProjectorDistiller
 from ..parallel.process import writes_outputs
 from ..teacher.io import load_teacher
@@ -131,7 +132,7 @@ def run_config(spec: RunSpec, **params: Any) -> dict[str, Any]:
         If ``spec`` names no teacher weights.
     """
     if spec.teacher_weights is None:
-        raise ValueError(
+        raise InputError(
             "No teacher: give --teacher-weights (a teacher.pt written by "
             "projkd train-teacher)."
         )
@@ -167,7 +168,13 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
     spec = spec.resolve()
     out = Path(spec.out)
     config = run_config(spec, **distiller_params)
-    data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
+    data = load_data(
+        spec.dataset,
+        spec.data_root,
+        subset=spec.subset,
+        seed=spec.seed,
+        download=spec.download,
+    )
     callbacks = run_callbacks(spec, data.X_test, data.y_test, distiller=True)
     estimator = build_estimator(config, data, spec, callbacks=callbacks)
     estimator.fit(data.X_train, data.y_train)
@@ -216,7 +223,7 @@ def load_run(
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     if config.get("kind") != "student":
-        raise ValueError(
+        raise InputError(
             f"{folder} holds no distilled student (kind {config.get('kind')!r})."
         )
     fields = {f.name for f in dataclasses.fields(RunSpec)}
@@ -230,7 +237,13 @@ def load_run(
         compile=None,
         channels_last=None,
     )
-    data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
+    data = load_data(
+        spec.dataset,
+        spec.data_root,
+        subset=spec.subset,
+        seed=spec.seed,
+        download=spec.download,
+    )
     estimator = build_estimator(
         {**config, "epochs": 0}, data, spec, callbacks=[], world_size=1
     )

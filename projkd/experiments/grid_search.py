@@ -45,7 +45,13 @@ def search(
     spec = spec.resolve()
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
+    data = load_data(
+        spec.dataset,
+        spec.data_root,
+        subset=spec.subset,
+        seed=spec.seed,
+        download=spec.download,
+    )
     estimator = build_estimator(
         run_config(spec), data, spec, callbacks=[], world_size=1
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .._validation import InputError
 from ..parallel.process import broadcast_object
 from .spec import launched_world_size
 
@@ -73,7 +74,7 @@ class Launch:
 
         on_cpu = torch.device(device).type == "cpu"
         if not on_cpu and not torch.cuda.is_available():
-            raise ValueError(
+            raise InputError(
                 f"device={device!r}, but this machine has no CUDA device; use "
                 "--device cpu to train CPU processes over gloo."
             )
@@ -108,7 +109,7 @@ class Launch:
         """
         share, rest = divmod(batch_size, self.world_size)
         if rest or not share:
-            raise ValueError(
+            raise InputError(
                 f"The global batch of {batch_size} samples cannot be shared equally "
                 f"by {self.world_size} processes. Launch a number of processes "
                 "that divides it, or pass --batch-size with a multiple of "

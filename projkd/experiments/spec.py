@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .._random import seeded
+from .._validation import InputError
 from ..models import get_model
 from ..parallel.process import launched_world_size
 from .data import DEFAULT_ARCHS, Data
@@ -47,6 +48,8 @@ class RunSpec:
     dataset : {"digits", "mnist", "cifar100", "imagefolder"}, default="digits"
     data_root : str or None, default=None
         Folder of the data set's files (not needed for digits).
+    download : bool, default=False
+        Let torchvision download MNIST or CIFAR-100 into ``data_root``.
     subset : int or None, default=None
         Train on this many images only.
     epochs : int or None, default=None
@@ -87,6 +90,7 @@ class RunSpec:
 
     dataset: str = "digits"
     data_root: str | None = None
+    download: bool = False
     subset: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -106,14 +110,14 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in (None, *MIXED_PRECISION):
-            raise ValueError(
+            raise InputError(
                 f"mixed_precision={self.mixed_precision!r}; use one of "
                 f"{MIXED_PRECISION} or None."
             )
         if self.epochs is not None and self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}.")
+            raise InputError(f"epochs must be >= 0, got {self.epochs}.")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}.")
 
     def resolve(self) -> RunSpec:
         """This specification with the data set's defaults filled in."""

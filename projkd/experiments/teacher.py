@@ -60,7 +60,13 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     assert spec.teacher_arch is not None and spec.epochs is not None
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(spec.dataset, spec.data_root, subset=spec.subset, seed=spec.seed)
+    data = load_data(
+        spec.dataset,
+        spec.data_root,
+        subset=spec.subset,
+        seed=spec.seed,
+        download=spec.download,
+    )
     fast = speed_kwargs(spec, data_device=False)
     launch = Launch.current(spec.device, fast)
     device = launch.device or spec.device  # a parallel launch: this process's

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from .._validation import InputError
 from ._checks import as_numpy
 
 __all__ = [
@@ -69,19 +70,19 @@ def top_label(
     y_true = as_numpy(y_true)
     y_prob = as_numpy(y_prob).astype(np.float64, copy=False)
     if y_true.ndim != 1:
-        raise ValueError(f"y_true must be 1-D, got shape {y_true.shape}.")
+        raise InputError(f"y_true must be 1-D, got shape {y_true.shape}.")
     if y_prob.ndim not in (1, 2):
-        raise ValueError(f"y_prob must be 1-D or 2-D, got shape {y_prob.shape}.")
+        raise InputError(f"y_prob must be 1-D or 2-D, got shape {y_prob.shape}.")
     if len(y_true) != len(y_prob):
-        raise ValueError(
+        raise InputError(
             f"y_true has {len(y_true)} samples but y_prob has {len(y_prob)}."
         )
     if len(y_true) == 0:
-        raise ValueError("y_true and y_prob are empty.")
+        raise InputError("y_true and y_prob are empty.")
     if not np.isfinite(y_prob).all():
-        raise ValueError("y_prob contains NaN or infinity.")
+        raise InputError("y_prob contains NaN or infinity.")
     if y_prob.min() < 0 or y_prob.max() > 1:
-        raise ValueError(
+        raise InputError(
             f"y_prob must hold probabilities in [0, 1]; got values in "
             f"[{y_prob.min():.4g}, {y_prob.max():.4g}]."
         )
@@ -91,7 +92,7 @@ def top_label(
         row_sums = y_prob.sum(axis=1)
         worst = np.abs(row_sums - 1.0).max()
         if worst > _ROW_SUM_TOLERANCE:
-            raise ValueError(
+            raise InputError(
                 f"The rows of y_prob must sum to 1; one sums to "
                 f"{row_sums[np.abs(row_sums - 1.0).argmax()]:.6g}. Pass probabilities "
                 "(e.g. predict_proba), not scores."
@@ -99,7 +100,7 @@ def top_label(
     labels = _labels(y_true, y_prob.shape[1], labels)
     unknown = ~np.isin(y_true, labels)
     if unknown.any():
-        raise ValueError(
+        raise InputError(
             f"y_true contains labels not in labels={list(labels)}: "
             f"{sorted({str(v) for v in y_true[unknown]})[:5]}."
         )
@@ -111,7 +112,7 @@ def _labels(y_true: np.ndarray, n_columns: int, labels: Any) -> np.ndarray:
     if labels is None:
         labels = np.unique(y_true)
         if len(labels) != n_columns:
-            raise ValueError(
+            raise InputError(
                 f"y_prob has {n_columns} columns but y_true holds {len(labels)} "
                 "distinct labels; pass labels= naming the class of each column "
                 "(e.g. labels=estimator.classes_)."
@@ -119,11 +120,11 @@ def _labels(y_true: np.ndarray, n_columns: int, labels: Any) -> np.ndarray:
         return labels
     labels = as_numpy(labels)
     if len(labels) != n_columns:
-        raise ValueError(
+        raise InputError(
             f"labels has {len(labels)} entries but y_prob has {n_columns} columns."
         )
     if len(np.unique(labels)) != len(labels):
-        raise ValueError(f"labels={list(labels)} contains duplicates.")
+        raise InputError(f"labels={list(labels)} contains duplicates.")
     return labels
 
 

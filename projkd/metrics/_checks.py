@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import InputError
+
 
 def as_numpy(values: Any) -> np.ndarray:
     """A numpy view of an array-like or (CPU copy of a) torch tensor."""
@@ -29,17 +31,17 @@ def check_features(
     """
     for name, M in (("X", X), ("Y", Y)):
         if M.ndim != 2:
-            raise ValueError(
+            raise InputError(
                 f"{name} must be 2-D (n_samples, n_features), got shape "
                 f"{tuple(M.shape)}."
             )
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"X has {X.shape[0]} samples but Y has {Y.shape[0]}; CKA compares "
             "two representations of the same samples."
         )
     if X.shape[0] < min_samples:
-        raise ValueError(
+        raise InputError(
             f"CKA needs at least {min_samples} samples here, got {X.shape[0]}."
         )
     if check_finite:
@@ -53,4 +55,4 @@ def check_features(
 
 
 def raise_not_finite(name: str) -> None:
-    raise ValueError(f"{name} contains NaN or infinity.")
+    raise InputError(f"{name} contains NaN or infinity.")

@@ -10,6 +10,7 @@ import torch
 from sklearn.utils._param_validation import Interval, validate_params
 from torch import Tensor
 
+from .._validation import InputError
 from ._checks import as_numpy, check_features, raise_not_finite
 
 __all__ = ["MinibatchCKA", "hsic", "linear_cka", "rbf_cka"]
@@ -93,7 +94,7 @@ def _debias(dot: float, rows_x: np.ndarray, rows_y: np.ndarray, n: int) -> float
 def _ratio(xy: float, xx: float, yy: float) -> float:
     denominator = np.sqrt(xx * yy) if xx > 0 and yy > 0 else 0.0
     if denominator == 0.0:
-        raise ValueError("CKA is undefined: a representation is constant.")
+        raise InputError("CKA is undefined: a representation is constant.")
     return float(xy / denominator)
 
 
@@ -137,7 +138,7 @@ def _gram_rbf(X: Tensor, threshold: float) -> Tensor:
     # included, as in the CKA authors' reference code
     median = _median(squared_distances.flatten())
     if median <= 0:
-        raise ValueError(
+        raise InputError(
             "The RBF bandwidth is zero: most pairs of samples are identical. "
             "Use linear_cka, or deduplicate the samples."
         )
@@ -255,7 +256,7 @@ class MinibatchCKA:
     def compute(self) -> float:
         """The CKA of all batches seen since the last :meth:`reset`."""
         if self._sums is None:
-            raise ValueError("MinibatchCKA.compute() called before any update().")
+            raise InputError("MinibatchCKA.compute() called before any update().")
         xy, xx, yy = (float(v) for v in self._sums)  # means: the count cancels
         return _ratio(xy, xx, yy)
 

@@ -11,7 +11,14 @@ modules are named as in the CRD benchmark's code (RepDistiller's
 from . import cifar_resnet50  # noqa: F401  (registers resnet50)
 from ._registry import get_model, list_models, register_model
 from ._timm import TimmModel
-from ._weights import load_weights, read_state_dict
+from ._weights import (
+    UnsafeWeightsError,
+    WeightsFileError,
+    check_weights_file,
+    load_checkpoint,
+    load_weights,
+    read_state_dict,
+)
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN, digits_student, digits_teacher
 from .mnist import MnistCNN, mnist_student, mnist_teacher
@@ -28,6 +35,10 @@ __all__ = [
     "ShuffleNetV1",
     "ShuffleNetV2",
     "TimmModel",
+    "UnsafeWeightsError",
+    "WeightsFileError",
+    "check_weights_file",
+    "load_checkpoint",
     "VGG",
     "WideResNet",
     "digits_student",

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from .._validation import InputError
 from ._weights import load_weights
 
 __all__ = ["get_model", "list_models", "register_model"]
@@ -24,7 +25,7 @@ _WEIGHT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin")
 def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a factory under its function name (a decorator)."""
     if factory.__name__ in _MODELS:
-        raise ValueError(f"A model named {factory.__name__!r} is already registered.")
+        raise InputError(f"A model named {factory.__name__!r} is already registered.")
     _MODELS[factory.__name__] = factory
     return factory
 
@@ -126,7 +127,7 @@ def get_model(
     if key not in _MODELS:
         close = difflib.get_close_matches(name, [*_MODELS, *_ALIASES], n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
+        raise InputError(
             f"Unknown model {name!r}.{hint} See projkd.models.list_models(), or use "
             "'torchvision:<name>' or 'timm:<name>'."
         )
@@ -135,7 +136,7 @@ def get_model(
     model = factory(num_classes=n_classes, **kwargs)
     if weights is not None:
         if not _is_path(weights):
-            raise ValueError(
+            raise InputError(
                 f"weights for {name!r} must be the path of a checkpoint file; got "
                 f"{weights!r}."
             )

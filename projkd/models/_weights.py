@@ -8,13 +8,17 @@ checkpoint adds its ``argparse`` options), ``"state_dict"`` or ``"net"``;
 keys prefixed by ``module.`` (``DataParallel``/DDP) or ``_orig_mod.``
 (``torch.compile``). Files are always read with
 ``torch.load(..., weights_only=True)``: a file that pickles code is refused
-before any of it runs.
+before any of it runs. A file that cannot be read is named with what is
+wrong with it (:func:`check_weights_file`): missing, empty, truncated, not a
+PyTorch checkpoint at all (an HTML page saved by a failed download), or
+carrying pickled code.
 """
 
 from __future__ import annotations
 
 import argparse
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,159 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["load_weights", "read_state_dict"]
+from .._validation import InputError, MissingFileError, UserError
+
+__all__ = [
+    "UnsafeWeightsError",
+    "WeightsFileError",
+    "check_weights_file",
+    "load_checkpoint",
+    "load_weights",
+    "read_state_dict",
+]
 
 #: Keys under which training scripts store the weights, in the order tried.
 CHECKPOINT_KEYS = ("model", "state_dict", "net", "model_state_dict")
 _PREFIXES = ("module.", "_orig_mod.")
 _SHOWN = 8
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+_PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle, protocol 2 or later
+_AGAIN = "download or save it again"
+
+
+class WeightsFileError(InputError):
+    """A weights file that is no readable PyTorch checkpoint: empty,
+    truncated, or something else altogether (an HTML page, random bytes).
+    A ``ValueError``; the message names the file and what is wrong with it."""
+
+
+class UnsafeWeightsError(UserError, pickle.UnpicklingError):
+    """A weights file that carries pickled objects other than tensors and
+    plain containers, which could run code: refused, none of it ran."""
+
+
+def check_weights_file(path: str | Path) -> None:
+    """Refuse a file that cannot be a PyTorch checkpoint, without loading it.
+
+    Reads the file's first bytes and, for a zip archive (``torch.save``'s
+    format), its directory at the end; a file that passes may still be
+    refused by :func:`load_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Raises
+    ------
+    MissingFileError
+        A ``FileNotFoundError``, if there is no file at ``path``.
+    WeightsFileError
+        A ``ValueError``, if the file is empty, truncated (a zip archive
+        without its end), or not a checkpoint (no zip archive, no pickle):
+        an HTML page saved as ``.pth`` by a failed download, random bytes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/resnet8.pth"
+    >>> _ = open(path, "w").write("<!DOCTYPE html><html>404</html>")
+    >>> try:
+    ...     check_weights_file(path)
+    ... except WeightsFileError as error:
+    ...     print(str(error).split(":")[1].strip())
+    it is an HTML page, not a PyTorch checkpoint
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"No checkpoint file at {str(path)!r}.")
+    size = path.stat().st_size
+    if size == 0:
+        raise WeightsFileError(
+            f"Cannot read {str(path)!r}: it is empty (0 bytes), as a download or "
+            f"a save that did not finish leaves it; {_AGAIN}."
+        )
+    with path.open("rb") as file:
+        head = file.read(64)
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            raise WeightsFileError(
+                f"Cannot read {str(path)!r}: it is truncated ({size} bytes of a "
+                f"zip archive, torch.save's format, without its end); {_AGAIN}."
+            )
+        return
+    if head.startswith(_PICKLE_MAGIC):  # torch.save's legacy format
+        return
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<")):
+        what = (
+            "an HTML page, not a PyTorch checkpoint (a failed download saves the "
+            "server's page under the file's name)"
+        )
+    else:
+        what = (
+            f"not a PyTorch checkpoint: it starts with {head[:8]!r}, neither a zip "
+            "archive (torch.save's format) nor a pickle (its legacy format)"
+        )
+    raise WeightsFileError(f"Cannot read {str(path)!r}: it is {what}; {_AGAIN}.")
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's weights-only refusal that says why, without its
+    advice to pass ``weights_only=False`` (the one thing not to do)."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the")
+    lines = [line.strip() for line in str(error).splitlines()]
+    kept = [line for line in lines if line and not line.startswith(boilerplate)]
+    return " ".join(kept) or type(error).__name__
+
+
+def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with errors that say what is
+    wrong with the file.
+
+    Parameters
+    ----------
+    path : str or Path
+    map_location : str, torch.device or callable, default="cpu"
+
+    Returns
+    -------
+    obj : object
+        What the file holds (tensors and plain containers only).
+
+    Raises
+    ------
+    MissingFileError, WeightsFileError
+        See :func:`check_weights_file`; ``WeightsFileError`` also for a file
+        whose contents torch cannot read (truncated inside, corrupted).
+    UnsafeWeightsError
+        A ``pickle.UnpicklingError``, if the file carries pickled code: it is
+        refused, and none of it runs.
+    """
+    check_weights_file(path)
+    try:
+        # RepDistiller's final checkpoint stores its argparse options ("opt"),
+        # plain data that the weights-only unpickler may build safely.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = _unpickling_reason(error)
+        if "GLOBAL" not in reason:  # no code: the pickle itself is broken
+            raise WeightsFileError(
+                f"Cannot read {str(path)!r}: it is not a PyTorch checkpoint (its "
+                f"pickle cannot be read: {reason}); {_AGAIN}."
+            ) from None
+        raise UnsafeWeightsError(
+            f"Refused to load {str(path)!r}: it holds pickled objects other than "
+            "tensors and plain containers, which could run code, so it was read "
+            "with weights_only=True and rejected (nothing in it ran): "
+            f"{reason} Re-save only the weights: "
+            "torch.save(model.state_dict(), path)."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise WeightsFileError(
+            f"Cannot read {str(path)!r}: it is truncated or corrupted ({error}); "
+            f"{_AGAIN}."
+        ) from None
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -70,11 +221,14 @@ def read_state_dict(
 
     Raises
     ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    pickle.UnpicklingError
-        If the file carries pickled code (refused by ``weights_only=True``;
-        none of it runs).
+    MissingFileError
+        A ``FileNotFoundError``, if ``path`` does not exist.
+    WeightsFileError
+        A ``ValueError``, if the file is empty, truncated or no PyTorch
+        checkpoint (see :func:`check_weights_file`).
+    UnsafeWeightsError
+        A ``pickle.UnpicklingError``, if the file carries pickled code
+        (refused by ``weights_only=True``; none of it runs).
     ValueError
         If the file holds no recognisable ``state_dict``.
 
@@ -88,22 +242,7 @@ def read_state_dict(
     >>> list(read_state_dict(path))[:2]
     ['conv1.weight', 'bn1.weight']
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
-    try:
-        # RepDistiller's final checkpoint stores its argparse options ("opt"),
-        # plain data that the weights-only unpickler may build safely.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise pickle.UnpicklingError(
-            f"Refused to load {str(path)!r}: it holds pickled objects other than "
-            "tensors and plain containers, which could run code, so it was read "
-            "with weights_only=True and rejected (nothing in it ran). Re-save "
-            "only the weights: torch.save(model.state_dict(), path). Detail: "
-            f"{error}"
-        ) from error
+    obj = load_checkpoint(path, map_location=map_location)
     if _is_state_dict(obj):
         return _strip_prefixes(dict(obj))
     if isinstance(obj, Mapping):
@@ -111,12 +250,12 @@ def read_state_dict(
             if _is_state_dict(obj.get(key)):
                 return _strip_prefixes(dict(obj[key]))
         found = ", ".join(map(repr, list(obj)[:_SHOWN]))
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} holds a dict with keys {found} but no state_dict under "
             f"any of {', '.join(map(repr, CHECKPOINT_KEYS))}; save the weights as "
             "torch.save(model.state_dict(), path)."
         )
-    raise ValueError(
+    raise InputError(
         f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict or a "
         "checkpoint dict; save the weights as torch.save(model.state_dict(), path)."
     )
@@ -180,7 +319,7 @@ def load_weights(
         hint = (
             " Is it a checkpoint of another architecture, or for another num_classes?"
         )
-        raise ValueError(
+        raise InputError(
             f"The weights in {str(path)!r} do not fit {name}: "
             + "; ".join(parts)
             + "."

@@ -13,6 +13,7 @@ from skorch.dataset import unpack_data
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from .._validation import InputError
 from ..features import forward_with_features
 from ..training.batching import ArrayBatches
 from ..training.device import Prefetcher
@@ -180,7 +181,7 @@ class DataParallelMixin(_Host):
         """Refuse settings that cannot work data-parallel: every check of
         the mixin's, run before anything is built."""
         if self.accelerator is None:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} needs accelerator=accelerate.Accelerator(); "
                 "pass Accelerator(cpu=True) to train in CPU processes."
             )
@@ -192,7 +193,7 @@ class DataParallelMixin(_Host):
                 else 'Accelerator(dynamo_backend="inductor")'
             )
             if value not in (None, False):
-                raise ValueError(
+                raise InputError(
                     f"{type(self).__name__}(..., {name}={value!r}): with an "
                     f"accelerator, set this on it instead, e.g. {engine}, and leave "
                     f"{name} at its default. The accelerator then applies it to the "
@@ -200,20 +201,20 @@ class DataParallelMixin(_Host):
                 )
         accelerator = self.accelerator
         if accelerator.device_placement and self.device is not None:
-            raise ValueError(
+            raise InputError(
                 f"device={self.device!r}: when device placement is performed by "
                 "the accelerator, set device=None."
             )
         if accelerator.num_processes <= 1:
             return
         if self.sync_batchnorm and accelerator.device.type == "cpu":
-            raise ValueError(
+            raise InputError(
                 "sync_batchnorm=True needs GPUs: torch's SyncBatchNorm refuses CPU "
                 "tensors. Use sync_batchnorm=False (each process then normalises "
                 "with its own shard's statistics)."
             )
         if getattr(self, "nonfinite_loss", None) == "skip":
-            raise ValueError(
+            raise InputError(
                 "nonfinite_loss='skip' cannot work with several processes: a batch "
                 "skipped on one process leaves the others waiting for its "
                 "gradients. Use nonfinite_loss='raise'."

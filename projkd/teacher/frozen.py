@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import InputTypeError
+
 __all__ = [
     "fit_teacher_estimator",
     "freeze_teacher",
@@ -60,7 +62,7 @@ def freeze_teacher(teacher: nn.Module, device: str | torch.device | None) -> nn.
     frozen : torch.nn.Module
     """
     if not isinstance(teacher, nn.Module):
-        raise TypeError(
+        raise InputTypeError(
             f"teacher must be a torch.nn.Module, got {type(teacher).__name__}."
         )
     if is_frozen_on(teacher, device):
@@ -136,7 +138,7 @@ def fit_teacher_estimator(
             return fitted[key]
     estimator.fit(X, y)
     if not isinstance(getattr(estimator, "module_", None), nn.Module):
-        raise TypeError(
+        raise InputTypeError(
             f"The teacher estimator {type(teacher).__name__} has no torch module "
             "in module_ after fit; pass a torch.nn.Module or a skorch net."
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..._validation import InputError
 from ...models import list_models
 from ...parallel.process import is_main_process
 from ...training.device import cudnn_benchmark
@@ -44,13 +45,13 @@ DEFAULT_PAIRS = {
 def _parse_pair(pair: str) -> tuple[str, str]:
     teacher, sep, student = pair.partition(":")
     if not sep or not teacher or not student:
-        raise ValueError(
+        raise InputError(
             f"pair={pair!r} is not TEACHER:STUDENT; e.g. 'wrn_40_2:wrn_16_2'."
         )
     known = list_models()
     for role, name in (("teacher", teacher), ("student", student)):
         if name not in known and not name.startswith("torchvision:"):
-            raise ValueError(
+            raise InputError(
                 f"pair={pair!r}: the {role} {name!r} is not a projkd model; "
                 f"choose from {', '.join(known)}."
             )
@@ -61,12 +62,12 @@ def _check_variants(variants: Sequence[str]) -> list[str]:
     variants = list(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise ValueError(
+        raise InputError(
             f"variants={variants!r}: unknown {unknown}; choose from "
             f"{', '.join(VARIANTS)}."
         )
     if len(set(variants)) != len(variants):
-        raise ValueError(f"variants={variants!r} lists a variant twice.")
+        raise InputError(f"variants={variants!r} lists a variant twice.")
     return variants
 
 
@@ -83,7 +84,7 @@ def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> 
             details = "; ".join(
                 f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items()
             )
-            raise ValueError(
+            raise InputError(
                 f"{out} holds runs made with other settings ({details}). Re-run "
                 "with the same settings to resume, or choose another out folder."
             )
@@ -120,6 +121,7 @@ def reproduce(
     *,
     dataset: str = "cifar100",
     data_root: str | Path | None = None,
+    download: bool = False,
     pair: str | None = None,
     variants: Sequence[str] = tuple(VARIANTS),
     epochs: int | None = None,
@@ -142,6 +144,8 @@ def reproduce(
     data_root : str, Path or None
         The data set's folder (CIFAR-100: the shared ``.npy.xz`` parts or
         torchvision's layout); not needed for digits.
+    download : bool, default=False
+        Let torchvision download the data set into ``data_root``.
     pair : str or None
         ``"TEACHER:STUDENT"`` model names; default ``wrn_40_2:wrn_16_2`` for
         CIFAR-100 (equal feature widths, 128 and 128, so ``fd0`` applies),
@@ -196,9 +200,9 @@ def reproduce(
     """
     clock = Clock(time_budget)  # loading the data counts
     if time_budget is not None and not time_budget > 0:
-        raise ValueError(f"time_budget={time_budget!r} must be a positive number.")
+        raise InputError(f"time_budget={time_budget!r} must be a positive number.")
     if dataset not in DEFAULT_PAIRS:
-        raise ValueError(
+        raise InputError(
             f"dataset={dataset!r} is not supported; use one of {list(DEFAULT_PAIRS)}."
         )
     for name, value in (
@@ -207,18 +211,18 @@ def reproduce(
         ("batch_size", batch_size),
     ):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name}={value!r} must be a positive integer.")
+            raise InputError(f"{name}={value!r} must be a positive integer.")
     variants = _check_variants(variants)
     teacher_arch, student_arch = _parse_pair(pair or DEFAULT_PAIRS[dataset])
     if teacher_weights is not None and not Path(teacher_weights).is_file():
-        raise ValueError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
+        raise InputError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     requested, fast_params = fast_settings(device, fast)
     launch = Launch.current(device, fast_params)
     if launch.accelerator is not None:
         if lockstep:
-            raise ValueError(
+            raise InputError(
                 "lockstep=True trains a seed's variants together in one process; "
                 f"under a launch of {launch.world_size} processes drop --lockstep "
                 "(each variant then trains data-parallel on all of them)."
@@ -233,7 +237,10 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_data(
-        dataset, None if data_root is None else str(data_root), subset=subset
+        dataset,
+        None if data_root is None else str(data_root),
+        subset=subset,
+        download=download,
     )
     widths = [
         getattr(build_model(arch, data, seed=0), "num_features", None)
@@ -241,7 +248,7 @@ def reproduce(
     ]
     equal_widths = widths[0] is not None and widths[0] == widths[1]
     if "fd0" in variants and not equal_widths:
-        raise ValueError(
+        raise InputError(
             f"fd0 needs equal feature widths, but {teacher_arch} has {widths[0]} and "
             f"{student_arch} {widths[1]}; drop fd0 from variants or change the pair."
         )
@@ -334,6 +341,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     sub.add_argument("--dataset", choices=list(DEFAULT_PAIRS), default="cifar100")
     sub.add_argument("--data-root", help="folder of the data set's files")
     sub.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-100 into --data-root (torchvision's)",
+    )
+    sub.add_argument(
         "--pair", help="TEACHER:STUDENT (default wrn_40_2:wrn_16_2 for cifar100)"
     )
     sub.add_argument(
@@ -386,6 +398,7 @@ def run_command(args: argparse.Namespace) -> int:
     results = reproduce(
         dataset=args.dataset,
         data_root=args.data_root,
+        download=args.download,
         pair=args.pair,
         variants=args.variants,
         epochs=args.epochs,
