@@ -12,6 +12,7 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
+from ._validation import UserError
 from .distiller import DistillationOutput
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
@@ -207,10 +208,23 @@ class ResumableCheckpoint(Checkpoint):
             except Exception as error:
                 raise CheckpointError(
                     f"Cannot resume this run from its checkpoint folder "
-                    f"{self.run_dirname_!r}: {type(error).__name__}: {error}. A file "
+                    f"{self.run_dirname_!r}: {self._diagnose(error)}. A file "
                     "in it is unreadable or does not fit this estimator. To start "
                     f"this run afresh, delete that folder (rm -r {self.run_dirname_})."
                 ) from error
+
+    def _diagnose(self, error: Exception) -> str:
+        """What is wrong, in the words :func:`projkd.models.check_weights_file`
+        uses for a broken file, else skorch's error."""
+        from .models import check_weights_file
+
+        for name in sorted(os.listdir(self.run_dirname_)):
+            if name.endswith(".pt") and not name.startswith("."):
+                try:
+                    check_weights_file(os.path.join(self.run_dirname_, name))
+                except ValueError as broken:
+                    return str(broken).rstrip(".")
+        return f"{type(error).__name__}: {error}"
 
     def save_model(self, net: Any) -> None:
         """Write every file to a temporary name in the run's folder, then
@@ -248,8 +262,10 @@ class ResumableCheckpoint(Checkpoint):
         return os.path.join(self.run_dirname_, f)
 
 
-class CheckpointError(RuntimeError):
-    """A run's checkpoint cannot be resumed from; the message names its folder."""
+class CheckpointError(UserError, RuntimeError):
+    """A run's checkpoint cannot be resumed from; the message names its folder
+    and, for a broken file, what is wrong with it as
+    :class:`projkd.models.WeightsFileError` says it."""
 
 
 def _temporary_name(path: str) -> str:

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._validation import InputError
@@ -115,6 +117,15 @@ def compare(
     """
     if not distillers:
         raise InputError("compare needs at least one fitted distiller.")
+    for name, estimator in distillers.items():
+        try:
+            check_is_fitted(estimator)
+        except NotFittedError:
+            raise NotFittedError(
+                f"compare: the entry {name!r} ({type(estimator).__name__}) is not "
+                "fitted. Fit it first; for a search, pass its best_estimator_, "
+                "not the base estimator."
+            ) from None
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     records = []
     first = next(iter(distillers.values()))
