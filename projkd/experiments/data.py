@@ -104,8 +104,8 @@ def check_data_root(dataset: str, root: str | None, *, download: bool = False) -
     >>> try:
     ...     check_data_root("cifar100", "no/such/folder")
     ... except DataNotFoundError as error:
-    ...     print(str(error)[:44])
-    cifar100 is not in --data-root 'no/such/fol
+    ...     print(str(error).split(" (")[0])
+    cifar100 is not in --data-root 'no/such/folder'
     """
     if dataset not in DATASETS:
         raise InputError(f"Unknown dataset {dataset!r}; use one of {DATASETS}.")

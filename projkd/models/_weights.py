@@ -85,7 +85,7 @@ def check_weights_file(path: str | Path) -> None:
     >>> try:
     ...     check_weights_file(path)
     ... except WeightsFileError as error:
-    ...     print(str(error).split(":")[1].strip())
+    ...     print(str(error).split(":")[1].split(" (")[0].strip())
     it is an HTML page, not a PyTorch checkpoint
     """
     path = Path(path)
