@@ -13,6 +13,7 @@ Run: ``python examples/analysis_plots.py`` (needs matplotlib:
 """
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from skorch.dataset import ValidSplit
 
 from projkd import ProjectorDistiller
 from projkd.analysis import (
+    MarkdownTable,
     compare,
     format_markdown,
     plot_accuracy_curves,
@@ -63,7 +65,14 @@ students = {
 }
 
 # 1. train/test gap, 2. CKA with the teacher, 3. calibration
-print(format_markdown(compare(students, X_train, y_train, X_test, y_test)))
+table = MarkdownTable(
+    format_markdown(compare(students, X_train, y_train, X_test, y_test))
+)
+if sys.stdout.isatty():  # a terminal: the printed form; the gallery renders it
+    print(table)
+table  # noqa: B018  (sphinx-gallery renders a cell's last expression)
+
+# %%
 
 plain = students["no projector"]
 plot_reliability_diagrams(

@@ -16,6 +16,7 @@ Run: ``python examples/export_student.py`` (ONNX needs
 import functools
 import importlib.util
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from projkd import ProjectorDistiller
-from projkd.analysis import compare, cost_summary, format_markdown
+from projkd.analysis import MarkdownTable, compare, cost_summary, format_markdown
 from projkd.data import load_digits
 from projkd.export import export_student, load_student
 from projkd.models import digits_teacher, get_model
@@ -62,8 +63,11 @@ est = ProjectorDistiller(
 # per image (FLOPs / 2, counted by torch's FlopCounterMode) and the median
 # latency and throughput measured on this machine at batch size 1.
 records = compare({"student": est}, X_train, y_train, X_test, y_test, cost=True)
-print(format_markdown(records))
 print(cost_summary(records))
+table = MarkdownTable(format_markdown(records))
+if sys.stdout.isatty():  # a terminal: the printed form; the gallery renders it
+    print(table)
+table  # noqa: B018  (sphinx-gallery renders a cell's last expression)
 
 # %%
 # Export the student in each format this installation supports, reload each

@@ -14,11 +14,18 @@ over-confidence).
 
 from .layers import layer_cka
 from .plots import plot_accuracy_curves, plot_cka_heatmap, plot_reliability_diagrams
-from .tables import compare, cost_summary, format_markdown, to_dataframe
+from .tables import (
+    MarkdownTable,
+    compare,
+    cost_summary,
+    format_markdown,
+    to_dataframe,
+)
 
 __all__ = [
     "compare",
     "cost_summary",
+    "MarkdownTable",
     "format_markdown",
     "layer_cka",
     "plot_accuracy_curves",

@@ -25,6 +25,7 @@ from .cost import cost_sentence, model_cost
 __all__ = [
     "compare",
     "cost_summary",
+    "MarkdownTable",
     "format_markdown",
     "to_dataframe",
 ]
@@ -271,3 +272,41 @@ def _label(column: str) -> str:
         "latency_ms": "latency ms",
         "images_per_s": "images/s",
     }[column]
+
+
+class MarkdownTable(str):
+    """A markdown table (as :func:`format_markdown` writes it) that notebooks
+    and sphinx-gallery show as HTML: ``print`` it for the terminal, or leave
+    it as a cell's last expression to see it rendered.
+
+    Examples
+    --------
+    >>> table = MarkdownTable("| model | test acc % |\\n|---|---:|\\n| a | 90.00 |")
+    >>> "<td>a</td>" in table._repr_html_()
+    True
+    """
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows, notes = [], []
+        for line in self.splitlines():
+            if not line.startswith("|"):
+                if line.strip():
+                    notes.append(f"<p>{escape(line.strip())}</p>")
+                continue
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if all(set(cell) <= set("-:") for cell in cells):
+                continue  # the separator line
+            rows.append(cells)
+        if not rows:
+            return f"<pre>{escape(str(self))}</pre>"
+        head = "".join(f"<th>{escape(c)}</th>" for c in rows[0])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+            for row in rows[1:]
+        )
+        return (
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            + "".join(notes)
+        )
