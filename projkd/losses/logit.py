@@ -54,6 +54,8 @@ class LogitLoss:
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
+        if cls.__init__ is object.__init__:
+            return []  # no parameters (KDLoss)
         signature = inspect.signature(cls.__init__)
         return sorted(name for name in signature.parameters if name != "self")
 
