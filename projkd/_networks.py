@@ -142,6 +142,7 @@ class NetworksMixin:
     projector: Any
     feature_weight: float
     logit_projector: bool
+    logit_loss: Any
     logit_projector_init: str
     mixed_precision: str | None
     classes_inferred_: Any
@@ -261,11 +262,32 @@ class NetworksMixin:
         return state
 
     def set_params(self, **kwargs: Any) -> Any:
-        """Set parameters; ``student__*`` re-initialise a fitted student."""
+        """Set parameters; ``student__*`` re-initialise a fitted student,
+        ``logit_loss__*`` are the options of the ``logit_loss`` object."""
         student_params = {k: v for k, v in kwargs.items() if k.startswith("student__")}
+        loss_params = {
+            k.split("__", 1)[1]: v
+            for k, v in kwargs.items()
+            if k.startswith("logit_loss__")
+        }
         super().set_params(  # type: ignore[misc]
-            **{k: v for k, v in kwargs.items() if k not in student_params}
+            **{
+                k: v
+                for k, v in kwargs.items()
+                if k not in student_params and not k.startswith("logit_loss__")
+            }
         )
+        if loss_params:  # after a new logit_loss given in the same call
+            if not hasattr(self.logit_loss, "set_params"):
+                given = ", ".join(
+                    f"logit_loss__{k}={v!r}" for k, v in loss_params.items()
+                )
+                raise ValueError(
+                    f"{given} sets an option of the logit loss, but logit_loss="
+                    f"{self.logit_loss!r} has no options to set. Pass a loss object "
+                    "with it instead, e.g. logit_loss=projkd.losses.DKDLoss(beta=6.0)."
+                )
+            self.logit_loss.set_params(**loss_params)
         if student_params:
             self.__dict__.update(student_params)
             self._params_to_validate.update(student_params)

@@ -24,6 +24,7 @@ from skorch.utils import is_dataset
 from torch import nn
 
 from .features import first_inputs
+from .losses import LOGIT_LOSSES
 from .projectors import PROJECTORS
 from .training.precision import check_supported
 
@@ -84,6 +85,7 @@ DISTILLER_CONSTRAINTS: dict[str, list[Any]] = {
     "kd_weight": _WEIGHT,
     "ce_weight": _WEIGHT,
     "temperature": [Interval(Real, 0, None, closed="neither")],
+    "logit_loss": [StrOptions(set(LOGIT_LOSSES)), callable],
     "logit_projector": ["boolean"],
     "logit_projector_init": [StrOptions({"identity", "default"})],
     "teacher_layer": [str, None],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,8 +29,8 @@ from ._validation import (
     check_params,
 )
 from .features import first_inputs
-from .losses import distillation_loss
-from .training.batching import CachedTeacherBatch
+from .losses import distillation_loss, logit_loss_terms, resolve_logit_loss
+from .training.batching import CachedTeacherBatch, DistillationOutput
 from .training.device import cudnn_benchmark, to_channels_last
 from .training.precision import (
     ScaledStepMixin,
@@ -49,33 +49,6 @@ TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; no weight was updated with it."""
-
-
-class DistillationOutput(NamedTuple):
-    """Everything one distillation forward pass produces.
-
-    The student's logits come first: skorch takes the first element of a
-    tuple output as the prediction. What a switched-off loss term alone needs
-    is not computed and is None: the projections without the feature term,
-    the KD logits without the KD term, the teacher's outputs when neither
-    term is on.
-    """
-
-    logits: Tensor
-    features: Tensor
-    projected: Tensor | None
-    kd_logits: Tensor | None
-    teacher_logits: Tensor | None
-    teacher_features: Tensor | None
-
-    def float(self) -> DistillationOutput:
-        """The same output with half-precision tensors cast to float32."""
-        if not any(t is not None and t.dtype in _HALF for t in self):
-            return self
-        return DistillationOutput._make(None if t is None else t.float() for t in self)
-
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 class ProjectorDistiller(
@@ -125,13 +98,20 @@ class ProjectorDistiller(
         Weight of the feature term ``1 - cos(f(s), t)``; with 0 no projector
         is built.
     kd_weight : float, default=0.0
-        Weight of the KD term ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``.
+        Weight of the logit term: ``logit_loss``, by default KD,
+        ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``.
     ce_weight : float, default=1.0
         Weight of the cross-entropy term.
     temperature : float, default=4.0
-        The KD temperature ``T``.
+        The temperature ``T`` of the logit loss, whichever it is.
+    logit_loss : {"kd", "dkd", "dist"}, LogitLoss or callable, default="kd"
+        The logit term: :class:`~projkd.losses.KDLoss`, ``DKDLoss``,
+        ``DISTLoss`` (a shortcut uses its defaults; an object's options are
+        the ``logit_loss__*`` parameters), or ``(student_logits,
+        teacher_logits, y) -> (loss, terms)``, given ``temperature=`` when it
+        takes it. A loss other than KD needs ``kd_weight > 0``.
     logit_projector : bool, default=False
-        Compute the KD term on a learned ``Linear(C, C)`` of the student's
+        Compute the logit term on a learned ``Linear(C, C)`` of the student's
         logits; predictions use the raw logits.
     logit_projector_init : {"identity", "default"}, default="identity"
         ``W = I, b = 0``, or PyTorch's random init (as the reference code).
@@ -195,8 +175,10 @@ class ProjectorDistiller(
         The feature widths found by probing the networks.
     history_ : skorch.History
         Per epoch: ``train_loss`` and its unweighted terms ``train_ce``,
-        ``train_kd``, ``train_feat`` (0 when switched off), ``train_acc``,
-        ``train_skipped``, ``valid_loss``, ``valid_acc``.
+        ``train_kd`` (the logit loss), ``train_feat`` (0 when switched off),
+        the logit loss's parts (DKD: ``train_tckd``, ``train_nckd``; DIST:
+        ``train_inter``, ``train_intra``), ``train_acc``, ``train_skipped``,
+        ``valid_loss``, ``valid_acc``.
 
     References
     ----------
@@ -245,6 +227,7 @@ class ProjectorDistiller(
         kd_weight: float = 0.0,
         ce_weight: float = 1.0,
         temperature: float = 4.0,
+        logit_loss: Any = "kd",
         logit_projector: bool = False,
         logit_projector_init: str = "identity",
         teacher_layer: str | None = None,
@@ -275,6 +258,7 @@ class ProjectorDistiller(
         self.kd_weight = kd_weight
         self.ce_weight = ce_weight
         self.temperature = temperature
+        self.logit_loss = logit_loss
         self.logit_projector = logit_projector
         self.logit_projector_init = logit_projector_init
         self.teacher_layer = teacher_layer
@@ -309,6 +293,10 @@ class ProjectorDistiller(
         # skorch lists every public attribute; its bookkeeping set is no parameter
         return [name for name in super()._get_param_names() if not name.startswith("_")]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("logit_loss", "kd")  # pickled before logit_loss existed
+        super().__setstate__(state)
+
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.transformer_tags = TransformerTags(preserves_dtype=[])
@@ -325,7 +313,8 @@ class ProjectorDistiller(
 
     @property
     def _default_callbacks(self) -> list[tuple[str, Any]]:
-        train = ["train_loss", *(f"train_{t}" for t in LOSS_TERMS), "train_acc"]
+        terms = (*LOSS_TERMS, *logit_loss_terms(self.logit_loss))
+        train = ["train_loss", *(f"train_{t}" for t in terms), "train_acc"]
         scores = [
             (n, PassthroughScoring(n, lower_is_better=n[-3:] != "acc", on_train=t))
             for names, t in ((train, True), (["valid_loss", "valid_acc"], False))
@@ -417,6 +406,9 @@ class ProjectorDistiller(
         """Check the parameters and the data before any training; with
         ``reset``, remember what the data set implies (shapes, classes)."""
         check_params(self)
+        self.logit_loss_ = resolve_logit_loss(
+            self.logit_loss, kd_weight=self.kd_weight, temperature=self.temperature
+        )
         X, y = check_fit_data(self, X, y)
         if not reset:
             expected: tuple[int, ...] | None = getattr(self, "input_shape_", None)
@@ -538,6 +530,9 @@ class ProjectorDistiller(
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
         out = y_pred.float()
+        weights = {w: getattr(self, w) for w in TERM_WEIGHTS.values()}
+        epoch = len(self.history)  # from 1 during a fit (DKD's warm-up)
+        weights["kd_weight"] *= self.logit_loss_.schedule(epoch, self.max_epochs)
         loss, terms = distillation_loss(
             out.logits,
             y_true,
@@ -546,20 +541,22 @@ class ProjectorDistiller(
             teacher_features=out.teacher_features,
             kd_logits=out.kd_logits,
             temperature=self.temperature,
-            **{weight: getattr(self, weight) for weight in TERM_WEIGHTS.values()},
+            **weights,
             ce_loss=self.criterion_,
+            logit_loss=self.logit_loss_,
         )
         with torch.no_grad():  # statistics: no graph, no detach
             accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
-            values = torch.stack([*(terms[t] for t in LOSS_TERMS), accuracy, loss])
+            names = (*terms, "acc", "loss")  # the logit loss's parts after "feat"
+            values = torch.stack([*terms.values(), accuracy, loss])
         if training and not bool(torch.isfinite(loss)):
             return self._nonfinite_loss(values.tolist())
         records = self.epoch_records_
         if records.is_open:
-            records.add(RECORDED, values)
+            records.add(names, values)
         else:  # a step outside skorch's epoch loop
             prefix = "train" if training else "valid"
-            for name, value in zip(RECORDED, values.tolist(), strict=True):
+            for name, value in zip(names, values.tolist(), strict=True):
                 self.history.record_batch(f"{prefix}_{name}", value)
         return loss
 

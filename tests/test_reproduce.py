@@ -24,7 +24,9 @@ from projkd.experiments.reproduction.results import (
     format_results,
     summarize,
 )
+from projkd.experiments.reproduction.runs import variant_params
 from projkd.experiments.reproduction.training import sha256
+from projkd.losses import DISTLoss, DKDLoss
 from projkd.models import get_model
 from projkd.teacher import TeacherNet
 
@@ -348,6 +350,47 @@ def test_variants_are_the_papers():
     assert [VARIANTS[v]["n_projectors"] for v in ("fd0", "fd1", "fd3")] == [0, 1, 3]
     assert all(VARIANTS[v]["feature_weight"] == 25.0 for v in ("fd0", "fd1", "fd3"))
     assert VARIANTS["kd_lp"]["logit_projector_init"] == "identity"
+
+
+def test_dkd_and_dist_variants_are_the_authors_recipes():
+    dkd = variant_params("dkd", "wrn_40_2", "wrn_16_2")
+    assert (dkd["ce_weight"], dkd["kd_weight"], dkd["feature_weight"]) == (1, 1, 0)
+    assert dkd["logit_loss"] == DKDLoss(alpha=1.0, beta=6.0, warmup=20 / 240)
+    assert variant_params("dkd", "resnet56", "resnet20")["logit_loss"].beta == 2.0
+    assert variant_params("dkd_lp", "resnet32x4", "resnet8x4")["logit_loss"].beta == 8
+    assert VARIANTS["dkd"]["logit_loss"].beta == 8.0  # the table is not modified
+    dist = variant_params("dist_lp", "resnet32x4", "resnet8x4")
+    assert (dist["ce_weight"], dist["kd_weight"]) == (1.0, 2.0)
+    assert dist["logit_loss"] == DISTLoss(beta=1.0, gamma=1.0)
+    assert dist["logit_projector"] and dist["logit_projector_init"] == "identity"
+    assert "temperature" not in dist  # T = 4, the estimator's default
+
+
+def test_published_dkd_and_dist_numbers_stand_beside_the_pairs_runs():
+    settings = dict(
+        dataset="cifar100",
+        subset=None,
+        pair="resnet32x4:resnet8x4",
+        epochs=240,
+        fast_settings={},
+        deviations=[],
+    )
+    record = dict(model="dkd", variant="dkd", seed=0, test_acc=0.75, best_test_acc=0.76)
+    results = summarize(
+        settings=settings,
+        variants=["dkd"],
+        seeds=1,
+        records=[record],
+        pending=[],
+        device_name="cpu",
+        fast_requested={},
+        fast_unavailable=[],
+    )
+    markdown = format_results(results)
+    assert "| dkd (DKD) | 76.32 | 76.00 | 75.00 |" in markdown
+    assert "| dist (DIST) | 76.31 | – | – |" in markdown
+    results["published"] = PUBLISHED["wrn_40_2:wrn_16_2"]  # no DIST number
+    assert "(DIST)" not in format_results(results)
 
 
 def test_teacher_fast_path_runs_on_cpu(small_digits):

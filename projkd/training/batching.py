@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["ArrayBatches", "ArrayDataset", "CachedTeacherBatch", "TeacherOutputs"]
+__all__ = [
+    "ArrayBatches",
+    "ArrayDataset",
+    "CachedTeacherBatch",
+    "DistillationOutput",
+    "TeacherOutputs",
+]
 
 
 class TeacherOutputs(NamedTuple):
@@ -33,6 +39,33 @@ class CachedTeacherBatch(NamedTuple):
     inputs: Tensor
     teacher_logits: Tensor
     teacher_features: Tensor
+
+
+class DistillationOutput(NamedTuple):
+    """Everything one distillation forward pass produces.
+
+    The student's logits come first: skorch takes the first element of a
+    tuple output as the prediction. What a switched-off loss term alone needs
+    is not computed and is None: the projections without the feature term,
+    the KD logits without the KD term, the teacher's outputs when neither
+    term is on.
+    """
+
+    logits: Tensor
+    features: Tensor
+    projected: Tensor | None
+    kd_logits: Tensor | None
+    teacher_logits: Tensor | None
+    teacher_features: Tensor | None
+
+    def float(self) -> DistillationOutput:
+        """The same output with half-precision tensors cast to float32."""
+        if not any(t is not None and t.dtype in _HALF for t in self):
+            return self
+        return DistillationOutput._make(None if t is None else t.float() for t in self)
+
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _as_tensor(values: Any) -> Tensor:

@@ -7,6 +7,7 @@ and a finished run is never redone.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import time
@@ -21,6 +22,7 @@ import torch
 from ...callbacks import ResumableCheckpoint
 from ...distiller import ProjectorDistiller
 from ...lockstep import EpochSeed, fit_lockstep
+from ...losses import DISTLoss, DKDLoss
 from ...metrics import linear_cka
 from ...models import get_model
 from ...teacher.inference import compute_teacher_outputs
@@ -43,7 +45,14 @@ from .training import (
     sha256,
 )
 
-__all__ = ["TEACHER_SEED", "VARIANTS", "RunContext", "run_all"]
+__all__ = [
+    "DKD_BETA",
+    "TEACHER_SEED",
+    "VARIANTS",
+    "RunContext",
+    "run_all",
+    "variant_params",
+]
 
 # name -> ProjectorDistiller parameters (METHOD.md; T = 4 is the default)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -60,10 +69,60 @@ VARIANTS: dict[str, dict[str, Any]] = {
         logit_projector=True,
         logit_projector_init="identity",
     ),
+    # the authors' CIFAR-100 recipes: DKD (mdistiller) CE 1, alpha 1, T 4,
+    # warm-up over 20 of 240 epochs, beta per pair (DKD_BETA); DIST (the
+    # authors' dist_cifar.yaml) CE 1, loss weight 2, beta = gamma = 1, T 4
+    "dkd": dict(
+        ce_weight=1.0,
+        kd_weight=1.0,
+        feature_weight=0.0,
+        n_projectors=0,
+        logit_loss=DKDLoss(alpha=1.0, beta=8.0, warmup=20 / 240),
+    ),
+    "dist": dict(
+        ce_weight=1.0,
+        kd_weight=2.0,
+        feature_weight=0.0,
+        n_projectors=0,
+        logit_loss=DISTLoss(beta=1.0, gamma=1.0),
+    ),
+}
+# the same with a logit projector (the loss on its output, CE on the raw logits)
+VARIANTS.update(
+    {
+        f"{name}_lp": dict(
+            VARIANTS[name], logit_projector=True, logit_projector_init="identity"
+        )
+        for name in ("dkd", "dist")
+    }
+)
+#: DKD's beta per teacher:student pair (mdistiller's configs/cifar100/dkd/*.yaml);
+#: 8 for every other pair
+DKD_BETA = {
+    "wrn_40_2:wrn_16_2": 6.0,
+    "wrn_40_2:wrn_40_1": 6.0,
+    "vgg13:vgg8": 6.0,
+    "vgg13:mobilenetv2": 6.0,
+    "resnet56:resnet20": 2.0,
+    "resnet110:resnet32": 2.0,
 }
 # apart from the students' seeds 0, 1, ...: with a pair of one architecture
 # (self-distillation), "alone" would otherwise replay the teacher's training
 TEACHER_SEED = 1000
+
+
+def variant_params(
+    variant: str, teacher_arch: str, student_arch: str
+) -> dict[str, Any]:
+    """The estimator parameters of ``variant`` for this pair (DKD's beta is
+    the authors' for the pair, :data:`DKD_BETA`); loss objects are copies."""
+    params = dict(VARIANTS[variant])
+    loss = params.get("logit_loss")
+    if loss is not None:
+        params["logit_loss"] = loss = copy.deepcopy(loss)
+        if isinstance(loss, DKDLoss):
+            loss.set_params(beta=DKD_BETA.get(f"{teacher_arch}:{student_arch}", 8.0))
+    return params
 
 
 def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
@@ -273,9 +332,9 @@ def _student(
         seed,
         f"{variant} seed {seed}",
     )
-    variant_params = dict(VARIANTS[variant])
-    if variant_params["feature_weight"] == 0 and not ctx.equal_widths:
-        variant_params["n_projectors"] = 1  # unused; 0 needs equal widths
+    wanted = variant_params(variant, ctx.teacher_arch, ctx.student_arch)
+    if wanted["feature_weight"] == 0 and not ctx.equal_widths:
+        wanted["n_projectors"] = 1  # unused; 0 needs equal widths
     cls: type[Any] = ProjectorDistiller
     if ctx.launch.accelerator is not None:
         from ...parallel import AcceleratedProjectorDistiller
@@ -290,7 +349,7 @@ def _student(
         train_split=None,
         verbose=0,
         callbacks=callbacks,
-        **variant_params,
+        **wanted,
         **ctx.estimator_kwargs(params),
     )
 
@@ -334,7 +393,8 @@ def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
         "logit_projector",
         "logit_projector_init",
     ]
-    return {name: getattr(estimator, name) for name in names}
+    params = {name: getattr(estimator, name) for name in names}
+    return params | {"logit_loss": str(estimator.logit_loss)}  # e.g. DKDLoss(...)
 
 
 def _seed_runs(

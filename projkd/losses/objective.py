@@ -1,85 +1,23 @@
-"""The distillation objective as plain functions on tensors.
+"""The distillation objective: its weighted terms, as a plain function.
 
-``L = ce_weight * CE(z_s, y) + kd_weight * L_kd + feature_weight * L_feat``
-with ``L_kd = T^2 KL(softmax(z_t / T) || softmax(z_s / T))`` and
-``L_feat = mean(1 - cos(f(s), t))`` (Chen et al., arXiv:2310.17183).
+``L = ce_weight * CE(z_s, y) + kd_weight * L_logit + feature_weight * L_feat``
+with ``L_logit`` KD, ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))``, or any
+logit loss, and ``L_feat = mean(1 - cos(f(s), t))`` (Chen et al.,
+arXiv:2310.17183).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._validation import InputError
+from .functional import feature_loss, kd_loss
 
-__all__ = ["distillation_loss", "feature_loss", "kd_loss"]
-
-
-def feature_loss(projected: Tensor, teacher_features: Tensor) -> Tensor:
-    """Batch mean of ``1 - cos(projected, teacher_features)``.
-
-    Parameters
-    ----------
-    projected : torch.Tensor of shape (N, D)
-        The (mean) projection of the student's features.
-    teacher_features : torch.Tensor of shape (N, D)
-        The teacher's features.
-
-    Returns
-    -------
-    loss : torch.Tensor, scalar
-        0 when every pair points the same way, 1 when orthogonal, 2 when
-        opposite.
-
-    Examples
-    --------
-    >>> import torch
-    >>> float(feature_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])))
-    1.0
-    """
-    if projected.shape != teacher_features.shape:
-        raise InputError(
-            f"The projected student features have shape {tuple(projected.shape)} "
-            f"but the teacher's features {tuple(teacher_features.shape)}."
-        )
-    return (1.0 - F.cosine_similarity(projected, teacher_features, dim=1)).mean()
-
-
-def kd_loss(
-    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 4.0
-) -> Tensor:
-    """Hinton's knowledge-distillation loss.
-
-    ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over
-    the batch. The ``T^2`` keeps gradient magnitudes independent of ``T``.
-
-    Parameters
-    ----------
-    student_logits, teacher_logits : torch.Tensor of shape (N, C)
-    temperature : float, default=4.0
-
-    Returns
-    -------
-    loss : torch.Tensor, scalar
-
-    References
-    ----------
-    Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network",
-    arXiv:1503.02531.
-    """
-    if student_logits.shape != teacher_logits.shape:
-        raise InputError(
-            f"The student's logits have shape {tuple(student_logits.shape)} but the "
-            f"teacher's {tuple(teacher_logits.shape)}; both must predict the same "
-            "classes."
-        )
-    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+__all__ = ["distillation_loss"]
 
 
 def distillation_loss(
@@ -95,6 +33,7 @@ def distillation_loss(
     feature_weight: float = 25.0,
     temperature: float = 4.0,
     ce_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    logit_loss: Callable[[Tensor, Tensor, Tensor], Any] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The full objective and its three terms.
 
@@ -123,13 +62,19 @@ def distillation_loss(
         Weights of the terms (paper defaults 1, 0, 25).
     temperature : float, default=4.0
     ce_loss : callable, default=torch.nn.functional.cross_entropy
+    logit_loss : callable or None, default=None
+        The logit term, ``(student_logits, teacher_logits, target) -> (loss,
+        parts)`` (e.g. a bound :class:`~projkd.losses.DKDLoss`, see
+        :func:`~projkd.losses.resolve_logit_loss`); None is KD at
+        ``temperature``.
 
     Returns
     -------
     loss : torch.Tensor, scalar
     terms : dict
-        The unweighted terms ``{"ce": ..., "kd": ..., "feat": ...}``; 0 for
-        a switched-off term.
+        The unweighted terms ``{"ce": ..., "kd": ..., "feat": ...}`` (0 for
+        a switched-off term; ``"kd"`` is the logit loss, whichever it is),
+        followed by the logit loss's parts when its term is on.
 
     Examples
     --------
@@ -149,7 +94,11 @@ def distillation_loss(
     if kd_weight:
         teacher = _needed(teacher_logits, "teacher_logits", "kd_weight")
         student = logits if kd_logits is None else kd_logits
-        terms["kd"] = kd_loss(student, teacher, temperature=temperature)
+        if logit_loss is None:
+            terms["kd"] = kd_loss(student, teacher, temperature=temperature)
+        else:
+            terms["kd"], parts = _logit_term(logit_loss(student, teacher, target))
+            terms.update(parts)
         loss = _plus(loss, kd_weight * terms["kd"])
     if feature_weight:
         terms["feat"] = feature_loss(
@@ -158,11 +107,32 @@ def distillation_loss(
         )
         loss = _plus(loss, feature_weight * terms["feat"])
     if loss is None:
-        raise InputError(
+        raise ValueError(
             "ce_weight, kd_weight and feature_weight are all 0: there is nothing "
             "to learn from."
         )
     return loss, terms
+
+
+#: names the history gives the objective's own records
+RESERVED = ("ce", "kd", "feat", "acc", "loss")
+
+
+def _logit_term(result: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """A logit loss's ``(loss, parts)``, checked."""
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(
+            "A logit loss must return (loss, terms): a scalar tensor and a dict "
+            f"of its named parts ({{}} for none), got {type(result).__name__}."
+        )
+    value, parts = result
+    clash = sorted(set(parts) & set(RESERVED))
+    if clash:
+        raise ValueError(
+            f"The logit loss returned terms named {clash}, which the history "
+            f"uses for the objective itself ({', '.join(RESERVED)}); rename them."
+        )
+    return value, parts
 
 
 def _plus(total: Tensor | None, term: Tensor) -> Tensor:
@@ -171,5 +141,5 @@ def _plus(total: Tensor | None, term: Tensor) -> Tensor:
 
 def _needed(value: Tensor | None, name: str, weight: str) -> Tensor:
     if value is None:
-        raise InputError(f"{name} is needed when {weight} is not 0, got None.")
+        raise ValueError(f"{name} is needed when {weight} is not 0, got None.")
     return value

@@ -1,0 +1,49 @@
+"""The distillation losses: pure functions on tensors, the objects over them,
+and the objective the estimator minimises.
+
+- :mod:`.functional`: :func:`kd_loss`, :func:`dkd_loss`, :func:`dist_loss`
+  (and their parts), :func:`feature_loss`; keyword-only options.
+- :mod:`.logit`: the logit-loss objects :class:`KDLoss`, :class:`DKDLoss`,
+  :class:`DISTLoss` (scikit-learn parameters), and how the estimator's
+  ``logit_loss`` is resolved.
+- :mod:`.objective`: :func:`distillation_loss`, the weighted sum of the
+  cross-entropy, logit and feature terms.
+"""
+
+from .functional import (
+    dist_loss,
+    dist_parts,
+    dkd_loss,
+    dkd_parts,
+    feature_loss,
+    kd_loss,
+)
+from .logit import (
+    LOGIT_LOSSES,
+    BoundLogitLoss,
+    DISTLoss,
+    DKDLoss,
+    KDLoss,
+    LogitLoss,
+    logit_loss_terms,
+    resolve_logit_loss,
+)
+from .objective import distillation_loss
+
+__all__ = [
+    "LOGIT_LOSSES",
+    "BoundLogitLoss",
+    "DISTLoss",
+    "DKDLoss",
+    "KDLoss",
+    "LogitLoss",
+    "dist_loss",
+    "dist_parts",
+    "distillation_loss",
+    "dkd_loss",
+    "dkd_parts",
+    "feature_loss",
+    "kd_loss",
+    "logit_loss_terms",
+    "resolve_logit_loss",
+]
