@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,10 +31,8 @@ from .features import first_inputs
 from .losses import distillation_loss, logit_loss_terms, resolve_logit_loss
 from .training.batching import CachedTeacherBatch, DistillationOutput
 from .training.device import cudnn_benchmark, to_channels_last
-from .training.precision import (
-    ScaledStepMixin,
-    autocast,
-)
+from .training.finite import FiniteStepMixin, NonFiniteLossError
+from .training.precision import ScaledStepMixin, autocast
 from .training.records import DeviceRecordsMixin
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
@@ -47,13 +44,12 @@ RECORDED = (*LOSS_TERMS, "acc", "loss")
 TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; no weight was updated with it."""
 
 
 class ProjectorDistiller(
     NetworksMixin,
     PredictionMixin,
+    FiniteStepMixin,
     ScaledStepMixin,
     DeviceRecordsMixin,
     ArrayDataMixin,
@@ -130,7 +126,8 @@ class ProjectorDistiller(
         A NaN or infinite training loss raises :class:`NonFiniteLossError`
         (naming the epoch, batch and term; the weights stay the last finite
         ones) or, with ``"skip"``, warns and skips the batch, which is left
-        out of the epoch's means and counted in ``train_skipped``.
+        out of the epoch's means and counted in ``train_skipped``; decided on
+        the device by a fused optimizer (:mod:`projkd.training.finite`).
     train_transform : callable or None, default=None
         Augmentation of each training batch on ``device``, e.g.
         :class:`projkd.augment.RandomCropFlip`; the teacher sees the same view.
@@ -523,8 +520,8 @@ class ProjectorDistiller(
         """The weighted distillation loss, computed in float32; its terms go
         to the epoch's device records (:mod:`projkd.training.records`).
 
-        One value per training batch is read back: whether its loss is
-        finite, which ``nonfinite_loss`` needs before the optimizer step.
+        A non-finite training loss is handled by ``nonfinite_loss``
+        (:meth:`~projkd.training.finite.FiniteStepMixin.guard_nonfinite`).
         """
         if not isinstance(y_pred, DistillationOutput):
             return super().get_loss(y_pred, y_true, X=X, training=training)
@@ -549,8 +546,10 @@ class ProjectorDistiller(
             accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
             names = (*terms, "acc", "loss")  # the logit loss's parts after "feat"
             values = torch.stack([*terms.values(), accuracy, loss])
-        if training and not bool(torch.isfinite(loss)):
-            return self._nonfinite_loss(values.tolist())
+        if training:
+            guarded = self.guard_nonfinite(loss, values, names)
+            if guarded is not loss:
+                return guarded  # a skipped batch's zero leaf
         records = self.epoch_records_
         if records.is_open:
             records.add(names, values)
@@ -559,36 +558,3 @@ class ProjectorDistiller(
             for name, value in zip(names, values.tolist(), strict=True):
                 self.history.record_batch(f"{prefix}_{name}", value)
         return loss
-
-    def _nonfinite_loss(self, values: list[float]) -> Tensor:
-        """Stop (or skip the batch) before a non-finite loss reaches the weights.
-
-        ``values`` are the batch's terms, accuracy and loss, as recorded.
-        """
-        total, terms = values[-1], dict(zip(LOSS_TERMS, values, strict=False))
-        epoch = len(self.history)
-        batch = len(self.history[-1]["batches"]) if self.history else 0
-        culprits = {
-            name: value for name, value in terms.items() if not math.isfinite(value)
-        }
-        what = (
-            ", ".join(f"{name} = {value}" for name, value in culprits.items())
-            or "each term is finite but their weighted sum is not"
-        )
-        where = f"at epoch {epoch}, batch {batch} ({what})"
-        if self.nonfinite_loss == "skip":
-            warnings.warn(
-                f"Skipped a training batch whose loss is {total} {where}.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            if self.epoch_records_.is_open:
-                self.epoch_records_.skip()  # left out of the epoch's means
-            # a leaf with no parameters behind it: backward leaves every
-            # gradient empty, and the optimizer step changes nothing
-            return torch.zeros((), device=self._compute_device(), requires_grad=True)
-        raise NonFiniteLossError(
-            f"The training loss became {total} {where}. The weights are those "
-            "after the last finite step, and the estimator stays usable. Lower lr, "
-            "check the inputs, or pass nonfinite_loss='skip' to skip such batches."
-        )

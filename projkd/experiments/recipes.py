@@ -10,7 +10,7 @@ from skorch.callbacks import LRScheduler
 from ..augment import RandomCropFlip
 from ..data import CIFAR100_MEAN, CIFAR100_STD
 
-__all__ = ["default_epochs", "recipe", "scaled_milestones"]
+__all__ = ["LinearWarmup", "default_epochs", "recipe", "scaled_milestones"]
 
 # name -> (epochs of the full recipe, lr x 0.1 at these epochs)
 _SCHEDULES = {"cifar100": (240, (150, 180, 210)), "imagefolder": (100, (30, 60, 90))}
@@ -44,7 +44,46 @@ def scaled_milestones(dataset: str, epochs: int) -> list[int]:
     return sorted({max(1, round(m * epochs / full)) for m in milestones})
 
 
-def recipe(dataset: str, student_arch: str, epochs: int) -> dict[str, Any]:
+class LinearWarmup:
+    """The lr factor of epoch ``e`` (0-based): a linear warm-up over the first
+    ``warmup`` epochs, ``(e + 1) / (warmup + 1)``, times ``gamma`` for each
+    milestone reached (:class:`torch.optim.lr_scheduler.LambdaLR`'s
+    ``lr_lambda``; a class, so that a checkpointed net pickles).
+
+    Parameters
+    ----------
+    warmup : int
+        Epochs of warm-up (0: none).
+    milestones : sequence of int, default=()
+        Epochs at which the lr is multiplied by ``gamma`` (as ``MultiStepLR``).
+    gamma : float, default=0.1
+
+    Examples
+    --------
+    >>> factor = LinearWarmup(2, milestones=[4], gamma=0.1)
+    >>> [round(factor(e), 4) for e in range(6)]
+    [0.3333, 0.6667, 1.0, 1.0, 0.1, 0.1]
+    """
+
+    def __init__(self, warmup: int, milestones: Any = (), gamma: float = 0.1):
+        self.warmup = warmup
+        self.milestones = list(milestones)
+        self.gamma = gamma
+
+    def __call__(self, epoch: int) -> float:
+        warm = min(1.0, (epoch + 1) / (self.warmup + 1))
+        return warm * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    def __repr__(self) -> str:
+        return (
+            f"LinearWarmup({self.warmup}, milestones={self.milestones}, "
+            f"gamma={self.gamma})"
+        )
+
+
+def recipe(
+    dataset: str, student_arch: str, epochs: int, *, warmup_epochs: int = 0
+) -> dict[str, Any]:
     """Training parameters of the reference recipe for ``dataset``.
 
     Parameters
@@ -54,6 +93,9 @@ def recipe(dataset: str, student_arch: str, epochs: int) -> dict[str, Any]:
         The network trained (MobileNetV2 and ShuffleNet take a smaller lr).
     epochs : int
         Length of the run; the lr milestones are scaled to it.
+    warmup_epochs : int, default=0
+        A linear lr warm-up over the first epochs (:class:`LinearWarmup`),
+        e.g. for a batch larger than the recipe's (a deviation).
 
     Returns
     -------
@@ -78,17 +120,29 @@ def recipe(dataset: str, student_arch: str, epochs: int) -> dict[str, Any]:
     (0.05, 64, 0.0005)
     """
     if dataset not in _SCHEDULES:
-        return dict(optimizer=torch.optim.Adam, lr=3e-3, batch_size=64)
+        adam: dict[str, Any] = dict(optimizer=torch.optim.Adam, lr=3e-3, batch_size=64)
+        if warmup_epochs:
+            scheduler = LRScheduler(
+                torch.optim.lr_scheduler.LambdaLR,
+                lr_lambda=LinearWarmup(warmup_epochs),
+            )
+            adam["callbacks"] = [("lr_scheduler", scheduler)]
+        return adam
     if dataset == "cifar100":
         lr = 0.01 if student_arch.split(":")[-1] in _SMALL_LR_STUDENTS else 0.05
         weight_decay, batch = 5e-4, 64
     else:
         lr, weight_decay, batch = 0.1, 1e-4, 256
-    scheduler = LRScheduler(
-        torch.optim.lr_scheduler.MultiStepLR,
-        milestones=scaled_milestones(dataset, epochs),
-        gamma=0.1,
-    )
+    milestones = scaled_milestones(dataset, epochs)
+    if warmup_epochs:
+        scheduler = LRScheduler(
+            torch.optim.lr_scheduler.LambdaLR,
+            lr_lambda=LinearWarmup(warmup_epochs, milestones, gamma=0.1),
+        )
+    else:
+        scheduler = LRScheduler(
+            torch.optim.lr_scheduler.MultiStepLR, milestones=milestones, gamma=0.1
+        )
     params: dict[str, Any] = dict(
         optimizer=torch.optim.SGD,
         lr=lr,

@@ -338,6 +338,16 @@ class DataParallelMixin(_Host):
         self.accelerator.backward(loss)
         return {"loss": loss, "y_pred": y_pred}
 
+    def agree_nonfinite(self, bad: Tensor) -> Tensor:
+        """Whether any process's loss is not finite this step (an all-reduce
+        on the device, no host read), so that every process skips or stops
+        at the same step (:mod:`projkd.training.finite`)."""
+        if self.accelerator.num_processes <= 1:
+            return bad
+        flag = bad.to(torch.float32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return flag > 0
+
     def _step_optimizer(self, step_fn: Any) -> None:
         # no closure: see the class docstring
         step_fn()

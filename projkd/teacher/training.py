@@ -25,7 +25,9 @@ from .._random import seeded
 from ..features import logits_of
 from ..training.batching import ArrayBatches, ArrayDataset, array_source
 from ..training.device import to_channels_last
+from ..training.finite import FusedOptimizerMixin
 from ..training.precision import ScaledStepMixin, autocast, grad_scaler
+from ..training.records import DeviceRecordsMixin
 
 __all__ = ["TeacherNet", "train_teacher"]
 
@@ -33,7 +35,9 @@ __all__ = ["TeacherNet", "train_teacher"]
 _SLICEABLE = {"batch_size", "shuffle", "drop_last"}
 
 
-class TeacherNet(ScaledStepMixin, NeuralNetClassifier):
+class TeacherNet(
+    FusedOptimizerMixin, ScaledStepMixin, DeviceRecordsMixin, NeuralNetClassifier
+):
     """A skorch classifier for training teachers: on the logits of any output,
     with batch augmentation, mixed precision and seeded, resumable shuffling.
 
@@ -68,7 +72,10 @@ class TeacherNet(ScaledStepMixin, NeuralNetClassifier):
     and iterated as :class:`~projkd.training.batching.ArrayBatches` (one
     slice per batch, no per-sample collation) unless another iterator or
     ``DataLoader`` argument is set; a ``Dataset`` goes through skorch's
-    ``DataLoader``. Labels are class indices ``0..C-1``.
+    ``DataLoader``. Labels are class indices ``0..C-1``. No training step
+    reads a value back: the batch losses stay on the device until the
+    epoch ends (:mod:`projkd.training.records`), and torch's optimizers are
+    fused (:class:`~projkd.training.finite.FusedOptimizerMixin`).
 
     Examples
     --------

@@ -267,10 +267,32 @@ class DeviceStats:
 
     def read(self) -> list[tuple[Any, list[float]]]:
         """All ``(key, values)`` in order, with one device-to-host transfer."""
-        if not self.values:
-            return []
-        rows = torch.stack([v.float() for v in self.values]).tolist()
-        return list(zip(self.keys, rows, strict=True))
+        return DeviceStats.read_all([self])[0]
+
+    @staticmethod
+    def read_all(stats: list[DeviceStats]) -> list[list[tuple[Any, list[float]]]]:
+        """:meth:`read` of each of ``stats``, with one transfer for all.
+
+        Examples
+        --------
+        >>> import torch
+        >>> a, b = DeviceStats(), DeviceStats()
+        >>> a.add(0, torch.tensor([1.0, 2.0])); b.add(0, torch.tensor([3.0]))
+        >>> DeviceStats.read_all([a, b])
+        [[(0, [1.0, 2.0])], [(0, [3.0])]]
+        """
+        tensors = [v.float().reshape(-1) for s in stats for v in s.values]
+        if not tensors:
+            return [[] for _ in stats]
+        flat = torch.cat(tensors).tolist()
+        out, start = [], 0
+        for s in stats:
+            rows = []
+            for key, v in zip(s.keys, s.values, strict=True):
+                rows.append((key, flat[start : start + v.numel()]))
+                start += v.numel()
+            out.append(rows)
+        return out
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ values -- its loss and whatever the net adds with :meth:`EpochRecords.add`
 history in one transfer when the epoch ends, before ``on_epoch_end``
 scorers read them. A batch whose step was skipped (a non-finite loss with
 ``nonfinite_loss="skip"``) records no loss at all, so it is left out of the
-epoch's means, and the epoch records how many were skipped.
+epoch's means, and the epoch records how many were skipped. The per-step
+non-finite flags of :mod:`projkd.training.finite` travel in the same
+transfer.
 
 This is projkd's one replacement of a piece of skorch's loop; the fit, the
 epochs, the callbacks and the steps stay skorch's. Measured reason: on the
@@ -27,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from skorch.dataset import get_len
 from skorch.history import History
 from torch import Tensor
@@ -62,6 +65,9 @@ class EpochRecords:
         self.stats: dict[tuple[str, ...], DeviceStats] = {}
         self.skipped: list[int] = []
         self.marked: set[int] = set()  # batches with values, or skipped
+        self.flags = DeviceStats()  # per batch: 1.0 if its loss was not finite
+        self.gate: Tensor | None = None  # the optimizers' found_inf this epoch
+        self.flagged: dict[int, dict[str, float]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -72,7 +78,8 @@ class EpochRecords:
         """Start recording into ``rows`` (the epoch's batch rows), with names
         prefixed ``prefix_`` (``"train"``, ``"valid"``)."""
         self.prefix, self.rows, self.stats, self.skipped = prefix, rows, {}, []
-        self.marked = set()
+        self.marked, self.flags, self.gate = set(), DeviceStats(), None
+        self.flagged = {}
 
     def add(
         self, names: Sequence[str], values: Tensor, batch: int | None = None
@@ -91,21 +98,48 @@ class EpochRecords:
         self.skipped.append(len(self.rows) - 1)
         self.marked.add(len(self.rows) - 1)
 
+    def step_flag(self, device: Any) -> Tensor:
+        """The epoch's gate on ``device``: a 0-d float32 tensor, 1.0 once a
+        step must not update (an optimizer's ``found_inf``)."""
+        if self.gate is None:
+            self.gate = torch.zeros((), device=device)
+        return self.gate
+
+    def flag(self, bad: Tensor, *, sticky: bool) -> None:
+        """Record whether the current batch's loss was not finite (``bad``, a
+        0-d bool tensor, unread) and set the gate for its step; ``sticky``:
+        once set, it stays set for the rest of the epoch."""
+        bad = bad.to(torch.float32).reshape(())
+        gate = self.step_flag(bad.device)
+        gate.copy_(torch.maximum(gate, bad) if sticky else bad)
+        self.flags.add(len(self.rows) - 1, bad.reshape(1))
+
     def recorded(self, batch: int) -> bool:
         """Whether batch ``batch`` has values (or was skipped)."""
         return batch in self.marked
 
     def close(self) -> None:
-        """Write every value into its batch row (one transfer per kind of
-        record) and stop recording; skipped batches keep no values."""
+        """Write every value into its batch row (one transfer for the whole
+        epoch) and stop recording; skipped batches keep no values, and
+        flagged ones (:meth:`flag`) are skipped, their values kept in
+        ``flagged``."""
+        kinds = [*self.stats.items(), (("nonfinite",), self.flags)]
+        read = DeviceStats.read_all([stats for _, stats in kinds])
+        flagged = {index for index, (bad,) in read.pop() if bad}
+        self.skipped.extend(sorted(flagged - set(self.skipped)))
         skipped = set(self.skipped)
-        for names, stats in self.stats.items():
-            for index, values in stats.read():
+        for (names, _), rows in zip(kinds, read, strict=False):
+            for index, values in rows:
+                if index in flagged:
+                    self.flagged.setdefault(index, {}).update(
+                        zip(names, values, strict=True)
+                    )
                 if index in skipped:
                     continue
                 for name, value in zip(names, values, strict=True):
                     self.rows[index][f"{self.prefix}_{name}"] = value
         self.prefix, self.rows, self.stats = None, [], {}
+        self.flags, self.gate = DeviceStats(), None
 
 
 class DeviceRecordsMixin:
@@ -189,14 +223,15 @@ class DeviceRecordsMixin:
             count += 1
             return step
 
-        skipped = records.skipped
         try:
             yield run_batch
         finally:
             records.close()
+        if records.flagged:  # non-finite losses (projkd.training.finite)
+            self.nonfinite_batches(records.flagged)  # type: ignore[attr-defined]
         self.history.record(prefix + "_batch_count", count)
         if training:
-            self.history.record(prefix + "_skipped", len(skipped))
+            self.history.record(prefix + "_skipped", len(records.skipped))
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]

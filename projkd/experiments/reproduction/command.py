@@ -27,8 +27,9 @@ from ..io import save_json
 from ..launch import Launch
 from ..recipes import default_epochs, recipe
 from ..spec import build_model
+from .planning import plan_epochs
 from .results import format_results, summarize, write_plots
-from .runs import VARIANTS, RunContext, run_all
+from .runs import VARIANTS, RunContext, measure_phases, run_all
 from .training import Clock, device_name, fast_settings, sha256
 
 __all__ = ["DEFAULT_PAIRS", "add_subcommand", "reproduce", "run_command"]
@@ -93,27 +94,56 @@ def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> 
 
 
 def _recipe_factory(
-    dataset: str, epochs: int, batch_size: int | None
+    dataset: str,
+    epochs: int,
+    batch_size: int | None,
+    warmup_epochs: int | None = None,
 ) -> tuple[Any, list[str]]:
-    """The recipe of each network, with the opt-in deviations applied."""
+    """The recipe of each network, with the opt-in deviations applied (a
+    larger batch: a linear lr warm-up of ``warmup_epochs``, 2 by default)."""
     deviations: list[str] = []
+    base = recipe(dataset, "x", epochs)
+    larger = batch_size is not None and batch_size > base["batch_size"]
+    warmup = (2 if larger else 0) if warmup_epochs is None else warmup_epochs
 
     def make(arch: str) -> dict[str, Any]:
-        params = recipe(dataset, arch, epochs)
+        params = recipe(dataset, arch, epochs, warmup_epochs=warmup)
         if batch_size is not None and batch_size != params["batch_size"]:
             scale = batch_size / params["batch_size"]
             params["lr"] = params["lr"] * scale
             params["batch_size"] = batch_size
         return params
 
-    if batch_size is not None:
-        base = recipe(dataset, "x", epochs)
-        if batch_size != base["batch_size"]:
-            deviations.append(
-                f"batch {batch_size} instead of {base['batch_size']}, lr scaled "
-                f"linearly by {batch_size / base['batch_size']:g}"
-            )
+    if batch_size is not None and batch_size != base["batch_size"]:
+        deviations.append(
+            f"batch {batch_size} instead of {base['batch_size']}, lr scaled "
+            f"linearly by {batch_size / base['batch_size']:g}"
+        )
+    if warmup:
+        deviations.append(f"linear lr warm-up over the first {warmup} epochs")
     return make, deviations
+
+
+def _saved_plan(out: Path) -> dict[str, Any] | None:
+    """The plan frozen in ``out``'s settings by an earlier call, if any."""
+    path = out / "settings.json"
+    plan = json.loads(path.read_text()).get("plan") if path.exists() else None
+    return plan
+
+
+def _epochs_arg(text: str) -> int | str:
+    """``--epochs``: ``auto`` or a positive integer."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither 'auto' nor a positive integer"
+        )
+    return value
 
 
 # ------------------------------------------------------------------ entry
@@ -124,7 +154,8 @@ def reproduce(
     download: bool = False,
     pair: str | None = None,
     variants: Sequence[str] = tuple(VARIANTS),
-    epochs: int | None = None,
+    epochs: int | str | None = None,
+    min_epochs: int = 10,
     seeds: int = 1,
     out: str | Path = "runs/repro",
     teacher_weights: str | Path | None = None,
@@ -133,7 +164,8 @@ def reproduce(
     device: str = "auto",
     fast: bool = True,
     batch_size: int | None = None,
-    lockstep: bool = False,
+    warmup_epochs: int | None = None,
+    lockstep: bool | None = None,
     verbose: bool = False,
 ) -> dict[str, Any]:
     """Run (or continue) the paper's comparison of variants and write results.
@@ -154,9 +186,16 @@ def reproduce(
         ``alone`` (CE), ``kd`` (0.1 CE + 0.9 KD, T = 4), ``fd0``/``fd1``/``fd3``
         (feature distillation, beta 25, with 0, 1 or 3 projectors), ``kd_lp``
         (KD on a logit projector, identity init).
-    epochs : int or None
+    epochs : int, "auto" or None
         Epochs of the teacher and of each student; the lr milestones scale
-        with it. ``None``: the recipe's (240 for CIFAR-100).
+        with it. ``None``: the recipe's (240 for CIFAR-100). ``"auto"``
+        (with ``time_budget``): planned so that the command ends at 90% of
+        its budget, from a short warm-up of each phase on this device
+        (:mod:`~projkd.experiments.reproduction.planning`); the plan is
+        frozen in the output folder's settings, and a later call resumes it.
+    min_epochs : int, default=10
+        With ``epochs="auto"``: refuse before training when fewer epochs fit,
+        naming what would.
     seeds : int, default=1
         Students are trained with seeds ``0 .. seeds - 1`` (a teacher with
         :data:`TEACHER_SEED`).
@@ -165,9 +204,10 @@ def reproduce(
         A teacher ``state_dict`` (:func:`~projkd.teacher.save_teacher`) to use
         instead of training one.
     time_budget : float or None
-        Seconds this call may take: it stops when the next epoch might not
-        fit (at least one epoch or evaluation per call) and the same call
-        continues later.
+        Seconds this call may take, from its start (data loading, compiling,
+        evaluation and checkpoints included): it stops when the next epoch
+        might not fit (at least one epoch or evaluation per call) and the
+        same call continues later.
     subset : int or None
         Train on this many images (a fixed random subset).
     device : str, default="auto"
@@ -178,11 +218,17 @@ def reproduce(
     batch_size : int or None
         Opt-in deviation from the recipe's batch (lr scaled linearly); it is
         written into the results.
-    lockstep : bool, default=False
+    warmup_epochs : int or None
+        A linear lr warm-up over the first epochs (recorded as a deviation);
+        ``None``: 2 with a batch larger than the recipe's, else none.
+    lockstep : bool or None, default=None
         Train the variants of each seed together on the same batches, one
         augmentation and one teacher forward per batch
         (:func:`~projkd.lockstep.fit_lockstep`; each result equals its separate
         fit). Times and images/s are then those of the joint epochs.
+        ``None``: with ``epochs="auto"``, when the warm-up measures it faster
+        than separate fits (the choice and both step times are in the plan);
+        otherwise not.
     verbose : bool, default=False
         A line per epoch on standard error.
 
@@ -205,13 +251,24 @@ def reproduce(
         raise InputError(
             f"dataset={dataset!r} is not supported; use one of {list(DEFAULT_PAIRS)}."
         )
+    auto = epochs == "auto"
+    if auto and time_budget is None:
+        raise ValueError(
+            "epochs='auto' plans the run to a time budget; pass time_budget "
+            "(--time-budget SECONDS) or a number of epochs."
+        )
     for name, value in (
         ("seeds", seeds),
-        ("epochs", epochs),
+        ("epochs", None if auto else epochs),
+        ("min_epochs", min_epochs),
         ("batch_size", batch_size),
     ):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InputError(f"{name}={value!r} must be a positive integer.")
+    if warmup_epochs is not None and (
+        not isinstance(warmup_epochs, int) or warmup_epochs < 0
+    ):
+        raise InputError(f"warmup_epochs={warmup_epochs!r} must be an integer >= 0.")
     variants = _check_variants(variants)
     teacher_arch, student_arch = _parse_pair(pair or DEFAULT_PAIRS[dataset])
     if teacher_weights is not None and not Path(teacher_weights).is_file():
@@ -221,6 +278,8 @@ def reproduce(
     requested, fast_params = fast_settings(device, fast)
     launch = Launch.current(device, fast_params)
     if launch.accelerator is not None:
+        if lockstep is None:
+            lockstep = False
         if lockstep:
             raise InputError(
                 "lockstep=True trains a seed's variants together in one process; "
@@ -229,8 +288,10 @@ def reproduce(
             )
         device = launch.device or device  # this process's GPU, or the CPU
         clock.agree = launch.agree  # all processes stop at the same point
-    epochs = epochs or default_epochs(dataset)
-    make_recipe, deviations = _recipe_factory(dataset, epochs, batch_size)
+    epochs = default_epochs(dataset) if auto or epochs is None else int(epochs)
+    make_recipe, deviations = _recipe_factory(
+        dataset, epochs, batch_size, warmup_epochs
+    )
     for arch in {teacher_arch, student_arch}:  # before anything trains
         launch.per_process_batch(make_recipe(arch)["batch_size"])
     out = Path(out)
@@ -256,7 +317,7 @@ def reproduce(
         "dataset": dataset,
         "subset": subset,
         "pair": f"{teacher_arch}:{student_arch}",
-        "epochs": epochs,
+        "epochs": "auto" if auto else epochs,
         "device_type": torch.device(device).type,
         "fast_settings": fast_params,
         "deviations": deviations,
@@ -264,7 +325,7 @@ def reproduce(
         if teacher_weights is None
         else sha256(Path(teacher_weights)),
     }
-    _check_settings(out, settings, write=launch.is_main)
+    _check_settings(out, settings, write=launch.is_main and not auto)
     ctx = RunContext(
         out=out,
         data=data,
@@ -278,9 +339,25 @@ def reproduce(
         recipe=make_recipe,
         equal_widths=equal_widths,
         verbose=verbose,
-        lockstep=lockstep,
+        lockstep=bool(lockstep),
         launch=launch,
     )
+    plan = None
+    if auto:
+        plan = _saved_plan(out)  # frozen by an earlier call: never re-planned
+        if plan is None:
+            plan = launch.agree(
+                _plan(
+                    ctx, variants, seeds, float(time_budget or 0), min_epochs, lockstep
+                )
+            )
+            if launch.is_main:
+                save_json(out / "settings.json", {**settings, "plan": plan})
+        make_recipe, _ = _recipe_factory(
+            dataset, plan["epochs"], batch_size, warmup_epochs
+        )
+        ctx.epochs, ctx.recipe = plan["epochs"], make_recipe
+        ctx.lockstep = plan["lockstep"] if lockstep is None else bool(lockstep)
     with cudnn_benchmark(device):
         records, pending = run_all(ctx, variants, seeds)
     results = summarize(
@@ -294,13 +371,55 @@ def reproduce(
         fast_unavailable=sorted(set(requested) - set(fast_params)),
     )
     results["processes"] = launch.world_size
+    results["plan"] = plan
+    results["budget"] = clock.report()
+    results["achieved_epochs"] = {
+        (f"{r['variant']}-seed{r['seed']}" if "variant" in r else "teacher"): r[
+            "epochs"
+        ]
+        for r in records
+        if "epochs" in r
+    }
     if launch.is_main:
         save_json(out / "results.json", results)
         (out / "results.md").write_text(format_results(results) + "\n")
         results["plots"] = write_plots(out, results, data.y_test)
+        results["budget"] = clock.report()  # the plots included
         save_json(out / "results.json", results)
+        (out / "results.md").write_text(format_results(results) + "\n")
     launch.wait()  # the files are whole when any process returns
     return results
+
+
+def _plan(
+    ctx: RunContext,
+    variants: list[str],
+    seeds: int,
+    budget: float,
+    min_epochs: int,
+    lockstep: bool | None,
+) -> dict[str, Any]:
+    """Warm up each phase, then plan the epochs to the budget."""
+    teacher = (
+        ctx.teacher_weights is None
+        and not (ctx.out / "teacher" / "record.json").exists()
+    )
+    may_lockstep = lockstep is not False and ctx.launch.accelerator is None
+    costs = measure_phases(ctx, variants, teacher=teacher, lockstep=may_lockstep)
+    plan = plan_epochs(
+        budget=budget,
+        elapsed=ctx.clock.elapsed(),
+        batches=costs["batches"],
+        teacher=costs["teacher"],
+        student=costs["student"],
+        runs=len(variants) * seeds,
+        seeds=seeds,
+        lockstep_step_s=costs["lockstep_step_s"],
+        min_epochs=min_epochs,
+    )
+    if lockstep is not None:
+        plan["lockstep"] = bool(lockstep)  # as asked; the plan's costs stay
+    return plan
 
 
 # -------------------------------------------------------------------- CLI
@@ -355,7 +474,16 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help=f"comma-separated, of {','.join(VARIANTS)} (all)",
     )
     sub.add_argument(
-        "--epochs", type=int, help="epochs per network (the recipe's: 240 on cifar100)"
+        "--epochs",
+        type=_epochs_arg,
+        help="epochs per network (the recipe's: 240 on cifar100), or 'auto' with "
+        "--time-budget: planned to end at 90%% of the budget",
+    )
+    sub.add_argument(
+        "--min-epochs",
+        type=int,
+        default=10,
+        help="with --epochs auto: refuse when fewer fit (10)",
     )
     sub.add_argument("--seeds", type=int, default=1, help="students per variant (1)")
     sub.add_argument("--out", default="runs/repro", help="output folder")
@@ -378,9 +506,16 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="deviate from the recipe's batch (lr scaled linearly; recorded)",
     )
     sub.add_argument(
+        "--warmup-epochs",
+        type=int,
+        help="linear lr warm-up epochs (recorded; 2 with a batch above the recipe's)",
+    )
+    sub.add_argument(
         "--lockstep",
-        action="store_true",
-        help="train each seed's variants together, one teacher forward per batch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train each seed's variants together, one teacher forward per batch "
+        "(default: with --epochs auto, when the warm-up measures it faster)",
     )
     sub.add_argument("--quiet", action="store_true", help="no line per epoch")
     sub.set_defaults(handler=run_command)
@@ -402,6 +537,7 @@ def run_command(args: argparse.Namespace) -> int:
         pair=args.pair,
         variants=args.variants,
         epochs=args.epochs,
+        min_epochs=args.min_epochs,
         seeds=args.seeds,
         out=args.out,
         teacher_weights=args.teacher_weights,
@@ -410,6 +546,7 @@ def run_command(args: argparse.Namespace) -> int:
         device=args.device,
         fast=not args.no_fast,
         batch_size=args.batch_size,
+        warmup_epochs=args.warmup_epochs,
         lockstep=args.lockstep,
         verbose=not args.quiet,
     )

@@ -182,15 +182,54 @@ def _cell(metric: str, stats: dict[str, float] | float | None, n: int = 1) -> st
     return text + (f" ± {scale * std:.{digits}f}" if n > 1 else "")
 
 
+def _plan_lines(results: dict[str, Any]) -> list[str]:
+    """The plan of ``--epochs auto`` and this call's use of its budget."""
+    lines = []
+    plan, budget = results.get("plan"), results.get("budget") or {}
+    if plan is not None:
+        steps = plan["step_s"]
+        lockstep = (
+            f"lockstep (a group batch {1e3 * steps['lockstep']:.1f} ms against "
+            f"{1e3 * steps['separate']:.1f} ms in separate fits)"
+            if plan["lockstep"]
+            else "separate fits"
+            + (
+                f" (a lockstep group batch {1e3 * steps['lockstep']:.1f} ms, "
+                f"separate {1e3 * steps['separate']:.1f} ms)"
+                if steps["lockstep"] is not None
+                else ""
+            )
+        )
+        lines.append(
+            f"- plan: {plan['epochs']} epochs for every network, {lockstep}; "
+            f"predicted {plan['predicted_s']:.0f} s of the {plan['budget_s']:g} s "
+            f"budget (aiming at {100 * plan['fraction']:.0f}%; an epoch of all "
+            f"networks {plan['epoch_s']:.2f} s, measured in a warm-up)"
+        )
+        achieved = sorted(set((results.get("achieved_epochs") or {}).values()))
+        lines.append(
+            "- achieved epochs: " + (", ".join(map(str, achieved)) or "none yet")
+        )
+    if budget.get("seconds") is not None:
+        lines.append(
+            f"- this call: {budget['used_s']:.0f} s of its {budget['seconds']:g} s "
+            f"budget (margin {budget['margin_s']:.0f} s)"
+        )
+    return lines
+
+
 def format_results(results: dict[str, Any]) -> str:
     """The results document as markdown: settings, table, published, findings."""
     s = results["settings"]
     teacher_arch, student_arch = s["pair"].split(":")
+    plan = results.get("plan")
+    epochs = s["epochs"] if plan is None else f"{plan['epochs']} (auto)"
     lines = [
         f"# projkd reproduce: {teacher_arch} -> {student_arch} on {s['dataset']}, "
-        f"{s['epochs']} epochs",
+        f"{epochs} epochs",
         "",
         f"- device: {results['device']}",
+        *_plan_lines(results),
         "- fast settings: "
         + (
             ", ".join(

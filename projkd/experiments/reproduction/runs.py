@@ -8,8 +8,10 @@ and a finished run is never redone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from ..io import save_json
 from ..launch import Launch
 from ..spec import build_model, model_kwargs
 from ..teacher import AcceleratedTeacherNet
+from .planning import measure_fit, measure_lockstep, warmup_rows
 from .training import (
     Clock,
     TeacherCheckpoint,
@@ -50,6 +53,7 @@ __all__ = [
     "TEACHER_SEED",
     "VARIANTS",
     "RunContext",
+    "measure_phases",
     "run_all",
     "variant_params",
 ]
@@ -250,6 +254,17 @@ def _train_teacher(
     ctx: RunContext, folder: Path
 ) -> tuple[torch.nn.Module, dict[str, Any]] | None:
     """The trained teacher and its training curve; None if stopped early."""
+    net = _teacher_net(ctx, folder)
+    net.fit(ctx.data.X_train, ctx.data.y_train)
+    if len(net.history) < ctx.epochs:
+        return None  # stopped on the budget; resumes on the next call
+    module: torch.nn.Module = net.module_
+    curve = curve_fields(net.history, len(ctx.data.y_train))
+    return unwrap_compiled(module).eval(), curve
+
+
+def _teacher_net(ctx: RunContext, folder: Path) -> TeacherNet:
+    """The (unfitted) teacher's net, with its callbacks."""
     params = ctx.recipe(ctx.teacher_arch)
     callbacks = _callbacks(
         ctx,
@@ -264,7 +279,7 @@ def _train_teacher(
     net_class: type[TeacherNet] = TeacherNet
     if ctx.launch.accelerator is not None:
         net_class = AcceleratedTeacherNet
-    net = net_class(
+    return net_class(
         **_factory(ctx.teacher_arch, ctx.data, "module"),
         max_epochs=ctx.epochs,
         classes=np.arange(ctx.data.n_classes),
@@ -274,12 +289,6 @@ def _train_teacher(
         random_state=TEACHER_SEED,  # the network, each epoch's order: resumable
         **kwargs,
     )
-    net.fit(ctx.data.X_train, ctx.data.y_train)
-    if len(net.history) < ctx.epochs:
-        return None  # stopped on the budget; resumes on the next call
-    module: torch.nn.Module = net.module_
-    curve = curve_fields(net.history, len(ctx.data.y_train))
-    return unwrap_compiled(module).eval(), curve
 
 
 def _callbacks(
@@ -424,6 +433,71 @@ def _seed_runs(
 def _logits(model: torch.nn.Module, X: Any, device: str) -> torch.Tensor:
     """``model``'s float32 logits for ``X``, computed in batches on ``device``."""
     return compute_teacher_outputs(model, X, device=device).logits.float()
+
+
+def measure_phases(
+    ctx: RunContext, variants: list[str], *, teacher: bool, lockstep: bool
+) -> dict[str, Any]:
+    """The warm-up of ``--epochs auto`` (:mod:`.planning`): throwaway fits of
+    a few batches of the teacher (when ``teacher``), of the costliest of
+    ``variants`` with the untrained teacher and, with ``lockstep``, of their
+    lockstep group, on this device, with the runs' own estimators and
+    per-epoch test evaluation (no checkpoint files: one save is timed).
+
+    Returns
+    -------
+    costs : dict
+        ``batches`` (per epoch), ``teacher`` and ``student``
+        (:class:`~.planning.PhaseCost`, the teacher's None unless
+        ``teacher``), ``lockstep_step_s`` (None unless ``lockstep``).
+    """
+    data = ctx.data
+    batch = ctx.estimator_kwargs(ctx.recipe(ctx.student_arch))["batch_size"]
+    batches = -(-len(data.y_train) // batch)
+    few = max(2, min(batches // 4, 20))
+    X, y = warmup_rows(data.X_train, data.y_train, few, batch)
+    few = max(1, min(few, len(y) // (2 * batch)))
+    untrained = build_model(
+        ctx.teacher_arch, data, seed=TEACHER_SEED, device=ctx.device
+    ).eval()
+    # the costliest variant: the teacher's outputs, then the most projectors
+    costliest = max(
+        variants,
+        key=lambda v: (
+            bool(VARIANTS[v]["kd_weight"] or VARIANTS[v]["feature_weight"]),
+            bool(VARIANTS[v]["feature_weight"]) * VARIANTS[v]["n_projectors"],
+        ),
+    )
+    costs: dict[str, Any] = {"batches": batches, "teacher": None}
+    with tempfile.TemporaryDirectory() as folder:
+        warm = dataclasses.replace(
+            ctx, out=Path(folder), clock=Clock(None), epochs=1, verbose=False
+        )
+
+        def student(variant: str) -> Any:
+            est = _student(warm, untrained, variant, 0)
+            return est.set_params(callbacks__checkpoint=None)
+
+        if teacher:
+            costs["teacher"] = measure_fit(
+                lambda: _teacher_net(warm, warm.out / "teacher").set_params(
+                    callbacks__checkpoint=None
+                ),
+                X,
+                y,
+                few,
+                batch,
+                data.X_test,
+            )
+        costs["student"] = measure_fit(
+            lambda: student(costliest), X, y, few, batch, data.X_test
+        )
+        costs["lockstep_step_s"] = (
+            measure_lockstep(lambda: [student(v) for v in variants], X, y, few, batch)
+            if lockstep and len(variants) > 1
+            else None
+        )
+    return costs
 
 
 def run_all(

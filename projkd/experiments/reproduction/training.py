@@ -72,6 +72,21 @@ class Clock:
         self.longest = 0.0
         self.worked = False
 
+    def elapsed(self) -> float:
+        """Seconds since the call started."""
+        return time.monotonic() - self.start
+
+    def report(self) -> dict[str, Any]:
+        """The budget, the seconds used so far and the margin left (None
+        without a budget)."""
+        used = self.elapsed()
+        margin = None if self.seconds is None else self.seconds - used
+        return {
+            "seconds": self.seconds,
+            "used_s": round(used, 2),
+            "margin_s": (None if margin is None else round(margin, 2)),
+        }
+
     def done(self, seconds: float) -> None:
         """Record a finished unit of work that took ``seconds``."""
         self.longest = max(self.longest, seconds)
