@@ -44,8 +44,6 @@ RECORDED = (*LOSS_TERMS, "acc", "loss")
 TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 
-
-
 class ProjectorDistiller(
     NetworksMixin,
     PredictionMixin,

@@ -66,6 +66,19 @@ def check_grid_search(out):
     assert accuracy[best] == max(accuracy.values())  # refit="accuracy"
 
 
+def check_logit_losses(out):
+    rows = re.findall(rf"^(\{{.*\}}): accuracy ({NUMBER})$", out, re.M)
+    assert len(rows) == 6, out  # 3 logit losses x with/without a logit projector
+    assert {"'logit_projector': False", "'logit_projector': True"} <= {
+        part.strip("{} ") for params, _ in rows for part in params.split(", ")
+    }, out
+    accuracy = {params: float(acc) for params, acc in rows}
+    assert all(0 <= acc <= 1 for acc in accuracy.values())
+    best = re.search(r"^best: (\{.*\})$", out, re.M)[1]
+    assert accuracy[best] == max(accuracy.values())
+    assert "train_loss" in out
+
+
 def check_analysis_plots(out):
     header = "| model | train acc % | test acc % | gap % | ECE % | over-conf. % | CKA |"
     assert header in out, out
@@ -125,6 +138,7 @@ CHECKS = {
     "quickstart": (8, check_quickstart),
     "pipeline": (1, check_pipeline),
     "grid_search": (1, check_grid_search),
+    "logit_losses": (1, check_logit_losses),
     "analysis_plots": (1, check_analysis_plots),
     "huggingface": (1, check_huggingface),
     "published_teacher": (1, check_published_teacher),
