@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import pickletools
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,6 +132,21 @@ def _unpickling_reason(error: Exception) -> str:
     return " ".join(kept) or type(error).__name__
 
 
+def _names_globals(path: Path | str) -> bool:
+    """Whether the (legacy, not zipped) pickle in ``path`` names a global --
+    a class or function it would call -- read with :mod:`pickletools`, which
+    decodes opcodes and runs nothing. torch's weights-only unpickler stops at
+    some opcodes (e.g. protocol 4's FRAME) before it sees such a name."""
+    names = False
+    try:
+        with open(path, "rb") as file:
+            for opcode, _, _ in pickletools.genops(file):
+                names |= opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ")
+    except Exception:  # not a whole pickle (truncated, corrupted): broken
+        return False
+    return names
+
+
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``, with errors that say what is
     wrong with the file.
@@ -162,7 +178,8 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _unpickling_reason(error)
-        if "GLOBAL" not in reason:  # no code: the pickle itself is broken
+        if "GLOBAL" not in reason and not _names_globals(path):
+            # no code: the pickle itself is broken
             raise WeightsFileError(
                 f"Cannot read {str(path)!r}: it is not a PyTorch checkpoint (its "
                 f"pickle cannot be read: {reason}); {_AGAIN}."
