@@ -39,7 +39,6 @@ __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 
 LOSS_TERMS = ("ce", "kd", "feat")
 #: what each batch records: the unweighted terms, the accuracy, the loss
-RECORDED = (*LOSS_TERMS, "acc", "loss")
 #: each loss term's weight parameter
 TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
