@@ -22,6 +22,7 @@ from ..._validation import InputError
 from ...models import list_models
 from ...parallel.process import is_main_process
 from ...training.device import cudnn_benchmark
+from ..arguments import positive_int
 from ..data import load_data
 from ..io import save_json
 from ..launch import Launch
@@ -136,14 +137,9 @@ def _epochs_arg(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither 'auto' nor a positive integer"
-        )
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}; or 'auto'") from None
 
 
 # ------------------------------------------------------------------ entry
