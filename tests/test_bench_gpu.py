@@ -67,9 +67,7 @@ def test_gpu_loops_and_flop_count_run_on_the_cpu(bench):
     flops = bench.step_flops(teacher, net(), 2, device)
     # the first conv alone: 2 images x 32 x 32 x 4 channels x 27 MACs x 2
     assert flops > 2 * 32 * 32 * 4 * 27 * 2
-    assert bench.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
-    assert bench.bf16_peak("NVIDIA H100 PCIe") == 756e12
-    assert bench.bf16_peak("a CPU") is None
+    assert bench.gemm_peak(device, n=32, repeats=2) > 0
 
 
 def test_gpu_mode_refuses_without_cuda(bench):

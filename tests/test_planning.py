@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,12 @@ from skorch.callbacks import Callback
 
 from projkd.experiments.recipes import LinearWarmup, recipe
 from projkd.experiments.reproduction import command
-from projkd.experiments.reproduction.planning import PhaseCost, plan_epochs
+from projkd.experiments.reproduction.planning import (
+    WARMUP_EPOCHS,
+    PhaseCost,
+    measure_fit,
+    plan_epochs,
+)
 
 COST = PhaseCost(run_s=1.0, epoch_s=0.5, step_s=0.1, final_s=0.5)
 
@@ -53,6 +60,66 @@ def test_too_few_epochs_are_refused_naming_what_would_fit():
 def test_auto_needs_a_budget(tmp_path):
     with pytest.raises(ValueError, match="time_budget"):
         command.reproduce(dataset="digits", epochs="auto", out=tmp_path)
+
+
+def test_the_warm_up_measures_each_cost_of_a_real_fit(small_digits):
+    X, y = small_digits
+    net = NeuralNetClassifier(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
+        criterion=torch.nn.CrossEntropyLoss,
+        train_split=None,
+        verbose=0,
+        batch_size=16,
+    )
+    cost = measure_fit(lambda: net, X, y, batches=4, batch_size=16, X_test=X[:32])
+    assert net.max_epochs == WARMUP_EPOCHS and len(net.history) == WARMUP_EPOCHS
+    assert cost.step_s > 0 and cost.epoch_s > 0 and cost.final_s > 0
+    assert cost.run_s >= 0
+    # the step is the warm epochs' training loop, per batch
+    warm = np.mean([row["dur"] for row in net.history[1:]]) / 4
+    assert cost.step_s == pytest.approx(warm)
+
+
+def test_auto_plans_once_records_the_plan_and_resumes_it(tmp_path, monkeypatch):
+    """The real warm-up runs and measures; the plan made from its costs (here
+    set, so that the epochs do not depend on this machine's load: 50 s an
+    epoch of each network, 3 epochs in 0.9 x 600 s) is frozen in the
+    folder's settings, followed, and reused by a later call."""
+    measure = command.measure_phases
+    measured = {}
+
+    def warm_up(*args, **kwargs):
+        measured.update(measure(*args, **kwargs))
+        slow = PhaseCost(run_s=0.0, epoch_s=50.0, step_s=0.0, final_s=0.0)
+        return {**measured, "teacher": slow, "student": slow}
+
+    monkeypatch.setattr(command, "measure_phases", warm_up)
+    args = dict(
+        dataset="digits",
+        subset=200,
+        variants=["alone", "kd"],
+        epochs="auto",
+        time_budget=600,
+        min_epochs=1,
+        out=tmp_path,
+        lockstep=False,
+    )
+    first = command.reproduce(**args)
+    assert measured["batches"] == 4  # 200 images in batches of 64
+    for phase in ("teacher", "student"):
+        assert measured[phase].step_s > 0 and measured[phase].epoch_s > 0
+    plan = first["plan"]
+    assert plan["epochs"] == 3 and not plan["lockstep"]
+    assert json.loads((tmp_path / "settings.json").read_text())["plan"] == plan
+    assert first["complete"]
+    assert first["achieved_epochs"] == {"teacher": 3, "alone-seed0": 3, "kd-seed0": 3}
+
+    def replan(*args, **kwargs):
+        raise AssertionError("a resumed call must not plan again")
+
+    monkeypatch.setattr(command, "measure_phases", replan)
+    again = command.reproduce(**{**args, "time_budget": 60})  # another budget
+    assert again["plan"] == plan and again["complete"]
 
 
 def test_epochs_argument_is_auto_or_a_positive_int():

@@ -121,9 +121,17 @@ def test_each_command_reports_a_mistake_in_one_line(files, tmp_path):
             ["--dataset", "digits", "--teacher-weights", str(files["truncated"])],
             ["truncated"],
         ),
+        (  # planned before training: the warm-up runs, then the refusal
+            "reproduce",
+            ["--dataset", "digits", "--subset", "200", "--variants", "alone"]
+            + ["--epochs", "auto", "--time-budget", "5", "--min-epochs", "100000"]
+            + ["--out", str(tmp_path / "auto")],
+            ["--min-epochs 100000", "--time-budget"],
+        ),
     ]
     for command, args, words in cases:
         _one_line(_cli(command, *args), command, *words)
+    assert not (tmp_path / "auto" / "teacher").exists()  # nothing trained
     # with --traceback (or PROJKD_TRACEBACK=1) the traceback shows
     shown = _cli("distill", "--teacher-weights", str(files["html"]), "--traceback")
     assert "Traceback" in shown.stderr and "WeightsFileError" in shown.stderr

@@ -31,7 +31,7 @@ from ..spec import build_model
 from .planning import plan_epochs
 from .results import format_results, summarize, write_plots
 from .runs import VARIANTS, RunContext, measure_phases, run_all
-from .training import Clock, device_name, fast_settings, sha256
+from .training import Clock, device_name, fast_settings, process_start, sha256
 
 __all__ = ["DEFAULT_PAIRS", "add_subcommand", "reproduce", "run_command"]
 
@@ -163,6 +163,7 @@ def reproduce(
     warmup_epochs: int | None = None,
     lockstep: bool | None = None,
     verbose: bool = False,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) the paper's comparison of variants and write results.
 
@@ -227,6 +228,11 @@ def reproduce(
         otherwise not.
     verbose : bool, default=False
         A line per epoch on standard error.
+    started : float or None, default=None
+        The :func:`time.monotonic` time ``time_budget`` counts from; None:
+        this call's start. The command line passes its process's start
+        (:func:`~projkd.experiments.reproduction.training.process_start`):
+        a command's budget includes its imports.
 
     Returns
     -------
@@ -240,7 +246,7 @@ def reproduce(
     >>> # reproduce(dataset="cifar100", data_root="data/cifar100", epochs=60,
     >>> #           out="runs/repro", time_budget=500)
     """
-    clock = Clock(time_budget)  # loading the data counts
+    clock = Clock(time_budget, start=started)  # loading the data counts
     if time_budget is not None and not time_budget > 0:
         raise InputError(f"time_budget={time_budget!r} must be a positive number.")
     if dataset not in DEFAULT_PAIRS:
@@ -249,7 +255,7 @@ def reproduce(
         )
     auto = epochs == "auto"
     if auto and time_budget is None:
-        raise ValueError(
+        raise InputError(
             "epochs='auto' plans the run to a time budget; pass time_budget "
             "(--time-budget SECONDS) or a number of epochs."
         )
@@ -545,6 +551,7 @@ def run_command(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs,
         lockstep=args.lockstep,
         verbose=not args.quiet,
+        started=process_start(),
     )
     if is_main_process():
         print((Path(args.out) / "results.md").read_text())

@@ -5,11 +5,12 @@ A short throwaway warm-up of each phase on this device -- the teacher, a
 student (the costliest requested variant, with the untrained teacher) and,
 where it may apply, the lockstep group of a seed's variants -- measures what
 each costs: once per run (building, compiling), per epoch (the per-epoch
-test evaluation and checkpoint) and per batch. Each warm-up fits a few
-batches, then one more epoch of as many and one of twice as many, so that
-the three costs separate. From them :func:`plan_epochs` chooses the one
-epoch count ``E`` of the teacher and of every student with which the whole
-command is planned to end at :data:`PLAN_FRACTION` of its budget.
+test evaluation and checkpoint) and per batch. Each warm-up fits
+:data:`WARMUP_EPOCHS` short epochs: the warm ones give the step, the
+epoch-end callbacks are timed on their own. From them :func:`plan_epochs`
+chooses the one epoch count ``E`` of the teacher and of every student with
+which the whole command is planned to end at :data:`PLAN_FRACTION` of its
+budget.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._validation import InputError
+
 __all__ = [
     "PLAN_FRACTION",
+    "WARMUP_EPOCHS",
     "PhaseCost",
     "measure_fit",
     "measure_lockstep",
@@ -70,21 +74,50 @@ class PhaseCost:
         return self.epoch_s + batches * self.step_s
 
 
+#: epochs of each warm-up fit: the first (building, compiling), then warm ones
+WARMUP_EPOCHS = 3
+
+
+def _warm_step(history: Any, batches: int) -> float:
+    """Seconds per batch of the warm epochs of a fit's skorch history (its
+    ``dur``: the epoch's training loop, before the epoch-end callbacks)."""
+    warm = [row["dur"] for row in history[1:]]
+    return float(np.mean(warm)) / batches
+
+
+def _callbacks_s(net: Any) -> float:
+    """Seconds of the per-epoch callbacks a fit skips in the warm-up: the
+    test score (run once more) and a checkpoint (saved once)."""
+    score = dict(net.callbacks_).get("test_score")
+    before = time.monotonic()
+    if score is not None:
+        score.on_epoch_end(net)  # records into the last epoch: a throwaway fit
+    with tempfile.TemporaryDirectory() as folder:
+        net.save_params(
+            f_params=str(Path(folder) / "p.pt"),
+            f_optimizer=str(Path(folder) / "o.pt"),
+            f_history=str(Path(folder) / "h.json"),
+        )
+    return time.monotonic() - before
+
+
 def measure_fit(
     make: Any, X: Any, y: Any, batches: int, batch_size: int, X_test: Any
 ) -> PhaseCost:
     """The costs of a run of the skorch net that ``make()`` builds.
 
-    Fits ``batches`` batches (one epoch), then one epoch more of as many and
-    one of twice as many (``partial_fit``); times a checkpoint's save and a
-    prediction on ``X_test``.
+    Fits :data:`WARMUP_EPOCHS` epochs of ``batches`` batches: the step is
+    the mean of the warm epochs' training loops (skorch's ``dur``), the
+    per-epoch cost that of the epoch-end callbacks (the test score and a
+    checkpoint, timed once), the run's cost what the first epoch took
+    beyond them. A prediction on ``X_test`` prices the final evaluation.
 
     Parameters
     ----------
     make : callable
-        Returns the unfitted net, with ``max_epochs=1``.
+        Returns the unfitted net; its ``max_epochs`` is set here.
     X, y : array-like
-        Training data of at least ``2 * batches * batch_size`` samples.
+        Training data of at least ``batches * batch_size`` samples.
     batches, batch_size : int
     X_test : array-like
         What the finished run predicts besides the training set.
@@ -94,50 +127,31 @@ def measure_fit(
     cost : PhaseCost
     """
     n = batches * batch_size
-    net = make()
+    net = make().set_params(max_epochs=WARMUP_EPOCHS)
     started = time.monotonic()
     net.fit(X[:n], y[:n])
-    first = time.monotonic()
-    net.partial_fit(X[:n], y[:n])
-    single = time.monotonic()
-    net.partial_fit(X[: 2 * n], y[: 2 * n])
-    double = time.monotonic()
-    one, two = single - first, double - single
-    step = max(two - one, 0.5 * one) / batches  # noise: never below half
-    epoch = max(one - batches * step, 0.0)
-    with tempfile.TemporaryDirectory() as folder:
-        before = time.monotonic()
-        net.save_params(
-            f_params=str(Path(folder) / "p.pt"),
-            f_optimizer=str(Path(folder) / "o.pt"),
-            f_history=str(Path(folder) / "h.json"),
-        )
-        epoch += time.monotonic() - before
+    fitted = time.monotonic() - started
+    step = _warm_step(net.history, batches)
+    epoch = _callbacks_s(net)
     before = time.monotonic()
     net.predict_proba(X_test)
     predict = time.monotonic() - before
     final = predict * (len(y) / max(len(X_test), 1) + 3)  # train, test, CKA
-    return PhaseCost(
-        run_s=max(first - started - one, 0.0),
-        epoch_s=epoch,
-        step_s=step,
-        final_s=final,
-    )
+    run = fitted - WARMUP_EPOCHS * (batches * step + epoch)
+    return PhaseCost(run_s=max(run, 0.0), epoch_s=epoch, step_s=step, final_s=final)
 
 
 def measure_lockstep(make_all: Any, X: Any, y: Any, batches: int, batch_size: int):
-    """Seconds of one lockstep group batch: two group fits (fresh estimators)
-    of ``batches`` and ``2 * batches`` batches, differenced."""
+    """Seconds of one lockstep group batch: the warm epochs of a group fit
+    (fresh estimators, :data:`WARMUP_EPOCHS` epochs of ``batches`` batches),
+    from the first estimator's history (whose epoch time spans the group's
+    batches and none of the epoch-end callbacks)."""
     from ...lockstep import fit_lockstep
 
-    times = []
-    for k in (1, 2):
-        n = k * batches * batch_size
-        estimators = make_all()
-        started = time.monotonic()
-        fit_lockstep(estimators, X[:n], y[:n])
-        times.append(time.monotonic() - started)
-    return max(times[1] - times[0], 0.5 * times[0] / batches) / batches
+    n = batches * batch_size
+    estimators = [e.set_params(max_epochs=WARMUP_EPOCHS) for e in make_all()]
+    fit_lockstep(estimators, X[:n], y[:n])
+    return _warm_step(estimators[0].history, batches)
 
 
 def plan_epochs(
@@ -180,7 +194,7 @@ def plan_epochs(
 
     Raises
     ------
-    ValueError
+    InputError
         If fewer than ``min_epochs`` epochs fit, naming what would fit.
 
     Examples
@@ -222,7 +236,7 @@ def plan_epochs(
         },
     }
     if epochs < min_epochs:
-        raise ValueError(_refusal(plan, min_epochs, left, per_epoch, runs, seeds))
+        raise InputError(_refusal(plan, min_epochs, left, per_epoch, runs, seeds))
     return plan
 
 
@@ -251,8 +265,8 @@ def _refusal(
 
 
 def warmup_rows(X: Any, y: Any, batches: int, batch_size: int) -> tuple[Any, Any]:
-    """The first ``2 * batches * batch_size`` training samples (all if fewer)."""
-    n = min(2 * batches * batch_size, len(y))
+    """The first ``batches * batch_size`` training samples (all if fewer)."""
+    n = min(batches * batch_size, len(y))
     if isinstance(X, torch.Tensor | np.ndarray):
         return X[:n], y[:n]
     return X, y

@@ -210,7 +210,6 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         return record, _load(ctx, weights)
     if ctx.clock.out_of_time():
         return None
-    started = time.monotonic()
     record = {"model": f"teacher ({ctx.teacher_arch})"}
     if ctx.teacher_weights is not None:
         weights = Path(ctx.teacher_weights).resolve()
@@ -227,6 +226,7 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         ctx.launch.wait()  # every process loads the file the main one wrote
         record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
         record.update(curve)
+    started = time.monotonic()  # the evaluation: a unit of work for the clock
     teacher = _load(ctx, weights)  # trained or not, students see the saved weights
     record["sha256"] = sha256(weights)
     data = ctx.data
@@ -454,9 +454,9 @@ def measure_phases(
     data = ctx.data
     batch = ctx.estimator_kwargs(ctx.recipe(ctx.student_arch))["batch_size"]
     batches = -(-len(data.y_train) // batch)
-    few = max(2, min(batches // 4, 20))
+    few = max(2, min(batches // 2, 20))
     X, y = warmup_rows(data.X_train, data.y_train, few, batch)
-    few = max(1, min(few, len(y) // (2 * batch)))
+    few = max(1, min(few, len(y) // batch))
     untrained = build_model(
         ctx.teacher_arch, data, seed=TEACHER_SEED, device=ctx.device
     ).eval()
