@@ -18,7 +18,9 @@ gives the same weights as an uninterrupted one.
 - :mod:`.runs`: the teacher phase, the students of each seed, their records;
 - :mod:`.training`: the time budget, the per-epoch test score, the
   teacher's checkpoint, the fast settings, a finished run's metrics;
-- :mod:`.results`: the summary over seeds, the markdown tables, the plots.
+- :mod:`.results`: the summary over seeds, the markdown tables, the plots;
+- :mod:`.state`: the resumable state as one archive, for a later session on
+  another machine (``--resume-from``).
 
 Layout of ``out``::
 

@@ -31,6 +31,7 @@ from ..spec import build_model
 from .planning import plan_epochs
 from .results import format_results, summarize, write_plots
 from .runs import VARIANTS, RunContext, measure_phases, run_all
+from .state import merge_state, unpacked_state
 from .training import Clock, device_name, fast_settings, process_start, sha256
 
 __all__ = ["DEFAULT_PAIRS", "add_subcommand", "reproduce", "run_command"]
@@ -73,9 +74,12 @@ def _check_variants(variants: Sequence[str]) -> list[str]:
     return variants
 
 
-def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> None:
+def _check_settings(
+    out: Path, settings: dict[str, Any], write: bool = True, where: str | None = None
+) -> None:
     """Refuse to mix runs of other settings in one output folder (``write``:
-    record them when the folder has none)."""
+    record them when the folder has none; ``where``: the folder's name in
+    the message)."""
     path = out / "settings.json"
     if path.exists():
         saved = json.loads(path.read_text())
@@ -87,8 +91,9 @@ def _check_settings(out: Path, settings: dict[str, Any], write: bool = True) -> 
                 f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items()
             )
             raise InputError(
-                f"{out} holds runs made with other settings ({details}). Re-run "
-                "with the same settings to resume, or choose another out folder."
+                f"{where or out} holds runs made with other settings ({details}). "
+                "Re-run with the same settings to resume, or choose another out "
+                "folder."
             )
     elif write:
         save_json(path, settings)
@@ -155,6 +160,7 @@ def reproduce(
     seeds: int = 1,
     out: str | Path = "runs/repro",
     teacher_weights: str | Path | None = None,
+    resume_from: str | Path | None = None,
     time_budget: float | None = None,
     subset: int | None = None,
     device: str = "auto",
@@ -200,6 +206,16 @@ def reproduce(
     teacher_weights : str, Path or None
         A teacher ``state_dict`` (:func:`~projkd.teacher.save_teacher`) to use
         instead of training one.
+    resume_from : str, Path or None
+        The state of an earlier call, perhaps on another machine whose output
+        folder is gone: a ``state.tar.xz`` that ``benchmarks/gpu_session.sh``
+        brought back (:func:`~projkd.experiments.reproduction.state.pack_state`;
+        or its first part ``state.tar.xz.0``), a folder holding it (and the
+        trained teacher's ``.pt``, if the archive left it out), or a run
+        folder. Its runs are restored into ``out`` before anything trains
+        (refused when either holds runs of other settings, or the archive a
+        member outside its folder); the call then resumes them, with the
+        frozen ``epochs="auto"`` plan.
     time_budget : float or None
         Seconds this call may take, from its start (data loading, compiling,
         evaluation and checkpoints included): it stops when the next epoch
@@ -275,6 +291,8 @@ def reproduce(
     teacher_arch, student_arch = _parse_pair(pair or DEFAULT_PAIRS[dataset])
     if teacher_weights is not None and not Path(teacher_weights).is_file():
         raise InputError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
+    if resume_from is not None and not Path(resume_from).exists():
+        raise InputError(f"resume_from={str(resume_from)!r}: no such file or folder.")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     requested, fast_params = fast_settings(device, fast)
@@ -327,6 +345,14 @@ def reproduce(
         if teacher_weights is None
         else sha256(Path(teacher_weights)),
     }
+    if resume_from is not None and Path(resume_from).resolve() == out.resolve():
+        resume_from = None  # the folder itself: an ordinary resumed call
+    if resume_from is not None and launch.is_main:  # before anything trains
+        with unpacked_state(resume_from, out) as state:
+            _check_settings(state, settings, False, f"The state {str(resume_from)!r}")
+            _check_settings(out, settings, write=False)
+            merge_state(state, out)
+    launch.wait()
     _check_settings(out, settings, write=launch.is_main and not auto)
     ctx = RunContext(
         out=out,
@@ -457,7 +483,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="the paper's comparison of variants, resumable (CIFAR-100)",
         description="Train (or load) a teacher, distil it into the student of "
         "the pair once per variant and seed, and write results.json, results.md "
-        "and plots. Re-running the same command continues where it stopped.",
+        "and plots. Re-running the same command continues where it stopped; "
+        "--resume-from continues in a later session from the state an earlier "
+        "one brought back.",
     )
     sub.add_argument("--dataset", choices=list(DEFAULT_PAIRS), default="cifar100")
     sub.add_argument("--data-root", help="folder of the data set's files")
@@ -490,6 +518,13 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     sub.add_argument("--seeds", type=int, default=1, help="students per variant (1)")
     sub.add_argument("--out", default="runs/repro", help="output folder")
     sub.add_argument("--teacher-weights", help="a teacher state_dict; skips training")
+    sub.add_argument(
+        "--resume-from",
+        metavar="PATH",
+        help="continue an earlier session's runs: the state.tar.xz that "
+        "benchmarks/gpu_session.sh brought back, a folder holding it (with the "
+        "teacher's .pt), or a run folder; restored into --out first",
+    )
     sub.add_argument(
         "--time-budget",
         type=float,
@@ -543,6 +578,7 @@ def run_command(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         out=args.out,
         teacher_weights=args.teacher_weights,
+        resume_from=args.resume_from,
         time_budget=args.time_budget,
         subset=args.subset,
         device=args.device,

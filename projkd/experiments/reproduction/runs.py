@@ -207,6 +207,8 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
     if done.exists():
         record = json.loads(done.read_text())
         weights = ctx.out / record["weights"]  # relative to out, or absolute
+        if record.get("source") == "given" and ctx.teacher_weights is not None:
+            weights = Path(ctx.teacher_weights)  # the same (settings), perhaps moved
         return record, _load(ctx, weights)
     if ctx.clock.out_of_time():
         return None
