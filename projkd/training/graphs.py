@@ -308,7 +308,8 @@ class GraphStepMixin:
 
     Where the host's ``uses_graph_step()`` says so (``compile=True``), the
     training step runs :class:`TrainingGraph`; otherwise, and for
-    validation and prediction, the step is the host's eager one. The host
+    validation and prediction, the host's own steps run (validation with
+    the student's forward compiled on its own). The host
     provides ``teacher_batch``, ``record_loss`` (the non-finite guard and
     the records), ``loss_weights``, ``active_terms`` and its networks.
     """
