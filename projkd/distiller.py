@@ -28,10 +28,11 @@ from ._validation import (
     check_params,
 )
 from .features import first_inputs
-from .losses import distillation_loss, logit_loss_terms, resolve_logit_loss
+from .losses import logit_loss_terms, resolve_logit_loss
 from .training.batching import CachedTeacherBatch, DistillationOutput
 from .training.device import cudnn_benchmark, to_channels_last
 from .training.finite import FiniteStepMixin, NonFiniteLossError
+from .training.graphs import GraphStepMixin, batch_loss
 from .training.precision import ScaledStepMixin, autocast
 from .training.records import DeviceRecordsMixin
 
@@ -45,6 +46,7 @@ TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 class ProjectorDistiller(
     NetworksMixin,
+    GraphStepMixin,
     PredictionMixin,
     FiniteStepMixin,
     ScaledStepMixin,
@@ -142,9 +144,16 @@ class ProjectorDistiller(
         :data:`projkd.training.device.DEVICE_MEMORY_FRACTION` of its free
         memory, else on the host (copied one batch ahead).
     compile : bool, default=False
-        skorch's parameter: compile what trains (the student's forward with
-        its features, the projectors, the uncached teacher) with
-        :func:`torch.compile` and the ``compile__*`` parameters.
+        skorch's parameter: compile with :func:`torch.compile` and the
+        ``compile__*`` parameters. The training step's forward -- the
+        student's forward with its features, the projectors, the loss and the
+        batch statistics -- is one graph with its AOT backward (one per batch
+        shape: ``dynamic=False`` unless ``compile__dynamic`` is given), which
+        ``compile__mode="reduce-overhead"`` replays as CUDA graphs; the
+        optimizer's step and the callbacks stay outside it, and changing
+        loss weights (DKD's warm-up) and learning rates recompile nothing
+        (:mod:`projkd.training.graphs`). The uncached teacher and the
+        student's evaluation forward are compiled on their own.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         The classification loss on the student's logits.
     predict_nonlinearity : callable, None or "auto", default="auto"
@@ -207,6 +216,8 @@ class ProjectorDistiller(
     cuda_dependent_attributes_ = NeuralNetClassifier.cuda_dependent_attributes_ + [
         "teacher_"
     ]
+    # the functions built for the networks, dropped when pickled
+    _FORWARDS = (*NetworksMixin._FORWARDS, GraphStepMixin._GRAPH)
     # scikit-learn's declaration of parameter constraints; subclasses extend it
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = DISTILLER_CONSTRAINTS
 
@@ -522,27 +533,30 @@ class ProjectorDistiller(
         """
         if not isinstance(y_pred, DistillationOutput):
             return super().get_loss(y_pred, y_true, X=X, training=training)
-        y_true = to_tensor(y_true, device=self.device)
-        out = y_pred.float()
-        weights = {w: getattr(self, w) for w in TERM_WEIGHTS.values()}
-        epoch = len(self.history)  # from 1 during a fit (DKD's warm-up)
-        weights["kd_weight"] *= self.logit_loss_.schedule(epoch, self.max_epochs)
-        loss, terms = distillation_loss(
-            out.logits,
-            y_true,
-            teacher_logits=out.teacher_logits,
-            projected=out.projected,
-            teacher_features=out.teacher_features,
-            kd_logits=out.kd_logits,
+        loss, values, names = batch_loss(
+            y_pred.float(),
+            to_tensor(y_true, device=self.device),
+            weights=self.loss_weights(),
             temperature=self.temperature,
-            **weights,
             ce_loss=self.criterion_,
             logit_loss=self.logit_loss_,
         )
-        with torch.no_grad():  # statistics: no graph, no detach
-            accuracy = (out.logits.argmax(dim=1) == y_true).float().mean()
-            names = (*terms, "acc", "loss")  # the logit loss's parts after "feat"
-            values = torch.stack([*terms.values(), accuracy, loss])
+        return self.record_loss(loss, values, names, training=training)
+
+    def loss_weights(self) -> dict[str, float]:
+        """The loss terms' weights for the current epoch: ``kd_weight`` times
+        the logit loss's warm-up (DKD's, from epoch 1 during a fit)."""
+        weights = {w: getattr(self, w) for w in TERM_WEIGHTS.values()}
+        epoch = len(self.history)
+        weights["kd_weight"] *= self.logit_loss_.schedule(epoch, self.max_epochs)
+        return weights
+
+    def record_loss(
+        self, loss: Tensor, values: Tensor, names: tuple[str, ...], *, training: bool
+    ) -> Tensor:
+        """The loss to back-propagate, its batch's ``values`` (named
+        ``names``) recorded: a training loss goes through the non-finite
+        guard, which may return a skipped batch's zero leaf instead."""
         if training:
             guarded = self.guard_nonfinite(loss, values, names)
             if guarded is not loss:
@@ -555,3 +569,15 @@ class ProjectorDistiller(
             for name, value in zip(names, values.tolist(), strict=True):
                 self.history.record_batch(f"{prefix}_{name}", value)
         return loss
+
+    def uses_graph_step(self) -> bool:
+        """Whether training steps run as one compiled graph
+        (:mod:`projkd.training.graphs`): with ``compile=True``, unless a
+        subclass replaces ``infer``, ``get_loss`` or the student's forward,
+        which the graph would bypass (its steps then stay eager pieces,
+        each network compiled on its own)."""
+        cls = type(self)
+        return bool(self.compile) and all(
+            getattr(cls, name) is getattr(ProjectorDistiller, name)
+            for name in ("infer", "get_loss", "_student_forward")
+        )

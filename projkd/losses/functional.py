@@ -130,15 +130,19 @@ def dkd_parts(
             f"y must hold one class index per sample, shape ({n},), got "
             f"{tuple(y.shape)}."
         )
-    target = F.one_hot(y.long(), c).bool()
+    # gathered, not masked: a boolean mask's result has a data-dependent
+    # shape, which would break a compiled training step's graph
+    target = y.long().reshape(n, 1)
+    columns = torch.arange(c - 1, device=y.device).expand(n, c - 1)
+    others = columns + (columns >= target).long()  # the non-target classes
 
     def binary_and_rest(logits: Tensor) -> tuple[Tensor, Tensor]:
         z = logits / temperature
-        rest = z[~target].reshape(n, c - 1)  # the non-target logits
+        rest = z.gather(1, others)  # the non-target logits, in class order
         log_total = torch.logsumexp(z, dim=1, keepdim=True)
         log_binary = torch.cat(
             [
-                z[target].reshape(n, 1) - log_total,  # log p_t
+                z.gather(1, target) - log_total,  # log p_t
                 torch.logsumexp(rest, dim=1, keepdim=True) - log_total,  # log(1-p_t)
             ],
             dim=1,

@@ -8,7 +8,7 @@ arXiv:2310.17183).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -28,12 +28,13 @@ def distillation_loss(
     projected: Tensor | None,
     teacher_features: Tensor | None,
     kd_logits: Tensor | None = None,
-    ce_weight: float = 1.0,
-    kd_weight: float = 0.0,
-    feature_weight: float = 25.0,
+    ce_weight: float | Tensor = 1.0,
+    kd_weight: float | Tensor = 0.0,
+    feature_weight: float | Tensor = 25.0,
     temperature: float = 4.0,
     ce_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     logit_loss: Callable[[Tensor, Tensor, Tensor], Any] | None = None,
+    active: Collection[str] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The full objective and its three terms.
 
@@ -58,8 +59,9 @@ def distillation_loss(
     kd_logits : torch.Tensor of shape (N, C) or None, default=None
         Logits for the KD term, e.g. a logit projector's output; ``None``
         uses ``logits``.
-    ce_weight, kd_weight, feature_weight : float
-        Weights of the terms (paper defaults 1, 0, 25).
+    ce_weight, kd_weight, feature_weight : float or torch.Tensor
+        Weights of the terms (paper defaults 1, 0, 25); 0-d tensors when
+        ``active`` is given.
     temperature : float, default=4.0
     ce_loss : callable, default=torch.nn.functional.cross_entropy
     logit_loss : callable or None, default=None
@@ -67,6 +69,11 @@ def distillation_loss(
         parts)`` (e.g. a bound :class:`~projkd.losses.DKDLoss`, see
         :func:`~projkd.losses.resolve_logit_loss`); None is KD at
         ``temperature``.
+    active : collection of {"ce", "kd", "feat"} or None, default=None
+        The terms to compute; None: those whose weight is not 0. Given, the
+        weights are not tested for 0 and may be tensors: a compiled training
+        step's weights are inputs of its graph, so that a weight changing
+        during a fit (DKD's warm-up) recompiles nothing.
 
     Returns
     -------
@@ -85,13 +92,16 @@ def distillation_loss(
     >>> float(terms["kd"]), float(terms["feat"])
     (0.0, 0.0)
     """
+    if active is None:
+        weights = {"ce": ce_weight, "kd": kd_weight, "feat": feature_weight}
+        active = [term for term, weight in weights.items() if weight]
     zero = logits.new_zeros((), dtype=torch.float32)  # a switched-off term
     terms = {"ce": zero, "kd": zero, "feat": zero}
     loss: Tensor | None = None
-    if ce_weight:
+    if "ce" in active:
         terms["ce"] = ce_loss(logits, target)
         loss = ce_weight * terms["ce"]
-    if kd_weight:
+    if "kd" in active:
         teacher = _needed(teacher_logits, "teacher_logits", "kd_weight")
         student = logits if kd_logits is None else kd_logits
         if logit_loss is None:
@@ -100,7 +110,7 @@ def distillation_loss(
             terms["kd"], parts = _logit_term(logit_loss(student, teacher, target))
             terms.update(parts)
         loss = _plus(loss, kd_weight * terms["kd"])
-    if feature_weight:
+    if "feat" in active:
         terms["feat"] = feature_loss(
             _needed(projected, "projected", "feature_weight"),
             _needed(teacher_features, "teacher_features", "feature_weight"),

@@ -112,10 +112,13 @@ class FeatureForward:
         self.tap = tap
         self._run: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
 
-    def _function(self) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-        """The function to run (and compile): the reader, hook-free where the
-        network has ``forward_features``; with a permanent :class:`FeatureTap`
-        when compiled or asked; else with a hook added for each call."""
+    def function(self) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """The function to run (and compile), uncompiled: the reader,
+        hook-free where the network has ``forward_features``; with a permanent
+        :class:`FeatureTap` when compiled or asked; else with a hook added
+        for each call. Built outside any compiled region (a tap registered
+        while tracing would break the graph), it can be traced as part of a
+        larger function (:mod:`projkd.training.graphs`)."""
         reader = FeatureReader(self.model, self.layer, network=self.network)
         tap = None
         if reader.target is not None and (self.tap or self.compile_kwargs is not None):
@@ -128,7 +131,7 @@ class FeatureForward:
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self._run is None:
-            function = self._function()
+            function = self.function()
             if self.compile_kwargs is not None:
                 function = torch.compile(function, **self.compile_kwargs)
             self._run = function
