@@ -26,8 +26,12 @@ def test_an_estimator_pickled_by_0_1_0_unpickles_and_predicts_the_same():
             est = pickle.load(f)
     expected = np.load(DATA / "distiller_0.1.0.npz")
     X = expected["X"]
-    assert np.array_equal(est.predict_proba(X), expected["proba"])
-    assert np.array_equal(est.transform(X), expected["features"])
+    # the same to float32 rounding: the file was written by another torch,
+    # whose kernels may round a last bit differently
+    np.testing.assert_allclose(est.predict_proba(X), expected["proba"], rtol=1e-6)
+    np.testing.assert_allclose(
+        est.transform(X), expected["features"], rtol=1e-5, atol=1e-6
+    )
     assert len(est.projectors_) == 2 and est.history[-1, "train_cka"] > 0
     est.partial_fit(X, est.classes_[expected["proba"].argmax(1)])  # trains on
     assert len(est.history) == 4
