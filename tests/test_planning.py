@@ -52,6 +52,17 @@ def test_lockstep_is_chosen_only_when_measured_faster():
     assert not slower["lockstep"] and slower["step_s"]["lockstep"] == 0.4
 
 
+def test_cuda_graphs_are_chosen_only_when_measured_faster():
+    faster = PhaseCost(run_s=5.0, epoch_s=0.5, step_s=0.05, final_s=0.5)
+    plan = _plan(graphs=faster)
+    assert plan["graphs"] and plan["student"]["step_s"] == 0.05
+    assert plan["step_s"]["student"] == 0.1 and plan["step_s"]["graphs"] == 0.05
+    assert plan["epochs"] > _plan()["epochs"]  # compiling costs once, steps save
+    slower = _plan(graphs=PhaseCost(run_s=5.0, epoch_s=0.5, step_s=0.2, final_s=0.5))
+    assert not slower["graphs"] and slower["student"]["step_s"] == 0.1
+    assert not _plan()["graphs"] and _plan()["step_s"]["graphs"] is None
+
+
 def test_too_few_epochs_are_refused_naming_what_would_fit():
     with pytest.raises(ValueError, match=r"--min-epochs 50.*--time-budget \d+"):
         _plan(min_epochs=50)

@@ -386,6 +386,9 @@ def reproduce(
         )
         ctx.epochs, ctx.recipe = plan["epochs"], make_recipe
         ctx.lockstep = plan["lockstep"] if lockstep is None else bool(lockstep)
+        ctx.graphs = bool(
+            plan.get("graphs") and ctx.estimator_kwargs({}).get("compile")
+        )
     with cudnn_benchmark(device):
         records, pending = run_all(ctx, variants, seeds)
     results = summarize(
@@ -443,6 +446,7 @@ def _plan(
         runs=len(variants) * seeds,
         seeds=seeds,
         lockstep_step_s=costs["lockstep_step_s"],
+        graphs=costs["graphs"],
         min_epochs=min_epochs,
     )
     if lockstep is not None:

@@ -165,6 +165,7 @@ def plan_epochs(
     seeds: int,
     lockstep_step_s: float | None,
     min_epochs: int,
+    graphs: PhaseCost | None = None,
     fraction: float = PLAN_FRACTION,
 ) -> dict[str, Any]:
     """The plan: the largest epoch count that ends by ``fraction * budget``.
@@ -185,12 +186,17 @@ def plan_epochs(
     lockstep_step_s : float or None
         One lockstep group batch; None: lockstep is not possible.
     min_epochs : int
+    graphs : PhaseCost or None, default=None
+        The student run with its training step replayed as CUDA graphs
+        (``compile__mode="reduce-overhead"``); it replaces ``student`` when
+        its step is faster. None: not measured (not on CUDA, not compiled).
 
     Returns
     -------
     plan : dict
-        ``epochs``, ``lockstep``, the measured costs, the predicted seconds
-        and the budget.
+        ``epochs``, ``lockstep``, ``graphs`` (whether the students' steps
+        are CUDA graphs), the measured costs, the predicted seconds and the
+        budget.
 
     Raises
     ------
@@ -206,6 +212,10 @@ def plan_epochs(
     >>> plan["epochs"], plan["lockstep"]
     (17, False)
     """
+    eager = student
+    use_graphs = graphs is not None and graphs.step_s < student.step_s
+    if use_graphs:
+        student = graphs  # type: ignore[assignment]
     per_variant = runs // seeds
     separate = per_variant * batches * student.step_s
     group_step = per_variant * student.step_s
@@ -223,6 +233,7 @@ def plan_epochs(
     plan = {
         "epochs": epochs,
         "lockstep": bool(lockstep),
+        "graphs": bool(use_graphs),
         "budget_s": budget,
         "fraction": fraction,
         "planned_at_s": round(elapsed, 2),
@@ -233,6 +244,8 @@ def plan_epochs(
         "step_s": {
             "separate": round(per_variant * student.step_s, 6),
             "lockstep": None if lockstep_step_s is None else round(lockstep_step_s, 6),
+            "student": round(eager.step_s, 6),
+            "graphs": None if graphs is None else round(graphs.step_s, 6),
         },
     }
     if epochs < min_epochs:

@@ -200,6 +200,12 @@ def _plan_lines(results: dict[str, Any]) -> list[str]:
                 else ""
             )
         )
+        if steps.get("graphs") is not None:  # measured on CUDA
+            lockstep += (
+                f"; student steps {'as' if plan.get('graphs') else 'not as'} CUDA "
+                f"graphs ({1e3 * steps['graphs']:.1f} ms against "
+                f"{1e3 * steps['student']:.1f} ms)"
+            )
         lines.append(
             f"- plan: {plan['epochs']} epochs for every network, {lockstep}; "
             f"predicted {plan['predicted_s']:.0f} s of the {plan['budget_s']:g} s "

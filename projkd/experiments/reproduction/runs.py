@@ -50,6 +50,7 @@ from .training import (
 
 __all__ = [
     "DKD_BETA",
+    "GRAPHS_MODE",
     "TEACHER_SEED",
     "VARIANTS",
     "RunContext",
@@ -110,6 +111,9 @@ DKD_BETA = {
     "resnet56:resnet20": 2.0,
     "resnet110:resnet32": 2.0,
 }
+#: the compile mode that replays a student's training step as CUDA graphs
+#: (never "max-autotune" in a timed window: its compile time)
+GRAPHS_MODE = "reduce-overhead"
 # apart from the students' seeds 0, 1, ...: with a pair of one architecture
 # (self-distillation), "alone" would otherwise replay the teacher's training
 TEACHER_SEED = 1000
@@ -166,6 +170,9 @@ class RunContext:
         A line per epoch on standard error.
     lockstep : bool, default=False
         Train each seed's variants together.
+    graphs : bool, default=False
+        Compile the students' training steps with :data:`GRAPHS_MODE` (CUDA
+        graphs), where the fast settings compile.
     launch : Launch
         This process's launch (parallel or not).
     """
@@ -184,6 +191,7 @@ class RunContext:
     verbose: bool
     lockstep: bool = False
     launch: Launch = field(default_factory=Launch)
+    graphs: bool = False
 
     def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """The recipe's ``params`` with this launch's device and speed
@@ -362,6 +370,7 @@ def _student(
         callbacks=callbacks,
         **wanted,
         **ctx.estimator_kwargs(params),
+        **({"compile__mode": GRAPHS_MODE} if ctx.graphs else {}),
     )
 
 
@@ -451,7 +460,9 @@ def measure_phases(
     costs : dict
         ``batches`` (per epoch), ``teacher`` and ``student``
         (:class:`~.planning.PhaseCost`, the teacher's None unless
-        ``teacher``), ``lockstep_step_s`` (None unless ``lockstep``).
+        ``teacher``), ``graphs`` (the student with its step replayed as
+        CUDA graphs, :data:`GRAPHS_MODE`; None unless compiled on CUDA),
+        ``lockstep_step_s`` (None unless ``lockstep``).
     """
     data = ctx.data
     batch = ctx.estimator_kwargs(ctx.recipe(ctx.student_arch))["batch_size"]
@@ -494,6 +505,20 @@ def measure_phases(
         costs["student"] = measure_fit(
             lambda: student(costliest), X, y, few, batch, data.X_test
         )
+        costs["graphs"] = None
+        compiled = ctx.estimator_kwargs({}).get("compile")
+        if compiled and torch.device(ctx.device).type == "cuda":
+            graphs = dataclasses.replace(warm, graphs=True)
+            costs["graphs"] = measure_fit(
+                lambda: _student(graphs, untrained, costliest, 0).set_params(
+                    callbacks__checkpoint=None
+                ),
+                X,
+                y,
+                few,
+                batch,
+                data.X_test,
+            )
         costs["lockstep_step_s"] = (
             measure_lockstep(lambda: [student(v) for v in variants], X, y, few, batch)
             if lockstep and len(variants) > 1
