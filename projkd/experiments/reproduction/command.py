@@ -28,7 +28,7 @@ from ..io import save_json
 from ..launch import Launch
 from ..recipes import default_epochs, recipe
 from ..spec import build_model
-from .planning import plan_epochs
+from .planning import PLAN_LIMIT, plan_epochs
 from .results import format_results, summarize, write_plots
 from .runs import VARIANTS, RunContext, measure_phases, run_all
 from .state import merge_state, unpacked_state
@@ -133,8 +133,7 @@ def _recipe_factory(
 def _saved_plan(out: Path) -> dict[str, Any] | None:
     """The plan frozen in ``out``'s settings by an earlier call, if any."""
     path = out / "settings.json"
-    plan = json.loads(path.read_text()).get("plan") if path.exists() else None
-    return plan
+    return json.loads(path.read_text()).get("plan") if path.exists() else None
 
 
 def _epochs_arg(text: str) -> int | str:
@@ -220,7 +219,8 @@ def reproduce(
         Seconds this call may take, from its start (data loading, compiling,
         evaluation and checkpoints included): it stops when the next epoch
         might not fit (at least one epoch or evaluation per call) and the
-        same call continues later.
+        same call continues later. A planned run (``epochs="auto"``) aims
+        at 90% of it and is stopped only past 115% of it.
     subset : int or None
         Train on this many images (a fixed random subset).
     device : str, default="auto"
@@ -385,6 +385,7 @@ def reproduce(
             dataset, plan["epochs"], batch_size, warmup_epochs
         )
         ctx.epochs, ctx.recipe = plan["epochs"], make_recipe
+        clock.stop_at = PLAN_LIMIT * float(time_budget or 0)  # the plan's net
         ctx.lockstep = plan["lockstep"] if lockstep is None else bool(lockstep)
         ctx.graphs = bool(
             plan.get("graphs") and ctx.estimator_kwargs({}).get("compile")

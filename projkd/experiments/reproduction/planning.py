@@ -29,6 +29,7 @@ from ..._validation import InputError
 
 __all__ = [
     "PLAN_FRACTION",
+    "PLAN_LIMIT",
     "WARMUP_EPOCHS",
     "PhaseCost",
     "measure_fit",
@@ -39,6 +40,9 @@ __all__ = [
 
 #: the share of the budget a plan aims at (the rest absorbs noise)
 PLAN_FRACTION = 0.9
+#: the share of the budget past which a planned run is stopped (cleanly, to
+#: resume): the plan's safety net, as the measured costs vary by 10-20%
+PLAN_LIMIT = 1.15
 
 
 @dataclasses.dataclass
@@ -75,7 +79,7 @@ class PhaseCost:
 
 
 #: epochs of each warm-up fit: the first (building, compiling), then warm ones
-WARMUP_EPOCHS = 3
+WARMUP_EPOCHS = 4
 
 
 def _warm_step(history: Any, batches: int) -> float:

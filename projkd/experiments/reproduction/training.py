@@ -60,6 +60,13 @@ class Clock:
         The :func:`time.monotonic` time the budget counts from (e.g.
         :func:`process_start`); None: now.
 
+    Attributes
+    ----------
+    stop_at : float or None
+        The seconds past which :meth:`out_of_time` stops the work: the budget,
+        unless a plan moves it (``--epochs auto`` plans to end well before the
+        budget and stops only past :data:`~.planning.PLAN_LIMIT` of it).
+
     Examples
     --------
     >>> clock = Clock(None)
@@ -75,6 +82,7 @@ class Clock:
         start: float | None = None,
     ) -> None:
         self.seconds = seconds
+        self.stop_at = seconds  # where out_of_time stops (a plan's net: later)
         self.agree = agree
         self.start = time.monotonic() if start is None else start
         self.longest = 0.0
@@ -108,10 +116,10 @@ class Clock:
         (the processes of a parallel launch), every process takes the main
         process's answer, so that they all stop at the same point.
         """
-        if self.seconds is None:
+        if self.stop_at is None:
             return False
         late = self.worked and (
-            time.monotonic() - self.start + 1.25 * self.longest > self.seconds
+            time.monotonic() - self.start + 1.25 * self.longest > self.stop_at
         )
         return late if self.agree is None else bool(self.agree(late))
 
