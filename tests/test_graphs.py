@@ -173,6 +173,28 @@ def test_the_compiled_fit_pickles_and_trains_on(fits, small_digits):
     assert copy_.training_graph() is not compiled.training_graph()
 
 
+def test_each_structure_compiles_past_torch_s_recompile_limit(small_digits):
+    """Five structures (1-5 projectors) of two batch shapes are ten graphs,
+    past torch's limit of 8 per code object: each structure traces its own
+    code, so none trains eagerly; a sixth fit of a known structure (a new
+    estimator) reuses its graphs."""
+    teacher = DigitsCNN(width=8, n_features=32).eval()
+    recorder = Recorder()
+    counts = []
+    for k in (1, 2, 3, 4, 5, 2):
+        est = make(
+            teacher,
+            DigitsCNN,
+            n_projectors=k,
+            max_epochs=1,
+            compile=True,
+            compile__backend=recorder,
+        )
+        est.fit(*small_digits)
+        counts.append(len(recorder.graphs))
+    assert counts == [2, 4, 6, 8, 10, 10]
+
+
 def test_the_step_reads_no_value_on_the_host(small_digits, teacher, monkeypatch):
     """After the first epoch, a compiled epoch reads nothing back per step."""
     reads = {"n": 0}

@@ -43,6 +43,7 @@ What makes the graph hold through a fit, and why:
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,13 @@ from .batching import CachedTeacherBatch, DistillationOutput
 from .compiling import FeatureForward, unwrap_compiled
 from .precision import autocast
 
-__all__ = ["GraphStepMixin", "TrainingGraph", "batch_loss", "graph_compile_kwargs"]
+__all__ = [
+    "GraphStepMixin",
+    "TrainingGraph",
+    "batch_loss",
+    "graph_compile_kwargs",
+    "own_code",
+]
 
 #: the weight parameter of each loss term, in the order of the weights tensor
 WEIGHTS = ("ce_weight", "kd_weight", "feature_weight")
@@ -130,6 +137,47 @@ def batch_loss(
         accuracy = (out.logits.argmax(dim=1) == y).float().mean()
         values = torch.stack([*terms.values(), accuracy, loss])
     return loss, values, (*terms, "acc", "loss")  # the logit loss's parts after "feat"
+
+
+def _architecture(module: nn.Module) -> str:
+    """A module's layers and the shapes of its tensors (a module that holds
+    its weights as parameters, such as a fused projector ensemble, has an
+    uninformative ``repr``)."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return repr(module) + repr([(n, tuple(t.shape), t.dtype) for n, t in tensors])
+
+
+#: one code object per traced structure (see :func:`own_code`)
+_CODES: dict[str, types.CodeType] = {}
+
+
+def own_code(function: Callable[..., Any], key: str) -> Callable[..., Any]:
+    """``function`` (a closure) running the code object kept for ``key``.
+
+    :func:`torch.compile` caches its graphs on the function's code object,
+    up to its recompile limit (8) per code object and process; the training
+    steps of every estimator share one code, so a process training more than
+    four structures (each with its full and last batch) would train the rest
+    eagerly. A code object of its own per structure gives each its own
+    cache, and estimators of one structure (a search's fits) still share
+    their graphs.
+
+    Examples
+    --------
+    >>> def make(k):
+    ...     return lambda x: x + k
+    >>> one, two = own_code(make(1), "a"), own_code(make(2), "b")
+    >>> one(1), two(1), one.__code__ is two.__code__
+    (2, 3, False)
+    """
+    code = _CODES.setdefault(key, function.__code__.replace())
+    return types.FunctionType(
+        code,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
 
 
 class TrainingGraph:
@@ -275,7 +323,16 @@ class TrainingGraph:
             )
             return loss, values, logits, features, names
 
-        return step
+        return own_code(step, self.structure())
+
+    def structure(self) -> str:
+        """What the graph's code is traced for: the networks' architectures,
+        the terms and the settings (not the weights, nor the loss's floats)."""
+        parts = self.parts
+        modules = ("student", "projectors", "logit_projector", "ce_loss")
+        shapes = [_architecture(unwrap_compiled(parts[name])) for name in modules]
+        settings = [parts[k] for k in ("layer", "active", "mixed_precision")]
+        return repr((shapes, settings, type(parts["logit_loss"]).__name__))
 
     def __call__(
         self,
