@@ -36,7 +36,7 @@ from ..io import save_json
 from ..launch import Launch
 from ..spec import build_model, model_kwargs
 from ..teacher import AcceleratedTeacherNet
-from .planning import measure_fit, measure_lockstep, warmup_rows
+from .planning import PhaseCost, measure_fit, measure_lockstep, warmup_rows
 from .training import (
     Clock,
     TeacherCheckpoint,
@@ -487,38 +487,27 @@ def measure_phases(
             ctx, out=Path(folder), clock=Clock(None), epochs=1, verbose=False
         )
 
-        def student(variant: str) -> Any:
-            est = _student(warm, untrained, variant, 0)
+        def student(variant: str, graphs: bool = False) -> Any:
+            run = dataclasses.replace(warm, graphs=graphs)
+            est = _student(run, untrained, variant, 0)
             return est.set_params(callbacks__checkpoint=None)
 
+        def measure(make: Callable[[], Any]) -> PhaseCost:
+            return measure_fit(make, X, y, few, batch, data.X_test)
+
         if teacher:
-            costs["teacher"] = measure_fit(
+            costs["teacher"] = measure(
                 lambda: _teacher_net(warm, warm.out / "teacher").set_params(
                     callbacks__checkpoint=None
-                ),
-                X,
-                y,
-                few,
-                batch,
-                data.X_test,
+                )
             )
-        costs["student"] = measure_fit(
-            lambda: student(costliest), X, y, few, batch, data.X_test
-        )
-        costs["graphs"] = None
+        costs["student"] = measure(lambda: student(costliest))
         compiled = ctx.estimator_kwargs({}).get("compile")
-        if compiled and torch.device(ctx.device).type == "cuda":
-            graphs = dataclasses.replace(warm, graphs=True)
-            costs["graphs"] = measure_fit(
-                lambda: _student(graphs, untrained, costliest, 0).set_params(
-                    callbacks__checkpoint=None
-                ),
-                X,
-                y,
-                few,
-                batch,
-                data.X_test,
-            )
+        costs["graphs"] = (
+            measure(lambda: student(costliest, graphs=True))
+            if compiled and torch.device(ctx.device).type == "cuda"
+            else None
+        )
         costs["lockstep_step_s"] = (
             measure_lockstep(lambda: [student(v) for v in variants], X, y, few, batch)
             if lockstep and len(variants) > 1
