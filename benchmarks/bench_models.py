@@ -16,9 +16,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from projkd._random import seeded
 from projkd.augment import RandomCropFlip
 from projkd.models import get_model
+from projkd.utils import seeded
 
 MODELS = ("resnet8x4", "resnet32x4", "wrn_40_2", "wrn_16_2")
 

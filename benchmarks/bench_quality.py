@@ -43,12 +43,12 @@ import torch
 from skorch.callbacks import Callback, LRScheduler
 
 from projkd import ProjectorDistiller
-from projkd._random import seeded
 from projkd.experiments import Data, load_data
 from projkd.losses import DISTLoss, DKDLoss
 from projkd.metrics import expected_calibration_error, linear_cka, overconfidence
 from projkd.models import MnistCNN, mnist_teacher
 from projkd.teacher import load_teacher, save_teacher, train_teacher
+from projkd.utils import seeded
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER_FILE = "quality_mnist_teacher.pt"

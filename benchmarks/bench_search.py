@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from sklearn.model_selection import GridSearchCV
 
 from projkd import ProjectorDistiller
-from projkd._random import seeded
 from projkd.data import CIFAR100_MEAN, CIFAR100_STD, load_cifar100, normalize
 from projkd.features import forward_with_features
 from projkd.models import get_model
 from projkd.projectors import ProjectorEnsemble
 from projkd.teacher import clear_teacher_cache
+from projkd.utils import seeded
 
 GRID = {"n_projectors": [1, 2, 3, 4]}
 SETTINGS = dict(

@@ -17,8 +17,8 @@ import importlib.util
 import sys
 import warnings
 
-from ._validation import InputError, UserError
 from .distiller import DistillationOutput, NonFiniteLossError, ProjectorDistiller
+from .errors import InputError, UserError
 from .projectors import ProjectorEnsemble
 
 __version__ = "0.1.0"

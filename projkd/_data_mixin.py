@@ -14,18 +14,13 @@ from skorch.dataset import Dataset, check_indexing
 from skorch.utils import is_dataset
 from torch.utils.data import DataLoader, Subset
 
-from ._random import seeded
-from ._validation import (
-    InputError,
-    InputTypeError,
-    check_input,
-    check_input_shape,
-    check_target,
-)
+from ._validation import check_input, check_input_shape, check_target
+from .errors import InputError, InputTypeError
 from .teacher.cache import cached_teacher_outputs
 from .teacher.frozen import fit_teacher_estimator, is_teacher_estimator
 from .training.batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
 from .training.device import Prefetcher, nbytes, resolve_data_device, to_device
+from .utils import seeded
 
 __all__ = ["ArrayDataMixin"]
 

@@ -5,14 +5,13 @@ their outputs match the classes."""
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any, ClassVar
 
 import numpy as np
 from skorch.utils import to_tensor
 from torch import nn
 
-from ._validation import InputError, InputTypeError
+from .errors import InputError, InputTypeError
 from .features import probe, resolve_feature_layer
 from .projectors import ProjectorEnsemble
 from .projectors import logit_projector as make_logit_projector
@@ -20,6 +19,7 @@ from .teacher.frozen import freeze_teacher, is_teacher_estimator
 from .training.compiling import FeatureForward
 from .training.device import to_channels_last
 from .training.precision import grad_scaler
+from .utils import takes_argument
 
 __all__ = ["NetworksMixin", "build_student", "check_outputs", "frozen_teacher"]
 
@@ -91,19 +91,6 @@ def check_outputs(n_student: int, n_teacher: int, classes: np.ndarray) -> None:
             f"{n_teacher}; build the student for {n_teacher} classes "
             "(e.g. student__num_classes)."
         )
-
-
-def takes_argument(factory: Any, name: str) -> bool:
-    """Whether ``factory``'s signature names ``name`` (not just ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # no signature to read (some builtins)
-        return False
-    parameter = parameters.get(name)
-    return parameter is not None and parameter.kind in (
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        inspect.Parameter.KEYWORD_ONLY,
-    )
 
 
 def _name(value: Any) -> str:

@@ -23,6 +23,7 @@ from sklearn.utils.validation import column_or_1d
 from skorch.utils import is_dataset
 from torch import nn
 
+from .errors import InputError, InputTypeError, ParameterError
 from .features import first_inputs
 from .losses import LOGIT_LOSSES
 from .projectors import PROJECTORS
@@ -30,11 +31,6 @@ from .training.precision import check_supported
 
 __all__ = [
     "DISTILLER_CONSTRAINTS",
-    "InputError",
-    "InputTypeError",
-    "MissingFileError",
-    "ParameterError",
-    "UserError",
     "check_compile_params",
     "check_fast_settings",
     "check_fit_data",
@@ -43,32 +39,6 @@ __all__ = [
     "check_params",
     "check_target",
 ]
-
-
-class UserError(Exception):
-    """Mix-in marking an error in what the user gave, fixable from its message.
-
-    projkd's own checks raise it (mixed into ``ValueError`` or ``TypeError``
-    below), so that the command line tells these apart from bugs: it reports
-    a ``UserError`` in one line, without a traceback.
-    """
-
-
-class InputError(UserError, ValueError):
-    """A parameter, an argument or data that projkd refuses (a ``ValueError``)."""
-
-
-class InputTypeError(UserError, TypeError):
-    """An argument or data of a type projkd refuses (a ``TypeError``)."""
-
-
-class MissingFileError(UserError, FileNotFoundError):
-    """A file the user named does not exist (a ``FileNotFoundError``)."""
-
-
-class ParameterError(UserError, InvalidParameterError):
-    """scikit-learn's ``InvalidParameterError`` (a ``ValueError`` and
-    ``TypeError``), raised by projkd's parameter validation."""
 
 
 _WEIGHT = [Interval(Real, 0, None, closed="left")]

@@ -12,8 +12,8 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
-from ._validation import UserError
 from .distiller import DistillationOutput
+from .errors import UserError
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
 from .parallel.process import broadcast_object, writes_outputs

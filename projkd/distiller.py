@@ -19,7 +19,6 @@ from ._data_mixin import ArrayDataMixin
 from ._labels import encode_labels, label_space
 from ._networks import NetworksMixin
 from ._prediction import PredictionMixin
-from ._random import seeded
 from ._validation import (
     DISTILLER_CONSTRAINTS,
     check_fast_settings,
@@ -35,6 +34,7 @@ from .training.finite import FiniteStepMixin, NonFiniteLossError
 from .training.graphs import GraphStepMixin, batch_loss
 from .training.precision import ScaledStepMixin, autocast
 from .training.records import DeviceRecordsMixin
+from .utils import seeded
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
 

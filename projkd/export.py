@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validation import InputError
+from .errors import InputError
 from .models._registry import SPEC_ATTRIBUTE, get_model
 
 __all__ = ["FORMATS", "export_student", "load_student"]

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from ._random import seeded
-from ._validation import InputError, InputTypeError
 from .distiller import ProjectorDistiller
+from .errors import InputError, InputTypeError
 from .training.batching import CachedTeacherBatch
 from .training.precision import autocast
+from .utils import seeded
 
 __all__ = ["EpochSeed", "fit_lockstep"]
 

@@ -131,7 +131,7 @@ def test_an_accelerated_fit_seeds_and_tunes_on_the_accelerators_device(
 def test_seeded_forks_the_cuda_generator_of_the_device_it_is_given(monkeypatch):
     # with the accelerator's CUDA device (above), the fit's seed leaves the
     # caller's CUDA stream alone too
-    from projkd._random import seeded
+    from projkd.utils import seeded
 
     forked = []
     real = torch.random.fork_rng

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .._validation import InputError
+from ..errors import InputError
 
 __all__ = [
     "ModelCost",

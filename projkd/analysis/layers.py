@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import InputError
+from ..errors import InputError
 from ..features import layer_activation
 from ..metrics import MinibatchCKA
 

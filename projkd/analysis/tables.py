@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._validation import InputError
+from ..errors import InputError
 from ..metrics import (
     expected_calibration_error,
     linear_cka,

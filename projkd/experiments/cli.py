@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._validation import InputError, MissingFileError
+from ..errors import InputError, MissingFileError
 from .arguments import positive_int
 from .errors import error_boundary
 

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._validation import InputError
 from ..data import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -19,6 +18,7 @@ from ..data import (
     load_mnist,
     normalize,
 )
+from ..errors import InputError
 
 __all__ = [
     "DATASETS",

@@ -11,7 +11,6 @@ from sklearn.model_selection import train_test_split
 from skorch.callbacks import LRScheduler
 from tqdm.auto import tqdm
 
-from .._random import seeded
 from ..analysis import (
     compare,
     cost_summary,
@@ -24,6 +23,7 @@ from ..data import load_digits
 from ..distiller import ProjectorDistiller
 from ..models import digits_student, digits_teacher
 from ..teacher.training import train_teacher
+from ..utils import seeded
 
 __all__ = ["VARIANTS", "main", "run_demo", "summarize", "teacher_training"]
 

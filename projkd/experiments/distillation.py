@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import InputError
 from ..distiller import ProjectorDistiller
+from ..errors import InputError
 from ..parallel.process import writes_outputs
 from ..teacher.io import load_teacher
 from .data import Data, load_data

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from .._validation import UserError
+from ..errors import UserError
 from ..parallel.process import process_index
 
 __all__ = ["EXIT_USER_ERROR", "error_boundary", "is_user_error", "user_message"]

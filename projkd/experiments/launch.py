@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._validation import InputError
+from ..errors import InputError
 from ..parallel.process import broadcast_object
 from .spec import launched_world_size
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .._random import seeded
-from .._validation import InputError
+from ..errors import InputError
 from ..models import get_model
 from ..parallel.process import launched_world_size
+from ..utils import seeded
 from .data import DEFAULT_ARCHS, Data
 from .recipes import default_epochs, recipe
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from ..utils import takes_argument
 from .functional import dist_parts, dkd_parts, kd_loss
 
 __all__ = [
@@ -367,10 +368,6 @@ def resolve_logit_loss(
             "is the weight of the logit loss. Give kd_weight a positive value "
             "(e.g. kd_weight=1.0, DKD's recipe), or leave logit_loss='kd'."
         )
-    # imported here: projkd._networks imports the parameter validation, which
-    # imports this module (LOGIT_LOSSES)
-    from .._networks import takes_argument
-
     bound = temperature if takes_argument(loss, "temperature") else None
     return BoundLogitLoss(loss, bound)
 

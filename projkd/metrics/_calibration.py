@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from .._validation import InputError
+from ..errors import InputError
 from ._checks import as_numpy
 
 __all__ = [

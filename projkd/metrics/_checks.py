@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import InputError
+from ..errors import InputError
 
 
 def as_numpy(values: Any) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 from sklearn.utils._param_validation import Interval, validate_params
 from torch import Tensor
 
-from .._validation import InputError
+from ..errors import InputError
 from ._checks import as_numpy, check_features, raise_not_finite
 
 __all__ = ["MinibatchCKA", "hsic", "linear_cka", "rbf_cka"]

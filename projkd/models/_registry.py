@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from .._validation import InputError
+from ..errors import InputError
 from ._weights import load_weights
 
 __all__ = ["get_model", "list_models", "register_model"]

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import InputError, MissingFileError, UserError
+from ..errors import InputError, MissingFileError, UserError
 
 __all__ = [
     "UnsafeWeightsError",

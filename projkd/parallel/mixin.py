@@ -13,7 +13,7 @@ from skorch.dataset import unpack_data
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .._validation import InputError
+from ..errors import InputError
 from ..features import forward_with_features
 from ..training.batching import ArrayBatches
 from ..training.device import Prefetcher

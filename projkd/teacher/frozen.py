@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import InputTypeError
+from ..errors import InputTypeError
 
 __all__ = [
     "fit_teacher_estimator",

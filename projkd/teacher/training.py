@@ -21,13 +21,13 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._random import seeded
 from ..features import logits_of
 from ..training.batching import ArrayBatches, ArrayDataset, array_source
 from ..training.device import to_channels_last
 from ..training.finite import FusedOptimizerMixin
 from ..training.precision import ScaledStepMixin, autocast, grad_scaler
 from ..training.records import DeviceRecordsMixin
+from ..utils import seeded
 
 __all__ = ["TeacherNet", "train_teacher"]
 

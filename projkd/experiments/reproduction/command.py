@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..._validation import InputError
+from ...errors import InputError
 from ...models import list_models
 from ...parallel.process import is_main_process
 from ...training.device import cudnn_benchmark

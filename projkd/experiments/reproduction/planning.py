@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._validation import InputError
+from ...errors import InputError
 
 __all__ = [
     "PLAN_FRACTION",

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..._validation import InputError
+from ...errors import InputError
 from .training import sha256
 
 __all__ = [

@@ -1,7 +1,11 @@
-"""Seeding torch for one fit without touching the caller's random state."""
+"""Small utilities of every layer: seeding a fit, reading a signature.
+
+A leaf module: it imports nothing of projkd.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from numbers import Integral
@@ -10,7 +14,7 @@ from typing import Any
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["seeded"]
+__all__ = ["seeded", "takes_argument"]
 
 
 @contextmanager
@@ -37,3 +41,16 @@ def seeded(random_state: Any, device: str | torch.device | None) -> Iterator[Non
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def takes_argument(factory: Any, name: str) -> bool:
+    """Whether ``factory``'s signature names ``name`` (not just ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
