@@ -12,11 +12,12 @@ import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.dataset import unpack_data
 
-from .distiller import DistillationOutput
 from .errors import UserError
+from .features import logits_of
 from .metrics._calibration import calibration_bins, calibration_error_from_bins
 from .metrics._cka import MinibatchCKA
 from .parallel.process import broadcast_object, writes_outputs
+from .training.batching import DistillationOutput
 
 __all__ = [
     "CheckpointError",
@@ -39,12 +40,18 @@ class _BatchScore(Callback):
         batch: Any = None,
         training: bool = False,
         y_pred: Any = None,
+        distillation: DistillationOutput | None = None,
         **kwargs: Any,
     ) -> None:
         if training == self.on_train:
-            self.update(batch, y_pred)
+            self.update(batch, y_pred, distillation)
 
-    def update(self, batch: Any, y_pred: Any) -> None:
+    def update(
+        self, batch: Any, y_pred: Any, distillation: DistillationOutput | None
+    ) -> None:
+        """Add one batch: skorch's ``batch`` and ``y_pred`` (the student's
+        output), and the step's :class:`~projkd.DistillationOutput` (None
+        for a net that is not a distiller)."""
         raise NotImplementedError
 
 
@@ -85,9 +92,11 @@ class EpochCalibration(_BatchScore):
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         self.bins_ = [np.zeros(self.n_bins) for _ in range(3)]
 
-    def update(self, batch: Any, y_pred: Any) -> None:
+    def update(
+        self, batch: Any, y_pred: Any, distillation: DistillationOutput | None
+    ) -> None:
         """Add one batch's confidences and hits to the epoch's bins."""
-        logits = y_pred[0] if isinstance(y_pred, tuple) else y_pred
+        logits = logits_of(y_pred) if distillation is None else distillation.logits
         _, y = unpack_data(batch)
         proba = torch.softmax(logits.detach().float(), dim=1)
         confidence, predicted = proba.max(dim=1)
@@ -128,14 +137,16 @@ class EpochCKA(_BatchScore):
     def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
         self.cka_ = MinibatchCKA()
 
-    def update(self, batch: Any, y_pred: Any) -> None:
+    def update(
+        self, batch: Any, y_pred: Any, distillation: DistillationOutput | None
+    ) -> None:
         """Add one batch's student and teacher features to the epoch's CKA."""
-        if not isinstance(y_pred, DistillationOutput):
-            return
-        if y_pred.teacher_features is None:  # a fit that never runs the teacher
-            return
-        if len(y_pred.features) >= 4:
-            self.cka_.update(y_pred.features.detach(), y_pred.teacher_features)
+        if distillation is None or distillation.teacher_features is None:
+            return  # not a distiller, or a fit that never runs the teacher
+        if len(distillation.features) >= 4:
+            self.cka_.update(
+                distillation.features.detach(), distillation.teacher_features
+            )
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
         if self.cka_.n_batches:

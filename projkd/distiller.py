@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from sklearn.base import clone
 from sklearn.utils import TransformerTags
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
-from skorch.utils import is_dataset, to_tensor
+from skorch.utils import is_dataset
 from torch import Tensor, nn
 
-from ._data_mixin import ArrayDataMixin
-from ._labels import encode_labels, label_space
-from ._networks import NetworksMixin
-from ._prediction import PredictionMixin
-from ._validation import (
+from .estimator.data import ArrayDataMixin
+from .estimator.labels import encode_labels, label_space
+from .estimator.networks import NetworksMixin
+from .estimator.params import COMPONENTS, ParamsMixin
+from .estimator.prediction import PredictionMixin
+from .estimator.validation import (
     DISTILLER_CONSTRAINTS,
     check_fast_settings,
     check_fit_data,
@@ -28,12 +30,13 @@ from ._validation import (
 )
 from .features import first_inputs
 from .losses import logit_loss_terms, resolve_logit_loss
-from .training.batching import CachedTeacherBatch, DistillationOutput
-from .training.device import cudnn_benchmark, to_channels_last
+from .training.batching import DistillationOutput
+from .training.device import cudnn_benchmark
 from .training.finite import FiniteStepMixin, NonFiniteLossError
-from .training.graphs import GraphStepMixin, batch_loss
-from .training.precision import ScaledStepMixin, autocast
+from .training.graphs import GraphStepMixin
+from .training.precision import ScaledStepMixin
 from .training.records import DeviceRecordsMixin
+from .training.steps import DistillationStepMixin
 from .utils import seeded
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
@@ -45,7 +48,9 @@ TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 
 class ProjectorDistiller(
+    ParamsMixin,
     NetworksMixin,
+    DistillationStepMixin,
     GraphStepMixin,
     PredictionMixin,
     FiniteStepMixin,
@@ -203,18 +208,19 @@ class ProjectorDistiller(
     (3,)
     """
 
-    # The teacher, the student and the train transform are parameters, not
-    # skorch components: listing them here lets skorch accept modules for
-    # them in set_params and route ``student__*``, and keeps the frozen
-    # teacher out of skorch's module handling (train mode, optimizer, device
-    # moves, compilation), which is exactly what frozen means.
-    prefixes_ = NeuralNetClassifier.prefixes_ + [
-        "student",
-        "teacher",
-        "train_transform",
-    ]
+    # The teacher, the student, the logit loss and the train transform are
+    # parameters with options (``student__*``, ...), not skorch components:
+    # listed as prefixes, their options pass skorch's checks, and the frozen
+    # teacher_ stays out of skorch's module handling (train mode, optimizer,
+    # device moves, compilation), which is exactly what frozen means.
+    # set_params routes them (NetworksMixin.set_params).
+    prefixes_ = NeuralNetClassifier.prefixes_ + [*COMPONENTS]
+    # pickled through skorch's torch unpickler, so that ``map_location`` (a
+    # model saved on a GPU, loaded on a CPU-only host) reaches them too
     cuda_dependent_attributes_ = NeuralNetClassifier.cuda_dependent_attributes_ + [
-        "teacher_"
+        *COMPONENTS,
+        "train_transform",
+        "_sample_input_",
     ]
     # the functions built for the networks, dropped when pickled
     _FORWARDS = (*NetworksMixin._FORWARDS, GraphStepMixin._GRAPH)
@@ -335,11 +341,14 @@ class ProjectorDistiller(
         ----------
         X : array-like of shape (N, C, H, W) or (N, D), torch.Tensor or Dataset
             Inputs; arrays are used as float32. A ``Dataset`` yields
-            ``(x, target)`` pairs with integer class-index targets.
+            ``(x, target)`` pairs with integer class-index targets; its
+            ``targets`` (as torchvision's data sets have) serve as ``y``
+            when ``y`` is None.
         y : array-like of shape (N,) or None
             Labels of any type scikit-learn accepts (integers, strings).
         **fit_params
-            Passed to skorch's ``fit``.
+            Passed to skorch's ``fit``: to ``train_split`` and to the
+            student's forward.
 
         Returns
         -------
@@ -353,7 +362,7 @@ class ProjectorDistiller(
         reset = not (self.warm_start and self.initialized_)
         X, y = self._prepare_fit(X, y, reset=reset)
         device = self._compute_device()
-        with self._teacher_fitted(X, y, reset, fit_params):
+        with self._teacher_fitted(X, y, reset, fit_params), self._prepared():
             with seeded(self.random_state, device), cudnn_benchmark(device):
                 return super().fit(X, y, **fit_params)
 
@@ -375,15 +384,40 @@ class ProjectorDistiller(
         -------
         self : ProjectorDistiller
         """
+        if self._fit_prepared:  # called by skorch's fit: prepared there
+            return super().partial_fit(X, y, **fit_params)
         first = not self.initialized_
         X, y = self._prepare_fit(X, y, reset=first, classes=classes)
         device = self._compute_device()
-        with self._teacher_fitted(X, y, first, fit_params):
+        with self._teacher_fitted(X, y, first, fit_params), self._prepared():
             if first:
                 with seeded(self.random_state, device):
                     self.initialize()  # networks built under the seed, as in fit
             with cudnn_benchmark(device):
                 return super().partial_fit(X, y, **fit_params)
+
+    _fit_prepared = False
+
+    @contextmanager
+    def _prepared(self) -> Iterator[None]:
+        """The data of this fit are checked and encoded: skorch's ``fit``
+        calls :meth:`partial_fit`, which must not do it again."""
+        self._fit_prepared = True
+        try:
+            yield
+        finally:
+            del self._fit_prepared
+
+    def initialize(self) -> ProjectorDistiller:
+        """skorch's ``initialize``, after checking the parameters.
+
+        Without data (before any fit), the networks' feature widths and
+        outputs must be declared by the networks themselves (see
+        :func:`~projkd.features.declared_widths`), as for skorch's recipe
+        ``net.initialize(); net.load_params(...)``.
+        """
+        check_params(self)
+        return super().initialize()
 
     def initialize_for(self, X: Any, y: Any) -> ProjectorDistiller:
         """Validate ``X, y`` and initialise for them as ``fit`` does before its
@@ -411,9 +445,7 @@ class ProjectorDistiller(
         """Check the parameters and the data before any training; with
         ``reset``, remember what the data set implies (shapes, classes)."""
         check_params(self)
-        self.logit_loss_ = resolve_logit_loss(
-            self.logit_loss, kd_weight=self.kd_weight, temperature=self.temperature
-        )
+        self.resolve_losses()
         X, y = check_fit_data(self, X, y)
         if not reset:
             expected: tuple[int, ...] | None = getattr(self, "input_shape_", None)
@@ -431,6 +463,16 @@ class ProjectorDistiller(
         if y is not None and not is_dataset(X):
             self._encode(y)  # fail on unknown labels before any training
         return X, y
+
+    def resolve_losses(self) -> None:
+        """Build the loss objects from the parameters (``logit_loss_``), as
+        ``initialize_module`` and every fit do."""
+        self.logit_loss_ = resolve_logit_loss(
+            self.logit_loss,
+            kd_weight=self.kd_weight,
+            temperature=self.temperature,
+            params=self.get_params_for("logit_loss"),
+        )
 
     def _encode(self, y: Any) -> np.ndarray:
         return encode_labels(y, self.classes_)
@@ -452,96 +494,25 @@ class ProjectorDistiller(
                 super()._set_training(training)
                 return
 
-    def _as_input(self, x: Tensor) -> Tensor:
-        return to_channels_last(x) if self.channels_last else x
-
     def active_terms(self) -> tuple[str, ...]:
         """The loss terms with a non-zero weight (of ``"ce"``, ``"kd"``,
-        ``"feat"``): only these are computed."""
+        ``"feat"``): only these are computed, by the eager and the compiled
+        step alike (a scheduled weight, such as DKD's warm-up, scales a term
+        but never switches it off)."""
         return tuple(t for t in LOSS_TERMS if getattr(self, TERM_WEIGHTS[t]))
+
+    def needs_pairs(self) -> bool:
+        """Whether a training batch of one sample would fail (a last batch of
+        one is then dropped, :class:`~projkd.training.arrays.ArrayBatchesMixin`):
+        ``BatchNorm1d`` in a trained network (``projector="mlp"``), or a logit
+        loss with a batch statistic (DIST's intra-class relation)."""
+        loss = getattr(getattr(self, "logit_loss_", None), "loss", None)
+        pairs = bool(self.kd_weight) and bool(getattr(loss, "needs_pairs", False))
+        return pairs or super().needs_pairs()
 
     def uses_teacher(self) -> bool:
         """Whether training needs the teacher's outputs (a KD or feature term)."""
         return bool(self.kd_weight or self.feature_weight)
-
-    def infer(self, x: Any, **fit_params: Any) -> DistillationOutput:
-        """The distillation forward pass: teacher (no grad, or looked up in the
-        cache), student, projectors -- under autocast with ``mixed_precision``
-        -- each only where a loss term with a non-zero weight needs it."""
-        with autocast(self.device, self.mixed_precision):
-            if not isinstance(x, CachedTeacherBatch):
-                x = self.teacher_batch(x, training=self.module_.training)
-            x, teacher_logits, teacher_features = (
-                None if t is None else to_tensor(t, device=self.device) for t in x
-            )
-            logits, features = self._student_forward(self._as_input(x))
-            projected = self.projectors_(features) if self.feature_weight else None
-            kd_logits = None
-            if self.kd_weight:
-                kd_logits = (
-                    self.logit_projector_(logits) if self.logit_projector else logits
-                )
-            return DistillationOutput(
-                logits=logits,
-                features=features,
-                projected=projected,
-                kd_logits=kd_logits,
-                teacher_logits=teacher_logits,
-                teacher_features=teacher_features,
-            )
-
-    def teacher_batch(
-        self, x: Any, *, training: bool, teacher: bool | None = None
-    ) -> CachedTeacherBatch:
-        """The batch as the student will see it -- on the device, augmented
-        when ``training`` (one view for student and teacher), in its memory
-        format -- with the teacher's outputs for it (None when ``teacher`` is
-        False; by default, when no loss term needs them). Call under autocast.
-
-        :func:`~projkd.lockstep.fit_lockstep` calls it once per batch for
-        all its estimators.
-        """
-        x = to_tensor(x, device=self.device)
-        if training and self.train_transform is not None:
-            x = self.train_transform(x)
-        x = self._as_input(x)
-        if not (self.uses_teacher() if teacher is None else teacher):
-            return CachedTeacherBatch(x, None, None)  # type: ignore[arg-type]
-        with torch.no_grad():
-            logits, features = self._forward_of(
-                "_teacher_forward_fn", self.teacher_, self.teacher_layer
-            )(x)
-        return CachedTeacherBatch(x, logits, features)
-
-    def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The student's logits and features (data-parallel subclasses route
-        this through DDP's forward)."""
-        # module_ is the estimator's own copy: a permanent feature tap is fine
-        forward = self._forward_of(
-            "_student_forward_fn", self.module_, self.student_layer, tap=True
-        )
-        return forward(x)
-
-    def get_loss(
-        self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
-    ) -> Tensor:
-        """The weighted distillation loss, computed in float32; its terms go
-        to the epoch's device records (:mod:`projkd.training.records`).
-
-        A non-finite training loss is handled by ``nonfinite_loss``
-        (:meth:`~projkd.training.finite.FiniteStepMixin.guard_nonfinite`).
-        """
-        if not isinstance(y_pred, DistillationOutput):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        loss, values, names = batch_loss(
-            y_pred.float(),
-            to_tensor(y_true, device=self.device),
-            weights=self.loss_weights(),
-            temperature=self.temperature,
-            ce_loss=self.criterion_,
-            logit_loss=self.logit_loss_,
-        )
-        return self.record_loss(loss, values, names, training=training)
 
     def loss_weights(self) -> dict[str, float]:
         """The loss terms' weights for the current epoch: ``kd_weight`` times
@@ -579,5 +550,5 @@ class ProjectorDistiller(
         cls = type(self)
         return bool(self.compile) and all(
             getattr(cls, name) is getattr(ProjectorDistiller, name)
-            for name in ("infer", "get_loss", "_student_forward")
+            for name in ("infer", "get_loss", "_student_forward", "student_logits")
         )

@@ -45,15 +45,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from skorch.dataset import ERROR_MSG_1_ITEM, unpack_data
 from skorch.utils import is_dataset
 from torch import Tensor, nn
 from torch.utils.data import default_collate
+
+from .errors import InputError, UserError
 
 __all__ = [
     "FeatureError",
     "FeatureReader",
     "LayerTap",
     "UnsupportedOutputError",
+    "declared_widths",
     "feature_width",
     "first_inputs",
     "forward_with_features",
@@ -70,11 +74,11 @@ ACCEPTED_OUTPUTS = (
 )
 
 
-class UnsupportedOutputError(TypeError):
+class UnsupportedOutputError(UserError, TypeError):
     """A network returned something projkd cannot take its logits from."""
 
 
-class FeatureError(ValueError):
+class FeatureError(UserError, ValueError):
     """The penultimate features cannot be found (e.g. an unknown layer name)."""
 
 
@@ -275,44 +279,56 @@ class FeatureReader:
         self.pre_logits = self.target is None and _head_takes_pre_logits(model)
         self.tokens = _is_transformers_model(model)
 
-    def __call__(self, x: Tensor, tap: LayerTap | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, x: Any, tap: LayerTap | None = None, **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
         """``(logits, features)`` of the batch ``x``.
 
         Parameters
         ----------
-        x : torch.Tensor
-            A batch of inputs.
+        x : torch.Tensor or mapping
+            A batch of inputs (a mapping is passed as keyword arguments).
         tap : LayerTap or None, default=None
             A tap already registered on :attr:`target` for good; ``None``
             registers one for this call only. Unused when :attr:`target` is
             ``None``.
+        **kwargs
+            Passed to the network's forward (or ``forward_features``).
         """
+        output, features = self.run(x, tap, **kwargs)
+        return logits_of(output, network=self.network), features
+
+    def run(
+        self, x: Any, tap: LayerTap | None = None, **kwargs: Any
+    ) -> tuple[Any, Tensor]:
+        """``(output, features)``: the network's output as it returned it (a
+        tuple of several outputs, a ``ModelOutput``), and its features; as
+        :meth:`__call__` takes them."""
         if self.target is None:
-            return self._feature_api(x)
+            return self._feature_api(x, **kwargs)
         if tap is None:
             tap = LayerTap(self.use_output)
             handle = self.target.register_forward_hook(tap)
             try:
-                output = self.model(x)
+                output = _call(self.model, x, kwargs)
             finally:
                 handle.remove()
         else:
-            output = self.model(x)
-        logits = logits_of(output, network=self.network)
+            output = _call(self.model, x, kwargs)
         activation = tap.take(self.network)
         features = layer_activation(activation, self.layer, network=self.network)
-        return logits, _pool(features, tokens=self.tokens)
+        return output, _pool(features, tokens=self.tokens)
 
-    def _feature_api(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _feature_api(self, x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
         model: Any = self.model
-        trunk = model.forward_features(x)
-        logits = logits_of(model.forward_head(trunk), network=self.network)
+        trunk = _call(model.forward_features, x, kwargs)
+        output = model.forward_head(trunk)
         if self.pre_logits:
             # timm's convention: the head pools (tokens or space) before its
             # classifier. Run twice (timm exposes no classifier that is
             # always applied to pre_logits), which costs a pooling and one
             # linear layer; with dropout in the head, training draws two masks.
-            return logits, model.forward_head(trunk, pre_logits=True)
+            return output, model.forward_head(trunk, pre_logits=True)
         if trunk.ndim == 3:
             raise FeatureError(
                 f"{type(model).__name__}.forward_features (the {self.network}) "
@@ -323,7 +339,15 @@ class FeatureReader:
                 "forward_head a pre_logits=True option returning the pooled "
                 "features (timm's convention)."
             )
-        return logits, _pool(trunk)
+        return output, _pool(trunk)
+
+
+def _call(function: Any, x: Any, kwargs: dict[str, Any]) -> Any:
+    """``function(x, **kwargs)``; a mapping ``x`` is passed as keywords, as
+    skorch passes dict input to its module."""
+    if isinstance(x, Mapping):
+        return function(**x, **kwargs)
+    return function(x, **kwargs)
 
 
 def forward_with_features(
@@ -463,6 +487,49 @@ def feature_width(
     return features.shape[1], logits.shape[-1]
 
 
+def declared_widths(
+    model: nn.Module, layer: str | None = None
+) -> tuple[int, int] | None:
+    """``(n_features, n_outputs)`` as ``model`` declares them, without data.
+
+    Read from timm's ``num_features``/``num_classes`` attributes when the
+    network has ``forward_features``/``forward_head``; otherwise from its
+    last :class:`torch.nn.Linear` (the classifier: its ``in_features`` are
+    the penultimate features, its ``out_features`` the outputs), or the
+    named ``layer`` when it is a ``Linear`` or a convolution.
+
+    Returns
+    -------
+    widths : tuple of int, or None
+        None when the network does not declare them (e.g. a lazy layer,
+        another named layer): then only a forward pass on data tells.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> declared_widths(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)))
+    (16, 3)
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    last = linears[-1] if linears else None
+    n_outputs = getattr(model, "num_classes", None)
+    if not isinstance(n_outputs, int) and last is not None:
+        n_outputs = last.out_features
+    if layer is not None:
+        target = dict(model.named_modules()).get(layer)
+        n_features = getattr(target, "out_features", None) or getattr(
+            target, "out_channels", None
+        )
+    elif _has_feature_api(model):
+        n_features = getattr(model, "num_features", None)
+    else:
+        n_features = None if last is None else last.in_features
+    widths = (n_features, n_outputs)
+    if all(isinstance(w, int) and w > 0 for w in widths):
+        return widths  # type: ignore[return-value]
+    return None
+
+
 def probe(
     model: nn.Module, sample: Tensor, layer: str | None, role: str
 ) -> tuple[int, int]:
@@ -481,11 +548,16 @@ def probe(
 
 
 def first_inputs(X: Any, n: int = 2) -> Tensor:
-    """A tiny batch of inputs, on the CPU, for probing the networks."""
+    """A tiny batch of inputs, on the CPU, for probing the networks.
+
+    A dataset's items must be ``(x, y)`` pairs, as skorch requires (its
+    error otherwise, before any training).
+    """
     if is_dataset(X):
         items = [X[i] for i in range(min(n, len(X)))]
-        sample = default_collate(items)
-        sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+        if not all(isinstance(item, tuple | list) for item in items):
+            raise InputError(ERROR_MSG_1_ITEM)
+        sample = default_collate([unpack_data(item)[0] for item in items])
     else:
         sample = X[:n]
     sample = torch.as_tensor(sample)

@@ -21,8 +21,7 @@ from skorch.callbacks import Callback
 
 from .distiller import ProjectorDistiller
 from .errors import InputError, InputTypeError
-from .training.batching import CachedTeacherBatch
-from .training.precision import autocast
+from .training.batching import PREPARED
 from .utils import seeded
 
 __all__ = ["EpochSeed", "fit_lockstep"]
@@ -198,10 +197,9 @@ def _epoch(estimators: list[ProjectorDistiller], iterator: Any) -> None:
             stack.enter_context(est.recording_epoch("train", training=True))
             for est in estimators
         ]
-        for Xi, yi in iterator:
-            if not isinstance(Xi, CachedTeacherBatch):
-                with autocast(first.device, first.mixed_precision):
-                    Xi = first.teacher_batch(Xi, training=True, teacher=teacher)
-            batch = (Xi, yi)
+        for batch in iterator:
+            # one view and one teacher forward for all, kept beside the batch
+            Xi = batch[0]
+            PREPARED.put(Xi, first.prepare_batch(Xi, training=True, teacher=teacher))
             for est, run_batch in zip(estimators, steps, strict=True):
                 run_batch(batch, est.train_step)

@@ -66,7 +66,6 @@ class SeenSamples(Callback):
     ) -> None:
         if training:
             inputs = batch[0]
-            inputs = getattr(inputs, "inputs", inputs)  # a CachedTeacherBatch
             rows = inputs.detach().cpu().numpy().reshape(len(inputs), -1)
             digests = (hashlib.sha1(row.tobytes()).hexdigest() for row in rows)
             self.seen_[-1].extend(digests)

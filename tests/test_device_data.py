@@ -8,7 +8,12 @@ import torch
 
 from projkd.parallel.sharding import OnDevice
 from projkd.training import device as device_data
-from projkd.training.batching import CachedTeacherBatch
+from projkd.training.batching import (
+    PREPARED,
+    ArrayDataset,
+    PreparedBatch,
+    TeacherOutputs,
+)
 from projkd.training.device import (
     DeviceStats,
     Prefetcher,
@@ -32,16 +37,16 @@ def test_auto_puts_data_on_the_accelerator_only_when_they_fit(monkeypatch):
 
 
 def test_nbytes_counts_arrays_tensors_and_tuples():
-    outputs = CachedTeacherBatch(torch.zeros(4, 2), torch.zeros(4, 3), torch.zeros(4))
+    outputs = PreparedBatch(torch.zeros(4, 2), torch.zeros(4, 3), torch.zeros(4))
     assert nbytes(np.zeros((2, 3), np.float32), None, outputs) == 24 + 4 * 4 * 6
 
 
 def test_to_device_keeps_a_tensor_already_there_and_the_tuple_type():
     x = torch.arange(3.0)
     assert to_device(x, torch.device("cpu")) is x
-    outputs = CachedTeacherBatch(x, x, x)
+    outputs = PreparedBatch(x, x, x)
     moved = to_device(outputs, torch.device("cpu"))
-    assert isinstance(moved, CachedTeacherBatch) and moved.inputs is x
+    assert isinstance(moved, PreparedBatch) and moved.inputs is x
     assert torch.equal(
         to_device(np.ones(2), torch.device("cpu")), torch.ones(2).double()
     )
@@ -52,7 +57,7 @@ def test_one_move_for_every_nested_batch():
     x = torch.arange(3.0)
     names = np.array(["a", "b"])  # not numbers: left as they are
     batch = (
-        CachedTeacherBatch(x, x, x),
+        PreparedBatch(x, x, x),
         [np.arange(3), None],
         {"mask": np.ones(2, dtype=bool), "names": names},
     )
@@ -64,7 +69,7 @@ def test_one_move_for_every_nested_batch():
         "OnDevice": next(iter(OnDevice([batch], cpu))),
     }
     for how, moved in moves.items():
-        assert type(moved) is tuple and isinstance(moved[0], CachedTeacherBatch), how
+        assert type(moved) is tuple and isinstance(moved[0], PreparedBatch), how
         assert moved[0].inputs is x, how  # already there: not copied
         assert type(moved[1]) is list and moved[1][1] is None, how
         assert torch.equal(moved[1][0], torch.arange(3)), how
@@ -87,11 +92,33 @@ def test_prefetcher_on_the_cpu_passes_batches_through():
     assert len(prefetched) == 2 and torch.equal(prefetched[1][0], torch.ones(1))
 
 
+def test_what_travels_beside_a_batch_moves_with_it():
+    # the batch skorch sees is (X, y); the teacher's outputs travel beside X
+    dataset = ArrayDataset(
+        torch.arange(8.0).reshape(4, 2),
+        torch.arange(4),
+        TeacherOutputs(torch.ones(4, 3), torch.zeros(4, 5)),
+    )
+    X, y = dataset.batch(np.array([2, 0]))
+    assert type(X) is torch.Tensor and torch.equal(y, torch.tensor([2, 0]))
+    prepared = PREPARED.get(X)
+    assert prepared.inputs is X and prepared.teacher_features.shape == (2, 5)
+    cpu = torch.device("cpu")
+    for moved in (
+        next(iter(Prefetcher([(X, y)], cpu))),
+        next(iter(OnDevice([(X, y)], cpu))),
+    ):
+        assert PREPARED.get(moved[0]) is not None
+    del X, prepared, moved
+    assert PREPARED.get(dataset.batch(np.array([1]))[0]).inputs.shape == (1, 2)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_prefetcher_copies_to_cuda():
-    batches = [(CachedTeacherBatch(torch.ones(2), torch.ones(2), torch.ones(2)), None)]
-    ((x, _),) = list(Prefetcher(batches, torch.device("cuda")))
-    assert isinstance(x, CachedTeacherBatch) and x.inputs.is_cuda
+def test_prefetcher_copies_to_cuda_with_what_travels_beside():
+    X = torch.ones(2, 2)
+    PREPARED.put(X, PreparedBatch(X, torch.ones(2, 3), torch.ones(2, 4)))
+    ((x, _),) = list(Prefetcher([(X, None)], torch.device("cuda")))
+    assert x.is_cuda and PREPARED.get(x).teacher_logits.is_cuda
 
 
 def test_cudnn_benchmark_is_on_for_cuda_only_and_restored():

@@ -262,5 +262,7 @@ def test_the_training_forward_names_the_network_in_its_errors(tap):
     mlp.append(torch.nn.Linear(8, 3))
     model = Structured(mlp, lambda z: {"scores": z})
     forward = FeatureForward(model, tap=tap, network="student")
+    output, features = forward(torch.zeros(2, 4))  # as the network returned it
+    assert set(output) == {"scores"} and features.shape == (2, 8)
     with pytest.raises(UnsupportedOutputError, match="The student returned dict"):
-        forward(torch.zeros(2, 4))
+        logits_of(output, network="student")

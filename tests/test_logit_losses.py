@@ -207,18 +207,30 @@ def test_the_logit_projector_carries_each_logit_loss(small_digits, teacher):
 
 
 # ----------------------------------------------------- scikit-learn's API
-def test_logit_loss_options_route_through_get_params_and_set_params(teacher):
-    est = distiller(teacher, logit_loss=DKDLoss(beta=6.0))
+def test_logit_loss_options_route_through_get_params_and_set_params(
+    small_digits, teacher
+):
+    dkd = DKDLoss(beta=6.0)
+    est = distiller(teacher, logit_loss=dkd)
     assert est.get_params()["logit_loss__beta"] == 6.0
     est.set_params(logit_loss__beta=2.0, logit_loss__alpha=0.5)
-    assert est.logit_loss.get_params()["beta"] == 2.0 and est.logit_loss.alpha == 0.5
-    assert "logit_loss__beta" not in vars(est)  # routed, not a stray attribute
-    est.set_params(logit_loss=DISTLoss(), logit_loss__gamma=3.0)  # new loss first
-    assert est.logit_loss == DISTLoss(gamma=3.0)
+    # options are parameters of the estimator: the user's object is untouched
+    assert dkd == DKDLoss(beta=6.0) and est.logit_loss is dkd
+    params = est.get_params()
+    assert (params["logit_loss__beta"], params["logit_loss__alpha"]) == (2.0, 0.5)
     copy = clone(est)
-    assert copy.logit_loss == est.logit_loss and copy.logit_loss is not est.logit_loss
-    with pytest.raises(ValueError, match="logit_loss='dkd' has no options to set"):
-        est.set_params(logit_loss="dkd", logit_loss__beta=6.0)
+    assert copy.get_params()["logit_loss__beta"] == 2.0
+    est.set_params(max_epochs=1).fit(*small_digits)
+    assert est.logit_loss_.loss == DKDLoss(alpha=0.5, beta=2.0)
+    # a shortcut takes its options from the constructor too
+    est = distiller(teacher, logit_loss="dist", logit_loss__gamma=3.0, max_epochs=1)
+    assert est.fit(*small_digits).logit_loss_.loss == DISTLoss(gamma=3.0)
+    with pytest.raises(ValueError, match="logit_loss__tau"):
+        distiller(teacher, logit_loss="dkd", logit_loss__tau=1.0).fit(*small_digits)
+    with pytest.raises(ValueError, match="has no options to set"):
+        distiller(
+            teacher, logit_loss=lambda s, t, y: (s.sum(), {}), logit_loss__beta=1.0
+        ).fit(*small_digits)
 
 
 def test_grid_search_over_logit_losses_and_the_logit_projector(digits, teacher):

@@ -246,7 +246,7 @@ def test_skipped_batches_are_left_out_of_the_epochs_means(teacher, digits):
         )
 
 
-def test_a_feature_term_turned_on_after_fit_is_refused(small_digits):
+def test_a_feature_term_turned_on_after_fit_rebuilds_or_is_refused(small_digits):
     X, y = small_digits
     est = ProjectorDistiller(
         DigitsCNN(width=8).eval(),
@@ -257,7 +257,15 @@ def test_a_feature_term_turned_on_after_fit_is_refused(small_digits):
         warm_start=True,
         **FAST,
     ).fit(X, y)
+    assert len(est.projectors_) == 0
+    # set_params rebuilds the networks it shapes, as skorch does for a module
     est.set_params(feature_weight=25.0)
+    assert len(est.projectors_) == est.n_projectors
+    est.fit(X, y)
+    assert est.history[-1, "train_feat"] > 0
+    # a bare attribute change cannot rebuild them: the next fit refuses
+    est.set_params(feature_weight=0.0).fit(X, y)
+    est.feature_weight = 25.0
     with pytest.raises(ValueError, match="initialised without them"):
         est.fit(X, y)
 

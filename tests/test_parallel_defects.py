@@ -57,9 +57,9 @@ def test_host_arrays_are_sharded_before_they_are_prefetched_to_a_gpu(monkeypatch
     # data_device="cpu" (or data too large for the GPU) with a CUDA compute
     # device: the batches are prefetched; each process must still train on
     # its own slice of every global batch, not on all of the data
-    import projkd._data_mixin
+    import projkd.training.arrays
 
-    monkeypatch.setattr(projkd._data_mixin, "Prefetcher", HostPrefetcher)
+    monkeypatch.setattr(projkd.training.arrays, "Prefetcher", HostPrefetcher)
     X = torch.arange(N, dtype=torch.float32)[:, None]
     dataset = ArrayDataset(X, torch.zeros(N))
     single = ArrayBatches(dataset, np.arange(N), WORLD * BATCH, shuffle=True, seed=0)

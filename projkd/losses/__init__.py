@@ -25,6 +25,7 @@ from .logit import (
     DKDLoss,
     KDLoss,
     LogitLoss,
+    check_logit_loss,
     logit_loss_terms,
     resolve_logit_loss,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "DKDLoss",
     "KDLoss",
     "LogitLoss",
+    "check_logit_loss",
     "dist_loss",
     "dist_parts",
     "distillation_loss",

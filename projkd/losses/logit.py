@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
 
+import torch
+from sklearn.base import clone
 from torch import Tensor
 
+from ..errors import InputError
 from ..utils import takes_argument
 from .functional import dist_parts, dkd_parts, kd_loss
 
@@ -32,6 +35,7 @@ __all__ = [
     "DKDLoss",
     "KDLoss",
     "LogitLoss",
+    "check_logit_loss",
     "logit_loss_terms",
     "resolve_logit_loss",
 ]
@@ -49,6 +53,8 @@ class LogitLoss:
 
     #: the unweighted parts ``__call__`` returns, recorded in the history
     terms: ClassVar[tuple[str, ...]] = ()
+    #: whether a batch of one sample is meaningless to it (a batch statistic)
+    needs_pairs: bool = False
     #: the parameters whose value must lie in [0, upper bound]
     _bounds: ClassVar[dict[str, float]] = {}
 
@@ -259,6 +265,11 @@ class DISTLoss(LogitLoss):
     terms = ("inter", "intra")
     _bounds = {"beta": _POSITIVE, "gamma": _POSITIVE}
 
+    @property
+    def needs_pairs(self) -> bool:  # type: ignore[override]
+        """The intra-class relation correlates each class over the batch."""
+        return bool(self.gamma)
+
     def __init__(self, beta: float = 1.0, gamma: float = 1.0) -> None:
         self.beta = beta
         self.gamma = gamma
@@ -319,24 +330,65 @@ class BoundLogitLoss:
 
 def _as_object(logit_loss: Any) -> Any:
     if isinstance(logit_loss, str) and logit_loss in LOGIT_LOSSES:
-        return LOGIT_LOSSES[logit_loss]()
+        return LOGIT_LOSSES[logit_loss]
     return logit_loss
 
 
+def _configured(logit_loss: Any, params: dict[str, Any]) -> Any:
+    """The loss object ``logit_loss`` names, built or copied with the
+    ``logit_loss__*`` options ``params`` (the user's object is never
+    modified)."""
+    loss = _as_object(logit_loss)
+    given = ", ".join(f"logit_loss__{k}={v!r}" for k, v in params.items())
+    if isinstance(loss, type):  # a class, built as skorch builds a criterion
+        try:
+            return loss(**params)
+        except TypeError as error:
+            raise InputError(
+                f"logit_loss={_name(logit_loss)} could not be built with "
+                f"{given or 'no arguments'}: {error}."
+            ) from error
+    if not params:
+        return loss
+    if not hasattr(loss, "set_params"):
+        raise InputError(
+            f"{given} sets an option of the logit loss, but logit_loss={loss!r} "
+            "has no options to set. Use a shortcut or a loss object with "
+            "them, e.g. logit_loss='dkd', logit_loss__beta=6.0."
+        )
+    try:
+        return clone(loss).set_params(**params)
+    except ValueError as error:
+        raise InputError(f"{given}: {error}") from error
+
+
+def _name(value: Any) -> str:
+    return getattr(value, "__qualname__", None) or repr(value)
+
+
 def resolve_logit_loss(
-    logit_loss: Any, *, kd_weight: float, temperature: float
+    logit_loss: Any,
+    *,
+    kd_weight: float,
+    temperature: float,
+    params: dict[str, Any] | None = None,
 ) -> BoundLogitLoss:
     """The estimator's ``logit_loss`` as :func:`distillation_loss` calls it.
 
     Parameters
     ----------
-    logit_loss : {"kd", "dkd", "dist"}, LogitLoss or callable
-        A shortcut (the loss object with its defaults), a loss object, or a
-        callable ``(student_logits, teacher_logits, y) -> (loss, terms)``
-        (given ``temperature=`` too when its signature takes it).
+    logit_loss : {"kd", "dkd", "dist"}, LogitLoss, class or callable
+        A shortcut (the loss class), a loss object, a class (built with
+        ``params``, as skorch builds its criterion), or a callable
+        ``(student_logits, teacher_logits, y) -> (loss, terms)`` (given
+        ``temperature=`` too when its signature takes it), such as a
+        ``torch.nn.Module``.
     kd_weight : float
         The loss's weight; 0 is refused for anything but KD.
     temperature : float
+    params : dict or None, default=None
+        The estimator's ``logit_loss__*`` options: the arguments of a
+        shortcut or class, or set on a copy of a loss object.
 
     Returns
     -------
@@ -344,32 +396,76 @@ def resolve_logit_loss(
 
     Raises
     ------
-    ValueError
-        For an unknown shortcut, a loss object's parameter out of range, or a
-        logit loss other than KD with ``kd_weight=0``.
+    InputError
+        For an unknown shortcut, an option the loss does not have, a loss
+        object's parameter out of range, or a logit loss other than KD with
+        ``kd_weight=0``.
 
     Examples
     --------
-    >>> resolve_logit_loss("dkd", kd_weight=1.0, temperature=4.0).loss
-    DKDLoss(alpha=1.0, beta=8.0, warmup=0.08333333333333333)
+    >>> resolve_logit_loss("dkd", kd_weight=1.0, temperature=4.0,
+    ...                    params={"beta": 6.0}).loss
+    DKDLoss(alpha=1.0, beta=6.0, warmup=0.08333333333333333)
     """
-    loss = _as_object(logit_loss)
+    loss = _configured(logit_loss, params or {})
     if isinstance(loss, str) or not callable(loss):
-        raise ValueError(
+        raise InputError(
             f"logit_loss={logit_loss!r} is not a logit loss; use one of "
             f"{sorted(LOGIT_LOSSES)}, a loss object such as DKDLoss(beta=6.0), or "
             "a callable (student_logits, teacher_logits, y) -> (loss, terms)."
         )
     if isinstance(loss, LogitLoss):
-        loss.check()
+        try:
+            loss.check()
+        except ValueError as error:
+            raise InputError(str(error)) from None
     if not kd_weight and not isinstance(loss, KDLoss):
-        raise ValueError(
+        raise InputError(
             f"logit_loss={logit_loss!r} with kd_weight=0 does nothing: kd_weight "
             "is the weight of the logit loss. Give kd_weight a positive value "
             "(e.g. kd_weight=1.0, DKD's recipe), or leave logit_loss='kd'."
         )
     bound = temperature if takes_argument(loss, "temperature") else None
     return BoundLogitLoss(loss, bound)
+
+
+def check_logit_loss(loss: BoundLogitLoss, n_classes: int, *, name: str) -> None:
+    """Call ``loss`` on a small batch of made-up logits, before any training.
+
+    A user's callable with the wrong signature, or one that returns the
+    wrong thing, fails here with a message naming ``logit_loss``, not at
+    the first training batch.
+
+    Raises
+    ------
+    InputError
+        Naming the loss (``name``) and what went wrong.
+    """
+    student = torch.linspace(-1.0, 1.0, 2 * n_classes).reshape(2, n_classes)
+    teacher = student.flip(1)
+    y = torch.tensor([0, 1 % n_classes])
+    try:
+        result = loss(student.requires_grad_(), teacher, y)
+        valid = (
+            isinstance(result, tuple)
+            and len(result) == 2
+            and isinstance(result[0], torch.Tensor)
+            and result[0].numel() == 1
+            and isinstance(result[1], dict)
+        )
+    except Exception as error:  # a user's callable: anything may go wrong
+        raise InputError(
+            f"logit_loss={name} failed on a batch of 2 samples of "
+            f"{n_classes} classes: {type(error).__name__}: {error}. A logit loss "
+            "is called as loss(student_logits, teacher_logits, y) (plus "
+            "temperature= when it takes it) and returns (loss, terms)."
+        ) from error
+    if not valid:
+        raise InputError(
+            f"logit_loss={name} returned {type(result).__name__}; a logit loss "
+            "returns (loss, terms): a scalar tensor and a dict of its named "
+            "parts ({} for none)."
+        )
 
 
 def logit_loss_terms(logit_loss: Any) -> tuple[str, ...]:

@@ -46,7 +46,6 @@ import torch
 from torch import Tensor, nn
 
 from ..distiller import ProjectorDistiller
-from ..features import forward_with_features
 from .mixin import DataParallelMixin
 from .process import world_size
 
@@ -132,13 +131,13 @@ class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
         with torch.autocast(self.accelerator.device.type, enabled=False):
             return super().get_loss(y_pred, y_true, X=X, training=training)
 
-    def _student_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and features from one call of the prepared student (DDP's
+    def _student_forward(self, x: Any, **fit_params: Any) -> tuple[Any, Tensor]:
+        """Output and features from one call of the prepared student (DDP's
         forward, so gradients are synchronised)."""
         prepared = self._prepared_modules_
         if "module" in prepared and self.module_ is prepared["module"][0]:
-            return self.module_(x, features=True)
-        return forward_with_features(self.module_, x, layer=self.student_layer)
+            return self.module_(x, features=True, **fit_params)
+        return super()._student_forward(x, **fit_params)
 
 
 def make_distiller(teacher: nn.Module, student: Any, **params: Any) -> Any:

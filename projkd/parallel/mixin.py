@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..errors import InputError
-from ..features import forward_with_features
+from ..features import FeatureReader
 from ..training.batching import ArrayBatches
 from ..training.device import Prefetcher
 from .process import all_gather_objects, broadcast_buffers, broadcast_object
@@ -48,11 +48,14 @@ class FeatureModule(nn.Module):
         self.model = model
         self.layer = layer
 
-    def forward(self, x: Tensor, features: bool = False) -> Any:
-        """``model(x)``, or ``(logits, features)`` with ``features=True``."""
+    def forward(self, x: Any, features: bool = False, **kwargs: Any) -> Any:
+        """``model(x, **kwargs)``, or ``(output, features)`` with
+        ``features=True`` (:meth:`~projkd.features.FeatureReader.run`)."""
         if features:
-            return forward_with_features(self.model, x, layer=self.layer)
-        return self.model(x)
+            return FeatureReader(self.model, self.layer, network="student").run(
+                x, **kwargs
+            )
+        return self.model(x, **kwargs)
 
 
 def _trainable(module: nn.Module) -> bool:
@@ -180,10 +183,16 @@ class DataParallelMixin(_Host):
     def _check_parallel_params(self) -> None:
         """Refuse settings that cannot work data-parallel: every check of
         the mixin's, run before anything is built."""
-        if self.accelerator is None:
+        if self.accelerator is None or isinstance(self.accelerator, type):
+            given = (
+                ""
+                if self.accelerator is None
+                else f"accelerator={self.accelerator.__name__} is a class; "
+            )
             raise InputError(
-                f"{type(self).__name__} needs accelerator=accelerate.Accelerator(); "
-                "pass Accelerator(cpu=True) to train in CPU processes."
+                f"{given}{type(self).__name__} needs accelerator=accelerate."
+                "Accelerator() (an instance); pass Accelerator(cpu=True) to train "
+                "in CPU processes."
             )
         for name in ("mixed_precision", "compile"):
             value = getattr(self, name, None)
@@ -348,11 +357,25 @@ class DataParallelMixin(_Host):
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return flag > 0
 
+    def _zero_grad_optimizer(self, set_to_none: Any = None) -> None:
+        """Nothing: the gradients are zeroed after each optimizer step
+        instead (:meth:`_step_optimizer`).
+
+        skorch zeroes them at the start of each step, and an accelerator's
+        optimizer zeroes only on the step that synchronises, i.e. the last
+        micro-batch of an accumulation: there, it would wipe the gradients
+        of every earlier micro-batch just before the last backward.
+        Accelerate's own loop -- backward, step, zero -- keeps them.
+        """
+
     def _step_optimizer(self, step_fn: Any) -> None:
-        # no closure: see the class docstring
+        # no closure: see the class docstring; gradients zeroed after the
+        # step (a no-op while accumulating), see _zero_grad_optimizer
         step_fn()
         for name in self._optimizers:
-            getattr(self, name + "_").step()
+            optimizer = getattr(self, name + "_")
+            optimizer.step()
+            optimizer.zero_grad()
 
     def get_iterator(self, dataset: Any, training: bool = False) -> Any:
         """Training batches: this process's shard; otherwise the whole data.
@@ -363,8 +386,6 @@ class DataParallelMixin(_Host):
         which the accelerator shards.
         """
         iterator = super().get_iterator(dataset, training=training)
-        if training and isinstance(iterator, ArrayBatches):  # the net's own
-            iterator = self.training_batches(iterator)
         if isinstance(iterator, Prefetcher):  # of a shard; it moves them
             return iterator
         if training and isinstance(iterator, DataLoader):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from ..training.batching import ArrayBatches
+from ..training.batching import ArrayBatches, carry_prepared
 from ..training.device import to_device
 
 __all__ = ["OnDevice", "ShardedArrayBatches"]
@@ -33,7 +33,8 @@ class OnDevice:
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.batches:
-            yield to_device(batch, self.device, non_blocking=True)
+            moved = to_device(batch, self.device, non_blocking=True)
+            yield carry_prepared(batch, moved)
 
 
 class ShardedArrayBatches:

@@ -3,14 +3,15 @@
 One net for every teacher projkd trains (the library's :func:`train_teacher`,
 ``projkd train-teacher``, ``projkd reproduce``): skorch's classifier on the
 logits of any output (:func:`~projkd.features.logits_of`), with batch
-augmentation on the device, mixed precision, channels_last, and arrays
-sliced into batches shuffled per ``(random_state, epoch)``, so that a run
-resumed from its checkpoint trains as the uninterrupted run.
+augmentation on the device, mixed precision, channels_last, and the
+distiller's array batches (:class:`~projkd.training.arrays.ArrayBatchesMixin`:
+placed by ``data_device``, prefetched, shuffled per ``(random_state,
+epoch)``, so that a run resumed from its checkpoint trains as the
+uninterrupted run) and its ``nonfinite_loss``.
 """
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -19,24 +20,24 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.utils import to_tensor
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..features import logits_of
-from ..training.batching import ArrayBatches, ArrayDataset, array_source
+from ..training.arrays import ArrayBatchesMixin
 from ..training.device import to_channels_last
-from ..training.finite import FusedOptimizerMixin
+from ..training.finite import FiniteStepMixin
 from ..training.precision import ScaledStepMixin, autocast, grad_scaler
 from ..training.records import DeviceRecordsMixin
 from ..utils import seeded
 
 __all__ = ["TeacherNet", "train_teacher"]
 
-# the DataLoader arguments that batches sliced from arrays honour
-_SLICEABLE = {"batch_size", "shuffle", "drop_last"}
-
 
 class TeacherNet(
-    FusedOptimizerMixin, ScaledStepMixin, DeviceRecordsMixin, NeuralNetClassifier
+    FiniteStepMixin,
+    ScaledStepMixin,
+    DeviceRecordsMixin,
+    ArrayBatchesMixin,
+    NeuralNetClassifier,
 ):
     """A skorch classifier for training teachers: on the logits of any output,
     with batch augmentation, mixed precision and seeded, resumable shuffling.
@@ -61,6 +62,13 @@ class TeacherNet(
         Seeds torch for the duration of :meth:`fit` (a module given as a class
         or factory is then built under it). An integer also fixes each epoch's
         shuffled order of array input from ``(random_state, epoch)`` alone.
+    data_device : {"auto"} or str or torch.device, default="auto"
+        Where array input lives during ``fit``, as for
+        :class:`~projkd.ProjectorDistiller`.
+    nonfinite_loss : {"raise", "skip"}, default="raise"
+        A NaN or infinite training loss raises
+        :class:`~projkd.training.finite.NonFiniteLossError` or, with
+        ``"skip"``, skips the batch, as for :class:`~projkd.ProjectorDistiller`.
     **kwargs
         Any other :class:`skorch.NeuralNetClassifier` parameter.
 
@@ -99,6 +107,8 @@ class TeacherNet(
         mixed_precision: str | None = None,
         channels_last: bool = False,
         random_state: Any = None,
+        data_device: Any = "auto",
+        nonfinite_loss: str = "raise",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("iterator_train__shuffle", True)  # SGD wants shuffling
@@ -107,6 +117,8 @@ class TeacherNet(
         self.mixed_precision = mixed_precision
         self.channels_last = channels_last
         self.random_state = random_state
+        self.data_device = data_device
+        self.nonfinite_loss = nonfinite_loss
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> TeacherNet:
         """skorch's ``fit``, under ``random_state``.
@@ -142,36 +154,13 @@ class TeacherNet(
     # ------------------------------------------------------------------ data
     def get_dataset(self, X: Any, y: Any = None) -> Any:
         """Arrays and tensors become an
-        :class:`~projkd.training.batching.ArrayDataset` (with skorch's default
-        ``dataset``); anything else is skorch's."""
+        :class:`~projkd.training.batching.ArrayDataset` placed by
+        ``data_device`` (with skorch's default ``dataset``); anything else is
+        skorch's."""
         default = self.dataset is SkorchDataset and not self.get_params_for("dataset")
         if default and isinstance(X, (np.ndarray, torch.Tensor)):
-            return ArrayDataset(X, y)
+            return self.array_dataset(X, y)
         return super().get_dataset(X, y)
-
-    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
-        """:class:`~projkd.training.batching.ArrayBatches` for an
-        ``ArrayDataset`` (or a split of one) when the iterator is skorch's
-        default ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
-        ``drop_last`` set; otherwise skorch's iterator."""
-        source = array_source(dataset)
-        prefix = "iterator_train" if training else "iterator_valid"
-        iterator = self.iterator_train if training else self.iterator_valid
-        kwargs = self.get_params_for(prefix)
-        if source is None or iterator is not DataLoader or set(kwargs) - _SLICEABLE:
-            return super().get_iterator(dataset, training=training)
-        array_dataset, indices = source
-        batch_size = kwargs.get("batch_size", self.batch_size)
-        seed = self.random_state
-        return ArrayBatches(
-            array_dataset,
-            indices,
-            batch_size=len(indices) if batch_size == -1 else batch_size,
-            shuffle=kwargs.get("shuffle", False),
-            drop_last=kwargs.get("drop_last", False),
-            seed=int(seed) if isinstance(seed, Integral) else None,
-            first_epoch=len(self.history) if self.history else 0,
-        )
 
     # -------------------------------------------------------------- training
     def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
@@ -188,6 +177,16 @@ class TeacherNet(
             output = super().infer(x, **fit_params)
         logits = logits_of(output, network="teacher")
         return logits if self.mixed_precision is None else logits.float()
+
+    def get_loss(
+        self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
+    ) -> torch.Tensor:
+        """skorch's loss; a training loss goes through ``nonfinite_loss``
+        (:meth:`~projkd.training.finite.FiniteStepMixin.guard_nonfinite`)."""
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if not training:
+            return loss
+        return self.guard_nonfinite(loss, loss.detach().reshape(1), ("loss",))
 
 
 def train_teacher(

@@ -3,26 +3,39 @@
 For array or tensor input, :class:`~projkd.ProjectorDistiller` wraps the data
 in an :class:`ArrayDataset` and iterates it with :class:`ArrayBatches`: one
 fancy-indexing operation per batch instead of ``batch_size`` Python calls and
-a collate. Precomputed teacher outputs (the teacher cache) are sliced with
-the same indices and travel with the inputs as a :class:`CachedTeacherBatch`.
+a collate.
+
+Every batch is what skorch would give -- a tuple ``(X, y)`` of tensors -- so
+callbacks, scorers and ``get_loss`` see skorch's types. What distillation
+adds to a batch travels *beside* it: the precomputed teacher outputs (the
+teacher cache) sliced with the same indices, or the view a step prepared
+once for several students (:func:`~projkd.lockstep.fit_lockstep`), are kept
+in :data:`PREPARED` as a :class:`PreparedBatch`, keyed by the identity of
+the batch's input tensor, and go when that tensor goes.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from skorch.dataset import Dataset as SkorchDataset
+from torch.utils.data import Subset
 
 __all__ = [
+    "PREPARED",
     "ArrayBatches",
     "ArrayDataset",
-    "CachedTeacherBatch",
     "DistillationOutput",
+    "PreparedBatch",
     "TeacherOutputs",
+    "TensorMap",
+    "carry_prepared",
 ]
 
 
@@ -33,22 +46,29 @@ class TeacherOutputs(NamedTuple):
     features: Tensor
 
 
-class CachedTeacherBatch(NamedTuple):
-    """A batch of inputs with the teacher's outputs for it, looked up, not run."""
+class PreparedBatch(NamedTuple):
+    """A batch as the networks see it, with the teacher's outputs for it.
+
+    ``inputs`` are ready for the student (augmented for training, in its
+    memory format); the teacher's outputs are None where they were not
+    computed (no loss term reads them).
+    """
 
     inputs: Tensor
-    teacher_logits: Tensor
-    teacher_features: Tensor
+    teacher_logits: Tensor | None
+    teacher_features: Tensor | None
 
 
 class DistillationOutput(NamedTuple):
-    """Everything one distillation forward pass produces.
+    """Everything one distillation step computes beside the student's output.
 
-    The student's logits come first: skorch takes the first element of a
-    tuple output as the prediction. What a switched-off loss term alone needs
-    is not computed and is None: the projections without the feature term,
-    the KD logits without the KD term, the teacher's outputs when neither
-    term is on.
+    The estimator's training and validation steps return it under the key
+    ``"distillation"`` of their step, so every callback's ``on_batch_end``
+    receives it as the keyword ``distillation`` (``y_pred`` stays the
+    student's output, as in skorch). What a switched-off loss term alone
+    needs is not computed and is None: the projections without the feature
+    term, the KD logits without the KD term, the teacher's outputs when
+    neither term is on.
     """
 
     logits: Tensor
@@ -68,6 +88,80 @@ class DistillationOutput(NamedTuple):
 _HALF = (torch.float16, torch.bfloat16)
 
 
+class TensorMap:
+    """A map keyed by the identity of tensors, whose entries go with them.
+
+    An entry lives as long as its key tensor does (a weak reference removes
+    it when the tensor is freed), so values put beside batches that nobody
+    consumes never accumulate. Thread-safe.
+
+    Examples
+    --------
+    >>> import torch
+    >>> beside = TensorMap()
+    >>> x = torch.zeros(2)
+    >>> beside.put(x, "prepared")
+    >>> beside.get(x), beside.get(torch.zeros(2))
+    ('prepared', None)
+    >>> del x
+    >>> len(beside)
+    0
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Tensor], Any]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, tensor: Tensor, value: Any) -> None:
+        """Keep ``value`` beside ``tensor``."""
+        key = id(tensor)
+        entries, lock = self._entries, self._lock
+
+        def forget(_: Any) -> None:
+            with lock:
+                entries.pop(key, None)
+
+        with lock:
+            entries[key] = (weakref.ref(tensor, forget), value)
+
+    def get(self, tensor: Any) -> Any:
+        """The value kept beside ``tensor`` (None if there is none)."""
+        entry = self._entries.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: the :class:`PreparedBatch` of each batch in flight, by its input tensor
+PREPARED = TensorMap()
+
+
+def carry_prepared(batch: Any, moved: Any) -> Any:
+    """``moved`` (``batch`` moved to a device) with the :class:`PreparedBatch`
+    kept beside ``batch``'s inputs moved beside ``moved``'s.
+
+    Parameters
+    ----------
+    batch, moved : tuple
+        ``(X, y)`` before and after the move.
+    """
+    if not (isinstance(batch, tuple | list) and batch):
+        return moved
+    prepared = PREPARED.get(batch[0])
+    if prepared is not None:
+        device = moved[0].device
+        PREPARED.put(
+            moved[0],
+            PreparedBatch._make(
+                None if t is None else t.to(device, non_blocking=True) for t in prepared
+            ),
+        )
+    return moved
+
+
 def _as_tensor(values: Any) -> Tensor:
     """A tensor view of ``values``; a tensor that requires grad is detached, so
     training never builds a graph back to (or writes ``.grad`` into) the
@@ -77,8 +171,12 @@ def _as_tensor(values: Any) -> Tensor:
     return torch.from_numpy(np.asarray(values))
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(SkorchDataset):
     """Inputs, encoded targets and (optionally) cached teacher outputs.
+
+    A skorch :class:`~skorch.dataset.Dataset` of tensors (``X``, ``y``), so
+    that what skorch reads from a dataset -- ``EpochScoring``'s data and
+    targets, ``data_from_dataset`` -- it finds here as in its own.
 
     Parameters
     ----------
@@ -91,42 +189,40 @@ class ArrayDataset(Dataset):
     def __init__(
         self, X: Any, y: Any = None, teacher_outputs: TeacherOutputs | None = None
     ) -> None:
-        self.X = _as_tensor(X)
-        self.y = None if y is None else _as_tensor(y)
+        super().__init__(_as_tensor(X), None if y is None else _as_tensor(y))
         self.teacher_outputs = teacher_outputs
 
     def __len__(self) -> int:
         return len(self.X)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        batch_X, batch_y = self.batch(np.asarray([index]))
-        x = (
-            CachedTeacherBatch(*(t[0] for t in batch_X))
-            if isinstance(batch_X, CachedTeacherBatch)
-            else batch_X[0]
-        )
-        return x, (torch.zeros(()) if batch_y is None else batch_y[0])
+        y = self.y[index] if self.y is not None else torch.zeros(())
+        return self.X[index], y
 
     @property
     def device(self) -> torch.device:
         """Where the inputs are stored (batches are sliced there)."""
         return self.X.device
 
-    def batch(self, index: np.ndarray | Tensor) -> tuple[Any, Tensor | None]:
-        """The samples at ``index``, as one batch."""
+    def batch(self, index: np.ndarray | Tensor) -> tuple[Tensor, Tensor | None]:
+        """The samples at ``index``, as one batch ``(X, y)``; with teacher
+        outputs, their rows are kept beside ``X`` (:data:`PREPARED`)."""
         # on the data's device: a sharded order split on the host indexes data
         # held on the GPU (index_select wants both on one device)
         positions = torch.as_tensor(index, device=self.X.device)
         # index_select: the same gather as ``X[positions]``, at half the
         # host overhead (no advanced-indexing dispatch)
-        X: Any = self.X.index_select(0, positions)
+        X = self.X.index_select(0, positions)
         y = None if self.y is None else self.y.index_select(0, positions)
         if self.teacher_outputs is not None:
             logits, features = self.teacher_outputs
-            X = CachedTeacherBatch(
+            PREPARED.put(
                 X,
-                logits.index_select(0, positions),
-                features.index_select(0, positions),
+                PreparedBatch(
+                    X,
+                    logits.index_select(0, positions),
+                    features.index_select(0, positions),
+                ),
             )
         return X, y
 

@@ -52,7 +52,12 @@ def _permanent_tap(target: nn.Module, *, use_output: bool) -> FeatureTap:
 
 
 class FeatureForward:
-    """``(logits, features)`` of a network, compiled on first use when asked.
+    """``(output, features)`` of a network, compiled on first use when asked.
+
+    ``output`` is what the network returned (a tensor of logits, a tuple of
+    several outputs, a ``ModelOutput``; :func:`~projkd.features.logits_of`
+    reads its logits) and ``features`` its penultimate features, from one
+    forward pass; keyword arguments go to the network's forward.
 
     Not an ``nn.Module`` on purpose: it holds a reference to a network the
     estimator already owns, and skorch would otherwise register it as a
@@ -91,7 +96,7 @@ class FeatureForward:
     >>> import torch
     >>> from torch import nn
     >>> mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    >>> logits, features = FeatureForward(mlp)(torch.randn(2, 4))
+    >>> output, features = FeatureForward(mlp)(torch.randn(2, 4))
     >>> tuple(features.shape)
     (2, 8)
     """
@@ -110,9 +115,9 @@ class FeatureForward:
         self.layer = layer
         self.compile_kwargs = compile_kwargs
         self.tap = tap
-        self._run: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+        self._run: Callable[..., tuple[Any, Tensor]] | None = None
 
-    def function(self) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    def function(self) -> Callable[..., tuple[Any, Tensor]]:
         """The function to run (and compile), uncompiled: the reader,
         hook-free where the network has ``forward_features``; with a permanent
         :class:`FeatureTap` when compiled or asked; else with a hook added
@@ -124,18 +129,18 @@ class FeatureForward:
         if reader.target is not None and (self.tap or self.compile_kwargs is not None):
             tap = _permanent_tap(reader.target, use_output=reader.use_output)
 
-        def forward(x: Tensor) -> tuple[Tensor, Tensor]:
-            return reader(x, tap)
+        def forward(x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
+            return reader.run(x, tap, **kwargs)
 
         return forward
 
-    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
         if self._run is None:
             function = self.function()
             if self.compile_kwargs is not None:
                 function = torch.compile(function, **self.compile_kwargs)
             self._run = function
-        return self._run(x)
+        return self._run(x, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .batching import PREPARED, carry_prepared
 from .precision import device_type
 
 __all__ = [
@@ -220,7 +221,8 @@ class Prefetcher:
 
     def __iter__(self) -> Iterator[Any]:
         if self.device.type != "cuda":
-            yield from (to_device(batch, self.device) for batch in self.batches)
+            for batch in self.batches:
+                yield carry_prepared(batch, to_device(batch, self.device))
             return
         stream = torch.cuda.Stream(self.device)
         iterator = iter(self.batches)
@@ -230,13 +232,16 @@ class Prefetcher:
             if batch is None:
                 return None
             with torch.cuda.stream(stream):
-                return to_device(batch, self.device, non_blocking=True)
+                moved = to_device(batch, self.device, non_blocking=True)
+                return carry_prepared(batch, moved)
 
         upcoming = load()
         while upcoming is not None:
             current = torch.cuda.current_stream(self.device)
             current.wait_stream(stream)
             _record(upcoming, current)
+            if isinstance(upcoming, tuple | list) and upcoming:
+                _record(PREPARED.get(upcoming[0]), current)  # None: nothing
             batch, upcoming = upcoming, load()
             yield batch
 

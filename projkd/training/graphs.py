@@ -52,16 +52,19 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
+from ..features import logits_of
 from ..losses import distillation_loss
-from .batching import CachedTeacherBatch, DistillationOutput
+from .batching import DistillationOutput
 from .compiling import FeatureForward, unwrap_compiled
-from .precision import autocast
+from .precision import autocast, float32
 
 __all__ = [
     "GraphStepMixin",
     "TrainingGraph",
     "batch_loss",
+    "carried",
     "graph_compile_kwargs",
+    "logits_from",
     "own_code",
 ]
 
@@ -80,6 +83,45 @@ def graph_compile_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     {'dynamic': False, 'mode': 'reduce-overhead'}
     """
     return {"dynamic": False, **kwargs}
+
+
+def logits_from(output: Any, *, log_probabilities: bool) -> Tensor:
+    """The logits the loss terms read from a student's output.
+
+    With ``log_probabilities`` (skorch's convention for ``NLLLoss``: the
+    network outputs probabilities), ``log(p + eps)``, as skorch's
+    classifier computes before its ``NLLLoss``; these are valid logits for
+    the distillation terms too.
+    """
+    logits = logits_of(output, network="student")
+    if log_probabilities:
+        logits = torch.log(logits + torch.finfo(logits.dtype).eps)
+    return logits
+
+
+def carried(output: Any) -> Any:
+    """The student's output as skorch carries it to callbacks, scorers and
+    ``predict_proba``: a tensor, or a tuple or list of outputs (the first is
+    the prediction) as it is; an output skorch cannot carry (an object
+    with ``.logits``, a mapping such as a ``ModelOutput``) as its logits."""
+    if isinstance(output, Tensor | tuple | list):
+        return output
+    return logits_of(output, network="student")
+
+
+def clone_output(output: Any) -> Any:
+    """A copy of ``output``'s tensors (of tuples, lists and dicts of
+    them) out of a CUDA graph's memory, without autograd history."""
+    if isinstance(output, Tensor):
+        return output.detach().clone()
+    if isinstance(output, tuple | list):
+        items = [clone_output(item) for item in output]
+        if hasattr(output, "_fields"):  # a NamedTuple
+            return type(output)(*items)
+        return type(output)(items)
+    if isinstance(output, dict) and type(output) is dict:
+        return {key: clone_output(value) for key, value in output.items()}
+    return output
 
 
 def batch_loss(
@@ -184,11 +226,11 @@ class TrainingGraph:
     """The forward of a distillation training step, compiled as one function.
 
     ``graph(x, y, teacher_logits, teacher_features, weights)`` returns
-    ``(loss, values, logits, features, names)``: the loss to back-propagate
-    (through the backward compiled with it), the batch's records
-    (:func:`batch_loss`), the student's logits and features -- each but the
-    loss copied out of the graph's memory and without autograd history --
-    and the records' names. Compiled on first call with
+    ``(loss, values, output, logits, features, names)``: the loss to
+    back-propagate (through the backward compiled with it), the batch's
+    records (:func:`batch_loss`), the student's output, logits and features
+    -- each but the loss copied out of the graph's memory and without
+    autograd history -- and the records' names. Compiled on first call with
     :func:`graph_compile_kwargs`; the compiled function is dropped when
     pickled and rebuilt on first use, as :class:`FeatureForward`'s.
 
@@ -204,6 +246,9 @@ class TrainingGraph:
         Run inside the graph (compiled wrappers unwrapped).
     logit_loss : callable
         The bound logit loss (:func:`~projkd.losses.resolve_logit_loss`).
+    log_probabilities : bool
+        The student outputs probabilities (``NLLLoss``; see
+        :func:`logits_from`).
     temperature : float
     active : tuple of str
         The loss terms with a non-zero weight: which pieces the graph holds.
@@ -223,6 +268,7 @@ class TrainingGraph:
     ...     student, None, projectors=nn.Identity(), logit_projector=nn.Identity(),
     ...     ce_loss=nn.CrossEntropyLoss(), temperature=4.0, active=("ce",),
     ...     logit_loss=resolve_logit_loss("kd", kd_weight=0.0, temperature=4.0),
+    ...     log_probabilities=False,
     ...     device="cpu", mixed_precision=None,
     ...     compile_kwargs={"backend": "eager"})
     >>> out = graph(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), None, None,
@@ -240,6 +286,7 @@ class TrainingGraph:
         logit_projector: nn.Module,
         ce_loss: Any,
         logit_loss: Any,
+        log_probabilities: bool,
         temperature: float,
         active: tuple[str, ...],
         device: Any,
@@ -253,6 +300,7 @@ class TrainingGraph:
             logit_projector=logit_projector,
             ce_loss=ce_loss,
             logit_loss=logit_loss,
+            log_probabilities=log_probabilities,
             temperature=temperature,
             active=active,
             device=device,
@@ -295,6 +343,7 @@ class TrainingGraph:
         logit_projector = unwrap_compiled(parts["logit_projector"])
         ce_loss = unwrap_compiled(parts["ce_loss"])
         logit_loss, temperature = parts["logit_loss"], parts["temperature"]
+        log_probabilities = parts["log_probabilities"]
         active, device = parts["active"], parts["device"]
         mixed_precision = parts["mixed_precision"]
 
@@ -304,9 +353,10 @@ class TrainingGraph:
             teacher_logits: Tensor | None,
             teacher_features: Tensor | None,
             weights: Tensor,
-        ) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[str, ...]]:
+        ) -> tuple[Tensor, Tensor, Any, Tensor, Tensor, tuple[str, ...]]:
             with autocast(device, mixed_precision):
-                logits, features = student(x)
+                output, features = student(x)
+                logits = logits_from(output, log_probabilities=log_probabilities)
                 projected = projectors(features) if "feat" in active else None
                 kd_logits = logit_projector(logits) if "kd" in active else None
             out = DistillationOutput(
@@ -321,18 +371,25 @@ class TrainingGraph:
                 logit_loss=logit_loss,
                 active=active,
             )
-            return loss, values, logits, features, names
+            return loss, values, output, out.logits, features, names
 
         return own_code(step, self.structure())
 
     def structure(self) -> str:
         """What the graph's code is traced for: the networks' architectures,
-        the terms and the settings (not the weights, nor the loss's floats)."""
+        the terms, the settings and the logit loss with its options (not the
+        weights, which are inputs)."""
         parts = self.parts
         modules = ("student", "projectors", "logit_projector", "ce_loss")
         shapes = [_architecture(unwrap_compiled(parts[name])) for name in modules]
-        settings = [parts[k] for k in ("layer", "active", "mixed_precision")]
-        return repr((shapes, settings, type(parts["logit_loss"]).__name__))
+        settings = [
+            parts[k]
+            for k in ("layer", "active", "mixed_precision", "log_probabilities")
+        ]
+        # the loss's options and the temperature are constants of the graph:
+        # each value its own code object, never torch's recompile limit
+        loss = (repr(parts["logit_loss"]), parts["temperature"])
+        return repr((shapes, settings, loss))
 
     def __call__(
         self,
@@ -341,16 +398,18 @@ class TrainingGraph:
         teacher_logits: Tensor | None,
         teacher_features: Tensor | None,
         weights: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[str, ...]]:
+    ) -> tuple[Tensor, Tensor, Any, Tensor, Tensor, tuple[str, ...]]:
         if self._run is None:
             kwargs = graph_compile_kwargs(self.parts["compile_kwargs"])
             self._run = torch.compile(self.function(), **kwargs)
-        loss, values, logits, features, names = self._run(
+        loss, values, output, logits, features, names = self._run(
             x, y, teacher_logits, teacher_features, weights
         )
         # a CUDA graph's outputs are overwritten by its next replay
-        kept = (t.detach().clone() for t in (values, logits, features))
-        return (loss, *kept, names)  # type: ignore[return-value]
+        values, logits, features = (
+            t.detach().clone() for t in (values, logits, features)
+        )
+        return loss, values, clone_output(output), logits, features, names
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -367,7 +426,7 @@ class GraphStepMixin:
     training step runs :class:`TrainingGraph`; otherwise, and for
     validation and prediction, the host's own steps run (validation with
     the student's forward compiled on its own). The host
-    provides ``teacher_batch``, ``record_loss`` (the non-finite guard and
+    provides ``prepare_batch``, ``record_loss`` (the non-finite guard and
     the records), ``loss_weights``, ``active_terms`` and its networks.
     """
 
@@ -385,13 +444,15 @@ class GraphStepMixin:
     temperature: float
     student_layer: str | None
     get_params_for: Any
-    teacher_batch: Any
     record_loss: Any
     loss_weights: Any
     active_terms: Any
     uses_graph_step: Any
+    prepare_batch: Any
+    classification_loss: Any
+    outputs_probabilities: Any
     _set_training: Any
-    _as_input: Any
+    _step: Any
 
     def torch_compile(self, module: Any, name: str) -> Any:
         """skorch's compile of each module, but for the training graph's
@@ -412,6 +473,7 @@ class GraphStepMixin:
             logit_projector=self.logit_projector_,
             ce_loss=self.criterion_,
             logit_loss=self.logit_loss_,
+            log_probabilities=isinstance(unwrap_compiled(self.criterion_), nn.NLLLoss),
             temperature=self.temperature,
             active=self.active_terms(),
             device=self.device,
@@ -431,34 +493,40 @@ class GraphStepMixin:
         ``infer`` and ``get_loss`` as separate eager pieces; the
         ``backward()`` call stays here and ``on_grad_computed`` and the
         optimizer's step in skorch's ``train_step``, on the host between the
-        pieces. ``y_pred`` holds the logits and features (without autograd
-        history) and the teacher's outputs.
+        pieces. ``y_pred`` is the student's output (without autograd
+        history), and the step's
+        :class:`~projkd.training.batching.DistillationOutput` holds its
+        logits, features and the teacher's outputs. Arguments to the
+        student's forward (``fit_params``) are constants of the graph: with
+        any, the step runs eagerly.
         """
-        if not self.uses_graph_step():
+        step = self._step
+        if not self.uses_graph_step() or step is None or fit_params:
             return super().train_step_single(batch, **fit_params)  # type: ignore[misc]
         self._set_training(True)
         Xi, yi = unpack_data(batch)
-        if not isinstance(Xi, CachedTeacherBatch):
-            with autocast(self.device, self.mixed_precision):
-                Xi = self.teacher_batch(Xi, training=True)
-        teacher_logits, teacher_features = (
-            None if t is None else to_tensor(t, device=self.device) for t in Xi[1:]
-        )
-        x: Tensor = to_tensor(Xi[0], device=self.device)
+        prepared = self.prepare_batch(Xi, training=True)
         y = to_tensor(yi, device=self.device)
         graph = self.training_graph()
         weights = self.loss_weights()
-        loss, values, logits, features, names = graph(
-            self._as_input(x),
+        loss, values, output, logits, features, names = graph(
+            prepared.inputs,
             y,
-            teacher_logits,
-            teacher_features,
-            graph.weights(tuple(float(weights[w]) for w in WEIGHTS), x.device),
+            prepared.teacher_logits,
+            prepared.teacher_features,
+            graph.weights(
+                tuple(float(weights[w]) for w in WEIGHTS), prepared.inputs.device
+            ),
         )
         loss = self.record_loss(loss, values, names, training=True)
         scaler = getattr(self, "grad_scaler_", None)
         (loss if scaler is None else scaler.scale(loss)).backward()
-        y_pred = DistillationOutput(
-            logits, features, None, None, teacher_logits, teacher_features
+        step.output = DistillationOutput(
+            logits,
+            features,
+            None,
+            None,
+            prepared.teacher_logits,
+            prepared.teacher_features,
         )
-        return {"loss": loss, "y_pred": y_pred}
+        return {"loss": loss, "y_pred": float32(carried(output))}

@@ -15,12 +15,14 @@ from typing import Any
 
 import torch
 from skorch.dataset import unpack_data
+from torch import Tensor
 
 __all__ = [
     "MIXED_PRECISION",
     "ScaledStepMixin",
     "autocast",
     "autocast_dtype",
+    "float32",
     "grad_scaler",
     "scaled_step",
 ]
@@ -52,6 +54,24 @@ def autocast_dtype(mixed_precision: str | None) -> torch.dtype | None:
             "or 'fp16'."
         )
     return MIXED_PRECISION[mixed_precision]
+
+
+def float32(output: Any) -> Any:
+    """``output`` with its half-precision tensors cast to float32 (tensors,
+    and tuples, lists and mappings of them; anything else as it is)."""
+    if isinstance(output, Tensor):
+        return output.float() if output.dtype in _HALF_DTYPES else output
+    if isinstance(output, tuple | list):
+        items = [float32(item) for item in output]
+        if hasattr(output, "_fields"):  # a NamedTuple
+            return type(output)(*items)
+        return type(output)(items)
+    if isinstance(output, dict) and type(output) is dict:
+        return {key: float32(value) for key, value in output.items()}
+    return output
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def device_type(device: Any) -> str:

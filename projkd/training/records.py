@@ -1,5 +1,4 @@
-"""skorch's epoch loop with the batch records kept on the device until the
-epoch ends.
+"""skorch's epoch loop with the batch records kept on the device until read.
 
 skorch's ``run_single_epoch`` reads every batch's loss back to the host
 (``step["loss"].item()``) as soon as the step is queued, which makes the CPU
@@ -8,7 +7,13 @@ one: the GPU idles for the launch overhead of every batch. Here a batch's
 values -- its loss and whatever the net adds with :meth:`EpochRecords.add`
 (loss terms, accuracy) -- stay on the device and fill the batch rows of the
 history in one transfer when the epoch ends, before ``on_epoch_end``
-scorers read them. A batch whose step was skipped (a non-finite loss with
+scorers read them. Until then each batch row is a :class:`PendingRow`: a
+``dict`` that reads its own values from the device the first time anyone
+looks into it (``history[-1, "batches", -1, "train_loss"]`` in an
+``on_batch_end`` callback, ``ProgressBar``'s loss column, a per-batch
+``LRScheduler`` monitoring ``train_loss``), so the values are there for
+whoever reads them, and a fit where nobody does never waits on the device
+within an epoch. A batch whose step was skipped (a non-finite loss with
 ``nonfinite_loss="skip"``) records no loss at all, so it is left out of the
 epoch's means, and the epoch records how many were skipped. The per-step
 non-finite flags of :mod:`projkd.training.finite` travel in the same
@@ -36,7 +41,96 @@ from torch import Tensor
 
 from .device import DeviceStats
 
-__all__ = ["DeviceRecordsMixin", "EpochRecords"]
+__all__ = ["DeviceRecordsMixin", "EpochRecords", "PendingRow"]
+
+
+class PendingRow(dict):
+    """A batch row of the history whose device values are read on first access.
+
+    Any read (``row[key]``, ``get``, ``in``, iteration, ``items``, ...)
+    first moves the values kept with :meth:`defer` to the host (one
+    transfer for the row) and writes them in; writes need no read. Pickled
+    as a plain ``dict``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> row = PendingRow(train_batch_size=2)
+    >>> row.defer("train", ("loss", "acc"), torch.tensor([0.5, 1.0]))
+    >>> row["train_loss"], sorted(row)
+    (0.5, ['train_acc', 'train_batch_size', 'train_loss'])
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[tuple[str, Sequence[str], Tensor]] = []
+
+    def defer(self, prefix: str, names: Sequence[str], values: Tensor) -> None:
+        """Keep ``values`` (a 1-D device tensor) for ``prefix_<name>``, unread."""
+        self._pending.append((prefix, names, values))
+
+    def resolve(self) -> None:
+        """Read the deferred values into the row."""
+        pending, self._pending = self._pending, []
+        for prefix, names, values in pending:
+            floats = values.detach().float().reshape(-1).tolist()
+            for name, value in zip(names, floats, strict=True):
+                dict.__setitem__(self, f"{prefix}_{name}", value)
+
+    def forget(self) -> None:
+        """Drop the deferred values unread (the epoch's transfer wrote them)."""
+        self._pending = []
+
+    def __getitem__(self, key: Any) -> Any:
+        self.resolve()
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.resolve()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.resolve()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.resolve()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self.resolve()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self.resolve()
+        return super().keys()
+
+    def values(self) -> Any:
+        self.resolve()
+        return super().values()
+
+    def items(self) -> Any:
+        self.resolve()
+        return super().items()
+
+    def copy(self) -> dict[Any, Any]:
+        self.resolve()
+        return dict(super().items())
+
+    def __eq__(self, other: object) -> bool:
+        self.resolve()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self.resolve()
+        return super().__repr__()
+
+    def __reduce__(self) -> Any:
+        return (dict, (self.copy(),))
 
 
 class EpochRecords:
@@ -92,6 +186,9 @@ class EpochRecords:
             stats = self.stats[tuple(names)] = DeviceStats()
         stats.add(index, values)
         self.marked.add(index)
+        row = self.rows[index]
+        if isinstance(row, PendingRow) and self.prefix is not None:
+            row.defer(self.prefix, tuple(names), values)
 
     def skip(self) -> None:
         """The current batch's step was skipped: it records no values."""
@@ -123,6 +220,9 @@ class EpochRecords:
         epoch) and stop recording; skipped batches keep no values, and
         flagged ones (:meth:`flag`) are skipped, their values kept in
         ``flagged``."""
+        for row in self.rows:  # this transfer writes every value
+            if isinstance(row, PendingRow):
+                row.forget()
         kinds = [*self.stats.items(), (("nonfinite",), self.flags)]
         read = DeviceStats.read_all([stats for _, stats in kinds])
         flagged = {index for index, (bad,) in read.pop() if bad}
@@ -134,10 +234,15 @@ class EpochRecords:
                     self.flagged.setdefault(index, {}).update(
                         zip(names, values, strict=True)
                     )
-                if index in skipped:
-                    continue
+                row = self.rows[index]
                 for name, value in zip(names, values, strict=True):
-                    self.rows[index][f"{self.prefix}_{name}"] = value
+                    if index in skipped:  # a reader may have resolved it
+                        dict.pop(row, f"{self.prefix}_{name}", None)
+                    else:
+                        dict.__setitem__(row, f"{self.prefix}_{name}", value)
+        for index, row in enumerate(self.rows):  # plain rows from now on
+            if isinstance(row, PendingRow):
+                self.rows[index] = dict(dict.items(row))
         self.prefix, self.rows, self.stats = None, [], {}
         self.flags, self.gate = DeviceStats(), None
 
@@ -170,7 +275,7 @@ class DeviceRecordsMixin:
         """skorch's new batch row, appended without History's slow indexing
         (which costs more host time than a small network's step)."""
         if type(self.history) is History:
-            list.__getitem__(self.history, -1)["batches"].append({})
+            list.__getitem__(self.history, -1)["batches"].append(PendingRow())
         else:
             super().on_batch_begin(  # type: ignore[misc]
                 net, batch=batch, training=training, **kwargs

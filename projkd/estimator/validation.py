@@ -20,14 +20,14 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
-from skorch.utils import is_dataset
+from skorch.utils import data_from_dataset, is_dataset
 from torch import nn
 
-from .errors import InputError, InputTypeError, ParameterError
-from .features import first_inputs
-from .losses import LOGIT_LOSSES
-from .projectors import PROJECTORS
-from .training.precision import check_supported
+from ..errors import InputError, InputTypeError, ParameterError
+from ..features import first_inputs
+from ..losses import LOGIT_LOSSES
+from ..projectors import PROJECTORS
+from ..training.precision import check_supported
 
 __all__ = [
     "DISTILLER_CONSTRAINTS",
@@ -38,6 +38,7 @@ __all__ = [
     "check_input_shape",
     "check_params",
     "check_target",
+    "dataset_labels",
 ]
 
 
@@ -261,6 +262,18 @@ def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
             f"{type(estimator).__name__} requires y to be passed, but the target y "
             "is None; pass labels, or a Dataset that yields them."
         )
+    else:
+        y = dataset_labels(X)
+        if y is None and getattr(estimator.train_split, "stratified", False):
+            raise InputError(
+                f"X is a {type(X).__name__} without labels to read (no `targets` "
+                "attribute, no skorch Dataset `y`), and train_split="
+                f"{estimator.train_split!r} stratifies by them: pass y (the "
+                "dataset's labels), or train_split=ValidSplit(5, stratified=False) "
+                "or None."
+            )
+        if y is not None:
+            y = check_target(y, len(X))
     if estimator.cache_teacher not in ("auto", False) and (
         estimator.train_transform is not None or is_dataset(X)
     ):
@@ -270,6 +283,20 @@ def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
             "Use cache_teacher='auto' or False."
         )
     return X, y
+
+
+def dataset_labels(dataset: Any) -> Any:
+    """The labels a dataset carries, or None: its ``targets`` (torchvision's
+    data sets: ``ImageFolder``, ``MNIST``, ``CIFAR100``), or the ``y`` of a
+    skorch ``Dataset`` (or a ``Subset`` of one)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return targets
+    try:
+        _, y = data_from_dataset(dataset)
+    except AttributeError:
+        return None
+    return y
 
 
 def check_fast_settings(estimator: Any, X: Any, device: Any) -> None:

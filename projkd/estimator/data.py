@@ -5,29 +5,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
 from skorch.dataset import Dataset, check_indexing
 from skorch.utils import is_dataset
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
-from ._validation import check_input, check_input_shape, check_target
-from .errors import InputError, InputTypeError
-from .teacher.cache import cached_teacher_outputs
-from .teacher.frozen import fit_teacher_estimator, is_teacher_estimator
-from .training.batching import ArrayBatches, ArrayDataset, array_source, unwrap_subsets
-from .training.device import Prefetcher, nbytes, resolve_data_device, to_device
-from .utils import seeded
+from ..errors import InputError, InputTypeError
+from ..teacher.cache import cached_teacher_outputs
+from ..teacher.frozen import fit_teacher_estimator, is_teacher_estimator
+from ..training.arrays import ArrayBatchesMixin
+from ..training.batching import ArrayDataset, unwrap_subsets
+from ..utils import seeded
+from .validation import check_input, check_input_shape, check_target
 
 __all__ = ["ArrayDataMixin"]
 
-_SLICEABLE = {"batch_size", "shuffle", "drop_last"}
 
-
-class ArrayDataMixin:
+class ArrayDataMixin(ArrayBatchesMixin):
     """skorch's ``get_dataset``/``get_iterator`` for arrays sliced into batches.
 
     Arrays and tensors become an :class:`~projkd.training.batching.ArrayDataset` of
@@ -99,18 +96,7 @@ class ArrayDataMixin:
                     batch_size=max(512, self.batch_size),
                     mixed_precision=self.mixed_precision,
                 )
-        # moved once per fit (when it fits), so that shuffling, slicing and
-        # the cache lookups of every epoch happen on the device
-        device = resolve_data_device(
-            self.data_device, self._compute_device(), nbytes(X, y, outputs)
-        )
-        if self.data_device == "auto" and isinstance(X, torch.Tensor):
-            if X.device.type != "cpu":
-                device = X.device  # never copied back to the host
-
-        return ArrayDataset(
-            to_device(X, device), to_device(y, device), to_device(outputs, device)
-        )
+        return self.array_dataset(X, y, outputs)
 
     @contextmanager
     def _teacher_fitted(
@@ -212,17 +198,20 @@ class ArrayDataMixin:
 
         - an :class:`~projkd.training.batching.ArrayDataset` (or a ``Subset`` of one)
           was made by :meth:`get_dataset`: its labels are encoded already;
-        - ``(X, y)`` arrays, or a skorch ``Dataset`` of arrays or tensors with
-          labels, become an ``ArrayDataset`` exactly as the fit's own arrays
-          do: checked, float32, labels encoded, teacher outputs cached;
-        - a skorch ``Dataset`` of other data (dicts, lists) keeps its inputs
-          and gets its labels encoded;
+        - ``(X, y)`` arrays become an ``ArrayDataset`` exactly as the fit's own
+          arrays do: checked, float32, labels encoded, teacher outputs cached;
+        - a skorch ``Dataset`` (or a subclass) with labels is used as it is
+          when they already are the indices (integer labels ``0..C-1`` in
+          ``classes_``' order), else as a copy with its labels encoded (same
+          class, same inputs);
         - any other dataset yields class indices (the documented contract for
           torch datasets) and is used as is.
 
         ``Subset`` wrappers, as a callable split may add, are kept.
         """
         base, indices = unwrap_subsets(dataset)
+        if isinstance(base, ArrayDataset):
+            return dataset  # made by get_dataset: encoded already
         if isinstance(base, tuple) and len(base) == 2:
             X, y = base
         elif isinstance(base, Dataset) and base.y is not None:
@@ -232,22 +221,29 @@ class ArrayDataMixin:
         if id(base) not in converted:
             converted[id(base)] = self._labelled_data(X, y, base)
         encoded = converted[id(base)]
+        if encoded is base:
+            return dataset
         return encoded if indices is None else Subset(encoded, indices.tolist())
 
     def _labelled_data(self, X: Any, y: Any, base: Any) -> Any:
         """A dataset of ``X`` with the labels ``y`` encoded (see
         :meth:`_encoded_dataset`)."""
-        if isinstance(X, np.ndarray | torch.Tensor):
+        if isinstance(base, tuple):
+            if not isinstance(X, np.ndarray | torch.Tensor):
+                raise InputTypeError(
+                    "A validation set given as (X, y) needs X to be an array or a "
+                    f"tensor, got {type(X).__name__}; wrap it in "
+                    "skorch.dataset.Dataset."
+                )
             X = check_input(X)
             check_input_shape(X, self.input_shape_, type(self).__name__)
             return self.get_dataset(X, check_target(y, len(X)))
-        if isinstance(base, tuple):
-            raise InputTypeError(
-                "A validation set given as (X, y) needs X to be an array or a "
-                f"tensor, got {type(X).__name__}; wrap it in skorch.dataset.Dataset."
-            )
+        y = check_target(y, len(base))
+        encoded_y = self._encode(y)
+        if y.dtype.kind in "iu" and np.array_equal(encoded_y, y):
+            return base  # the labels are the indices already
         encoded = copy.copy(base)
-        encoded.y = self._encode(check_target(y, len(base)))
+        encoded.y = encoded_y
         encoded.y_indexing = check_indexing(encoded.y)
         return encoded
 
@@ -257,47 +253,3 @@ class ArrayDataMixin:
         if self.cache_teacher == "auto":
             return self.train_transform is None and not is_dataset(X)
         return bool(self.cache_teacher)
-
-    def get_iterator(self, dataset: Any, training: bool = False) -> Any:
-        """Batches sliced from arrays (:class:`~projkd.training.batching.ArrayBatches`)
-        when the data are arrays and the iterator is skorch's default
-        ``DataLoader`` with at most ``batch_size``, ``shuffle`` and
-        ``drop_last`` set; otherwise skorch's iterator. Training batches go
-        through :meth:`training_batches`; host arrays feeding a CUDA device
-        are prefetched (:class:`~projkd.training.device.Prefetcher`)."""
-        source = array_source(dataset)
-        prefix = "iterator_train" if training else "iterator_valid"
-        iterator = self.iterator_train if training else self.iterator_valid
-        kwargs = self.get_params_for(prefix)
-        if source is None or iterator is not DataLoader or set(kwargs) - _SLICEABLE:
-            return super().get_iterator(dataset, training=training)  # type: ignore[misc]
-        batch_size = kwargs.get("batch_size", self.batch_size)
-        array_dataset, indices = source
-        batches = ArrayBatches(
-            array_dataset,
-            indices,
-            batch_size=len(indices) if batch_size == -1 else batch_size,
-            shuffle=kwargs.get("shuffle", False),
-            drop_last=kwargs.get("drop_last", False),
-            seed=int(self.random_state)
-            if isinstance(self.random_state, Integral)
-            else None,
-            first_epoch=len(self.history) if self.history else 0,
-        )
-        if training:  # this process's share, before any copy to the device
-            batches = self.training_batches(batches)
-        device = torch.device(self._compute_device())
-        if device.type == "cuda" and array_dataset.device.type == "cpu":
-            return Prefetcher(batches, device)  # pinned, non-blocking, one ahead
-        return batches
-
-    def training_batches(self, batches: ArrayBatches) -> Any:
-        """The training batches this process iterates: all of ``batches``.
-
-        A hook: :class:`~projkd.parallel.DataParallelMixin` returns this
-        process's shard of every global batch. :meth:`get_iterator` calls it
-        before it wraps the batches in a
-        :class:`~projkd.training.device.Prefetcher`, so host-resident data are
-        sharded on a GPU too.
-        """
-        return batches

@@ -11,15 +11,16 @@ import numpy as np
 from skorch.utils import to_tensor
 from torch import nn
 
-from .errors import InputError, InputTypeError
-from .features import probe, resolve_feature_layer
-from .projectors import ProjectorEnsemble
-from .projectors import logit_projector as make_logit_projector
-from .teacher.frozen import freeze_teacher, is_teacher_estimator
-from .training.compiling import FeatureForward
-from .training.device import to_channels_last
-from .training.precision import grad_scaler
-from .utils import takes_argument
+from ..errors import InputError, InputTypeError
+from ..features import declared_widths, probe, resolve_feature_layer
+from ..losses import check_logit_loss
+from ..projectors import ProjectorEnsemble
+from ..projectors import logit_projector as make_logit_projector
+from ..teacher.frozen import freeze_teacher, is_teacher_estimator
+from ..training.compiling import FeatureForward
+from ..training.device import to_channels_last
+from ..training.precision import grad_scaler
+from ..utils import takes_argument
 
 __all__ = ["NetworksMixin", "build_student", "check_outputs", "frozen_teacher"]
 
@@ -136,14 +137,12 @@ class NetworksMixin:
     teacher_estimator_: Any
     classes_: Any
     initialized_: bool
+    kd_weight: float
+    logit_loss_: Any
+    resolve_losses: Any
     get_params_for: Any
     initialized_instance: Any
     _compute_device: Any
-    _params_to_validate: Any
-    _validate_params: Any
-    _initialize_module: Any
-    _initialize_criterion: Any
-    _initialize_optimizer: Any
 
     def _teacher_module(self) -> nn.Module:
         if is_teacher_estimator(self.teacher):
@@ -154,14 +153,10 @@ class NetworksMixin:
         """Build the student, the frozen teacher and the projectors.
 
         The feature widths come from one forward pass of both networks on a
-        sample of the training inputs, so any architecture works.
+        sample of the training inputs, so any architecture works; before
+        any fit, from the widths the networks declare
+        (:func:`~projkd.features.declared_widths`).
         """
-        sample = getattr(self, "_sample_input_", None)
-        if sample is None:
-            raise InputError(
-                f"{type(self).__name__} sizes its projectors from the data; call "
-                "fit(X, y) or partial_fit(X, y) instead of initialize()."
-            )
         device = self._compute_device()
         teacher = frozen_teacher(
             self._teacher_module(),
@@ -170,20 +165,26 @@ class NetworksMixin:
             channels_last=self.channels_last,
             compiled=bool(self.compile),
         )
-        sample = to_tensor(sample, device=device)
-        d_t, n_out_t = probe(teacher, sample, self.teacher_layer, "teacher")
+        sample = getattr(self, "_sample_input_", None)
+        if sample is not None:
+            sample = to_tensor(sample, device=device)
+        d_t, n_out_t = self._widths(teacher, self.teacher_layer, "teacher", sample)
         student = build_student(
             self.student,
-            self.get_params_for("student"),
+            # skorch's spelling of the student's options, module__*, too
+            {**self.get_params_for("module"), **self.get_params_for("student")},
             n_out_t,
             self.initialized_instance,
         ).to(device)
         if self.channels_last:
             student = to_channels_last(student)
-        d_s, n_out_s = probe(student, sample, self.student_layer, "student")
-        if self.classes_inferred_ is None:
+        d_s, n_out_s = self._widths(student, self.student_layer, "student", sample)
+        if getattr(self, "classes_inferred_", None) is None:
             self.classes_inferred_ = np.arange(n_out_t)
         check_outputs(n_out_s, n_out_t, self.classes_)
+        self.resolve_losses()
+        if self.kd_weight:  # a user's loss fails here, not at the first batch
+            check_logit_loss(self.logit_loss_, n_out_t, name=repr(self.logit_loss))
 
         self.module_ = student
         self.teacher_ = teacher
@@ -204,6 +205,24 @@ class NetworksMixin:
             self.__dict__.pop(name, None)
         self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
         return self
+
+    def _widths(
+        self, model: nn.Module, layer: str | None, role: str, sample: Any
+    ) -> tuple[int, int]:
+        """``(n_features, n_outputs)`` of a network: probed on the sample of
+        the fit's inputs, else as the network declares them."""
+        if sample is not None:
+            return probe(model, sample, layer, role)
+        declared = declared_widths(model, layer)
+        if declared is None:
+            raise InputError(
+                f"{type(self).__name__} sizes its projectors from the networks' "
+                f"feature widths, and the {role} ({type(model).__name__}) does not "
+                "declare its own (no nn.Linear classifier, no num_features, or a "
+                "lazy layer). Call fit(X, y) or partial_fit(X, y), which measure "
+                "them on the data, instead of initialize()."
+            )
+        return declared
 
     def _check_projectors(self) -> None:
         """Refuse to train on a feature term the initialised networks lack
@@ -247,40 +266,3 @@ class NetworksMixin:
         for name in self._FORWARDS:
             state.pop(name, None)
         return state
-
-    def set_params(self, **kwargs: Any) -> Any:
-        """Set parameters; ``student__*`` re-initialise a fitted student,
-        ``logit_loss__*`` are the options of the ``logit_loss`` object."""
-        student_params = {k: v for k, v in kwargs.items() if k.startswith("student__")}
-        loss_params = {
-            k.split("__", 1)[1]: v
-            for k, v in kwargs.items()
-            if k.startswith("logit_loss__")
-        }
-        super().set_params(  # type: ignore[misc]
-            **{
-                k: v
-                for k, v in kwargs.items()
-                if k not in student_params and not k.startswith("logit_loss__")
-            }
-        )
-        if loss_params:  # after a new logit_loss given in the same call
-            if not hasattr(self.logit_loss, "set_params"):
-                given = ", ".join(
-                    f"logit_loss__{k}={v!r}" for k, v in loss_params.items()
-                )
-                raise ValueError(
-                    f"{given} sets an option of the logit loss, but logit_loss="
-                    f"{self.logit_loss!r} has no options to set. Pass a loss object "
-                    "with it instead, e.g. logit_loss=projkd.losses.DKDLoss(beta=6.0)."
-                )
-            self.logit_loss.set_params(**loss_params)
-        if student_params:
-            self.__dict__.update(student_params)
-            self._params_to_validate.update(student_params)
-            if self.initialized_:
-                self._validate_params()
-                self._initialize_module()
-                self._initialize_criterion()
-                self._initialize_optimizer()
-        return self

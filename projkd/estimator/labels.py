@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["encode_labels", "label_space"]
 

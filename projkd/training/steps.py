@@ -1,0 +1,273 @@
+"""The distillation step inside skorch's step, with skorch's types at its hooks.
+
+skorch's ``train_step_single`` and ``validation_step`` call ``infer(Xi)``
+and ``get_loss(y_pred, yi)``; callbacks then receive the batch and
+``y_pred``. :class:`DistillationStepMixin` keeps every one of these what
+skorch would give: the batch is ``(X, y)``, ``infer`` returns the
+student's output (a tensor of logits, or whatever the student returns),
+and ``get_loss`` takes that output. What distillation adds travels beside
+them:
+
+- *into* the step, the :class:`~projkd.training.batching.PreparedBatch` of
+  a batch whose teacher outputs were looked up in the teacher cache or
+  computed once for several students, kept beside the batch's input
+  tensor (:data:`~projkd.training.batching.PREPARED`);
+- *within* the step, the :class:`~projkd.training.batching.DistillationOutput`
+  of the forward pass (the student's features, the projections, the
+  teacher's outputs), which ``infer`` leaves for ``get_loss`` on the
+  :class:`DistillationStep` that ``train_step``/``validation_step`` open;
+- *out of* the step, the same output under the step's ``"distillation"``
+  key, which skorch hands every callback's ``on_batch_end`` as the keyword
+  ``distillation``.
+
+Outside a training or validation step (``predict``, ``forward``,
+``predict_proba``), ``infer`` runs the student alone, as skorch's does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from skorch.utils import to_tensor
+from torch import Tensor, nn
+
+from ..features import logits_of
+from .batching import PREPARED, DistillationOutput, PreparedBatch
+from .compiling import unwrap_compiled
+from .device import to_channels_last
+from .graphs import batch_loss, carried, logits_from
+from .precision import autocast, float32
+
+__all__ = ["DistillationStep", "DistillationStepMixin"]
+
+
+@dataclass
+class DistillationStep:
+    """A training or validation step in progress.
+
+    Attributes
+    ----------
+    training : bool
+    output : DistillationOutput or None
+        Left by ``infer`` for ``get_loss`` (None until ``infer`` ran).
+    """
+
+    training: bool
+    output: DistillationOutput | None = None
+
+
+class DistillationStepMixin:
+    """``infer``, ``get_loss`` and the steps of a distiller (a skorch mixin).
+
+    The host provides the networks (``module_``, ``teacher_``,
+    ``projectors_``, ``logit_projector_``), ``criterion_``, ``logit_loss_``,
+    the parameters, ``loss_weights``, ``active_terms``, ``uses_teacher``,
+    ``record_loss`` and ``_forward_of``.
+    """
+
+    # provided by the host estimator
+    device: Any
+    mixed_precision: str | None
+    channels_last: bool
+    train_transform: Any
+    feature_weight: float
+    kd_weight: float
+    logit_projector: bool
+    temperature: float
+    teacher_layer: str | None
+    student_layer: str | None
+    module_: Any
+    teacher_: Any
+    projectors_: Any
+    logit_projector_: Any
+    criterion_: Any
+    logit_loss_: Any
+    loss_weights: Any
+    active_terms: Any
+    uses_teacher: Any
+    record_loss: Any
+    _forward_of: Any
+
+    _step: DistillationStep | None = None
+
+    # ----------------------------------------------------------- the steps
+    @contextmanager
+    def distillation_step(self, training: bool) -> Iterator[DistillationStep]:
+        """Open a step (or join the one open): within it, ``infer`` computes
+        the distillation forward pass and ``get_loss`` the distillation
+        loss."""
+        if self._step is not None:  # train_step's, joined by train_step_single
+            yield self._step
+            return
+        self._step = DistillationStep(training)
+        try:
+            yield self._step
+        finally:
+            self._step = None
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's ``train_step``, with the step's
+        :class:`~projkd.training.batching.DistillationOutput` under
+        ``"distillation"`` (callbacks receive it in ``on_batch_end``)."""
+        with self.distillation_step(training=True) as step:
+            result = super().train_step(batch, **fit_params)  # type: ignore[misc]
+        return {**result, "distillation": step.output}
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's ``train_step_single`` within a training step."""
+        with self.distillation_step(training=True) as step:
+            result = super().train_step_single(batch, **fit_params)  # type: ignore[misc]
+        return {**result, "distillation": step.output}
+
+    def validation_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's ``validation_step`` (the distillation loss on the
+        validation batch), with its ``"distillation"`` output."""
+        with self.distillation_step(training=False) as step:
+            result = super().validation_step(batch, **fit_params)  # type: ignore[misc]
+        return {**result, "distillation": step.output}
+
+    # ------------------------------------------------------------ forward
+    def infer(self, x: Any, **fit_params: Any) -> Any:
+        """The student's output for the batch ``x``, as skorch's ``infer``
+        gives it (float32 under ``mixed_precision``; see :func:`carried`);
+        ``fit_params`` go to the student's forward.
+
+        Within a training or validation step, the distillation forward pass:
+        the teacher (looked up beside the batch, or run without gradients on
+        the same, possibly augmented, view), the student with its features
+        and, where a loss term needs them, the projectors and the logit
+        projector -- each under autocast; what it computed is left on the
+        step for :meth:`get_loss`.
+        """
+        step = self._step
+        if step is None:  # prediction: the student alone
+            x = self._as_input(to_tensor(x, device=self.device))
+            with autocast(self.device, self.mixed_precision):
+                output, _ = self._student_forward(x, **fit_params)
+            return float32(carried(output))
+        prepared = self.prepare_batch(x, training=step.training)
+        with autocast(self.device, self.mixed_precision):
+            output, features = self._student_forward(prepared.inputs, **fit_params)
+            logits = self.student_logits(output)
+            projected = self.projectors_(features) if self.feature_weight else None
+            kd_logits = None
+            if self.kd_weight:
+                kd_logits = (
+                    self.logit_projector_(logits) if self.logit_projector else logits
+                )
+        step.output = DistillationOutput(
+            logits,
+            features,
+            projected,
+            kd_logits,
+            prepared.teacher_logits,
+            prepared.teacher_features,
+        )
+        return float32(carried(output))
+
+    def prepare_batch(
+        self, x: Any, *, training: bool, teacher: bool | None = None
+    ) -> PreparedBatch:
+        """The batch as the student will see it -- on the device, augmented
+        when ``training`` (one view for student and teacher), in its memory
+        format -- with the teacher's outputs for it (None when ``teacher`` is
+        False; by default, when no loss term needs them).
+
+        A batch prepared before (looked up in the teacher cache, or by
+        :func:`~projkd.lockstep.fit_lockstep` for all its estimators) is
+        found beside its input tensor and used as it is.
+        """
+        needed = self.uses_teacher() if teacher is None else teacher
+        prepared = PREPARED.get(x)
+        if prepared is not None and (prepared.teacher_logits is not None or not needed):
+            return PreparedBatch._make(
+                None if t is None else self._as_input(to_tensor(t, device=self.device))
+                for t in prepared
+            )
+        x = to_tensor(x, device=self.device)
+        if training and self.train_transform is not None:
+            x = self.train_transform(x)
+        x = self._as_input(x)
+        if not needed:
+            return PreparedBatch(x, None, None)
+        with torch.no_grad(), autocast(self.device, self.mixed_precision):
+            output, features = self._forward_of(
+                "_teacher_forward_fn", self.teacher_, self.teacher_layer
+            )(x)
+        return PreparedBatch(x, logits_of(output, network="teacher"), features)
+
+    def _student_forward(self, x: Any, **fit_params: Any) -> tuple[Any, Tensor]:
+        """The student's output and features from one forward pass
+        (data-parallel subclasses route it through DDP's forward)."""
+        # module_ is the estimator's own copy: a permanent feature tap is
+        # fine, and taking its value leaves no activation behind
+        forward = self._forward_of(
+            "_student_forward_fn", self.module_, self.student_layer, tap=True
+        )
+        return forward(x, **fit_params)
+
+    def _as_input(self, x: Any) -> Any:
+        return to_channels_last(x) if self.channels_last else x
+
+    def student_logits(self, output: Any) -> Tensor:
+        """The logits the loss terms read from the student's output.
+
+        As skorch's classifier: with ``criterion=torch.nn.NLLLoss`` the
+        student outputs probabilities, and the loss takes their logarithm
+        (``log(p + eps)``, valid logits for the distillation terms too).
+        """
+        return logits_from(output, log_probabilities=self.outputs_probabilities())
+
+    def classification_loss(self) -> Any:
+        """The criterion of the cross-entropy term: skorch's one criterion,
+        whatever its name (``criterion_`` by default)."""
+        # skorch registers a criterion that is a torch module; another
+        # callable (a function, a plain object) stays criterion_
+        names = getattr(self, "_criteria", None) or ["criterion"]
+        return getattr(self, names[0] + "_", None)
+
+    def outputs_probabilities(self) -> bool:
+        """Whether the student outputs probabilities: skorch's convention for
+        a net whose one criterion is ``NLLLoss``."""
+        criterion = self.classification_loss()
+        return isinstance(unwrap_compiled(criterion), nn.NLLLoss)
+
+    # --------------------------------------------------------------- loss
+    def get_loss(
+        self, y_pred: Any, y_true: Any, X: Any = None, training: bool = False
+    ) -> Tensor:
+        """The weighted distillation loss of the step, computed in float32;
+        its terms go to the epoch's device records
+        (:mod:`projkd.training.records`).
+
+        ``y_pred`` is the student's output (an override may pass a part of
+        it, e.g. the first of several outputs): the cross-entropy and the
+        accuracy are computed on its logits, the other terms on what the
+        step's forward pass computed. Outside a step, skorch's loss.
+        """
+        step = self._step
+        if step is None or step.output is None:
+            return super().get_loss(  # type: ignore[misc]
+                y_pred, y_true, X=X, training=training
+            )
+        logits = self.student_logits(y_pred)
+        out = step.output._replace(logits=logits).float()
+        loss, values, names = batch_loss(
+            out,
+            to_tensor(y_true, device=self.device),
+            weights=self.loss_weights(),
+            temperature=self.temperature,
+            ce_loss=self.classification_loss(),
+            logit_loss=self.logit_loss_,
+            active=self.active_terms(),
+        )
+        return self.record_loss(loss, values, names, training=training)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
+        state.pop("_step", None)  # a step in progress never outlives it
+        return state
