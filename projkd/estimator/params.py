@@ -12,8 +12,10 @@ may be torch modules that are parameters, not components to train.
 - a constructor parameter of the distiller (a key of its
   ``_parameter_constraints``) is always a plain attribute, never a skorch
   component (:meth:`ParamsMixin.__setattr__`);
-- ``set_params`` routes the distiller's parameters, and the options of its
-  :data:`COMPONENTS` (``student__*``, ``teacher__*``, ``logit_loss__*``),
+- ``set_params`` routes the distiller's parameters, the options of its
+  :data:`COMPONENTS` (``student__*``, ``teacher__*``, ``logit_loss__*``) and
+  skorch's options read when a fit starts (:data:`READ_AT_FIT`:
+  ``iterator_train__*``, which skorch itself refuses on an initialised net)
   itself, and everything else to skorch;
 - a changed value of a parameter the networks are built from
   (:data:`NETWORK_PARAMS`) re-initialises an initialised net -- networks,
@@ -27,10 +29,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-__all__ = ["COMPONENTS", "NETWORK_PARAMS", "ParamsMixin"]
+__all__ = ["COMPONENTS", "NETWORK_PARAMS", "READ_AT_FIT", "ParamsMixin"]
 
 #: the parameters whose options are routed with ``<name>__<option>``
 COMPONENTS = ("student", "teacher", "logit_loss")
+
+#: skorch's options read when a fit starts (no component to re-initialise:
+#: skorch itself fails on them once initialised, "Something went wrong")
+READ_AT_FIT = ("iterator_train", "iterator_valid", "dataset")
 
 #: the parameters the networks are built from (``initialize_module``)
 NETWORK_PARAMS = (
@@ -84,10 +90,11 @@ class ParamsMixin:
             super().__setattr__(name, value)
 
     def _owns(self, key: str) -> bool:
-        """Whether ``key`` is the distiller's (a parameter or a component's
-        option) rather than skorch's."""
+        """Whether ``key`` is the distiller's (a parameter, a component's
+        option, or an option of skorch's read when a fit starts) rather than
+        skorch's to route."""
         if "__" in key:
-            return key.split("__", 1)[0] in COMPONENTS
+            return key.split("__", 1)[0] in (*COMPONENTS, *READ_AT_FIT)
         return key in type(self)._parameter_constraints
 
     def _shapes_networks(self, key: str, old: Any, new: Any) -> bool:

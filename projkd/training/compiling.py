@@ -116,6 +116,7 @@ class FeatureForward:
         self.compile_kwargs = compile_kwargs
         self.tap = tap
         self._run: Callable[..., tuple[Any, Tensor]] | None = None
+        self._reads_forward: bool | None = None
 
     def function(self) -> Callable[..., tuple[Any, Tensor]]:
         """The function to run (and compile), uncompiled: the reader,
@@ -134,6 +135,14 @@ class FeatureForward:
 
         return forward
 
+    def reads_forward(self) -> bool:
+        """Whether the network runs through its ``forward`` (features caught
+        by a hook), rather than ``forward_features``/``forward_head``."""
+        return (
+            FeatureReader(self.model, self.layer, network=self.network).target
+            is not None
+        )
+
     def __call__(self, x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
         if self._run is None:
             function = self.function()
@@ -149,5 +158,6 @@ class FeatureForward:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.pop("_compiled", None)  # an older FeatureForward's
+        state.setdefault("_reads_forward", None)
         self.__dict__.update(state)
         self._run = None

@@ -147,7 +147,7 @@ class DistillationStepMixin:
         if step is None:  # prediction: the student alone
             x = self._as_input(to_tensor(x, device=self.device))
             with autocast(self.device, self.mixed_precision):
-                output, _ = self._student_forward(x, **fit_params)
+                output = self._student_output(x, **fit_params)
             return float32(carried(output))
         prepared = self.prepare_batch(x, training=step.training)
         with autocast(self.device, self.mixed_precision):
@@ -209,6 +209,17 @@ class DistillationStepMixin:
             "_student_forward_fn", self.module_, self.student_layer, tap=True
         )
         return forward(x, **fit_params)
+
+    def _student_output(self, x: Any, **fit_params: Any) -> Any:
+        """The student's forward, as skorch's ``infer`` calls it; a network
+        whose features a tap catches runs through its reader, which takes
+        the tap's value (no activation stays behind)."""
+        forward = self._forward_of(
+            "_student_forward_fn", self.module_, self.student_layer, tap=True
+        )
+        if forward.reads_forward():
+            return forward(x, **fit_params)[0]
+        return self.module_(x, **fit_params)
 
     def _as_input(self, x: Any) -> Any:
         return to_channels_last(x) if self.channels_last else x
