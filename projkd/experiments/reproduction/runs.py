@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +30,19 @@ from ...teacher.io import load_teacher
 from ...teacher.training import TeacherNet
 from ...training.compiling import unwrap_compiled
 from ..data import Data
-from ..io import save_json
+from ..io import read_json, save_json
 from ..launch import Launch
 from ..spec import build_model, model_kwargs
 from ..teacher import AcceleratedTeacherNet
-from .planning import PhaseCost, measure_fit, measure_lockstep, warmup_rows
+from .planning import (
+    STUDENT_FINAL,
+    TEACHER_FINAL,
+    PhaseCost,
+    final_passes,
+    measure_fit,
+    measure_lockstep,
+    warmup_rows,
+)
 from .training import (
     Clock,
     TeacherCheckpoint,
@@ -175,6 +181,13 @@ class RunContext:
         graphs), where the fast settings compile.
     launch : Launch
         This process's launch (parallel or not).
+    epoch_test_images : int or None, default=None
+        Score each epoch but the last on a fixed subset of this many test
+        images; None: all of them every epoch.
+    timings : dict
+        Filled by the runs: the seconds of each phase this call ran
+        (``"teacher"``, ``"<variant>-seed<s>"``, ``"lockstep-seed<s>"``), its
+        ``fit_s`` (building and training) and ``final_s`` (evaluation).
     """
 
     out: Path
@@ -192,6 +205,14 @@ class RunContext:
     lockstep: bool = False
     launch: Launch = field(default_factory=Launch)
     graphs: bool = False
+    epoch_test_images: int | None = None
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def timed(self, phase: str, part: str, started: float) -> None:
+        """Record that ``part`` of ``phase`` ran from ``started`` until now
+        (the clock's time)."""
+        seconds = self.clock.timer() - started
+        self.timings.setdefault(phase, {})[part] = round(seconds, 3)
 
     def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """The recipe's ``params`` with this launch's device and speed
@@ -213,7 +234,7 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
     folder = ctx.out / "teacher"
     done = folder / "record.json"
     if done.exists():
-        record = json.loads(done.read_text())
+        record = read_json(done, "the teacher's record", keys=("weights",))
         weights = ctx.out / record["weights"]  # relative to out, or absolute
         if record.get("source") == "given" and ctx.teacher_weights is not None:
             weights = Path(ctx.teacher_weights)  # the same (settings), perhaps moved
@@ -225,7 +246,9 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         weights = Path(ctx.teacher_weights).resolve()
         record.update(source="given", weights=str(weights))
     else:
+        started = ctx.clock.timer()
         result = _train_teacher(ctx, folder)
+        ctx.timed("teacher", "fit_s", started)
         if result is None or ctx.clock.out_of_time():
             return None  # stopped on the budget (or no time to evaluate): resumes
         trained, curve = result
@@ -236,7 +259,7 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         ctx.launch.wait()  # every process loads the file the main one wrote
         record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
         record.update(curve)
-    started = time.monotonic()  # the evaluation: a unit of work for the clock
+    started = ctx.clock.timer()  # the evaluation: a unit of work for the clock
     teacher = _load(ctx, weights)  # trained or not, students see the saved weights
     record["sha256"] = sha256(weights)
     data = ctx.data
@@ -246,10 +269,11 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
     }
     record.update(run_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
     record["cka"] = 1.0
-    ctx.clock.done(time.monotonic() - started)
     if ctx.launch.is_main:
         save_proba(folder, proba["test"])
         save_json(done, record)
+    ctx.clock.done(ctx.clock.timer() - started)
+    ctx.timed("teacher", "final_s", started)
     return record, teacher
 
 
@@ -321,6 +345,7 @@ def _callbacks(
                 ctx.data.y_test,
                 label,
                 ctx.verbose and ctx.launch.is_main,
+                ctx.epoch_test_images,
             ),
         ),
         ("checkpoint", checkpoint(dirname=str(folder / "ckpt"))),
@@ -336,7 +361,10 @@ def _folder(ctx: RunContext, variant: str, seed: int) -> Path:
 
 def _done(ctx: RunContext, variant: str, seed: int) -> dict[str, Any] | None:
     done = _folder(ctx, variant, seed) / "record.json"
-    return json.loads(done.read_text()) if done.exists() else None
+    if not done.exists():
+        return None
+    record: dict[str, Any] = read_json(done, "a run's record", keys=("variant",))
+    return record
 
 
 def _student(
@@ -381,7 +409,7 @@ def _finish(
     if len(estimator.history) < ctx.epochs or ctx.clock.out_of_time():
         return None  # stopped on the budget (or no time to evaluate): resumes
     data = ctx.data
-    started = time.monotonic()
+    started = ctx.clock.timer()
     proba_test = estimator.predict_proba(data.X_test)
     record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
     record.update(
@@ -396,10 +424,11 @@ def _finish(
     record["params"] = _variant_params(estimator)
     record["lockstep"] = ctx.lockstep
     folder = _folder(ctx, variant, seed)
-    ctx.clock.done(time.monotonic() - started)
     if ctx.launch.is_main:
         save_proba(folder, proba_test)
         save_json(folder / "record.json", record)
+    ctx.clock.done(ctx.clock.timer() - started)
+    ctx.timed(f"{variant}-seed{seed}", "final_s", started)
     return record
 
 
@@ -427,16 +456,20 @@ def _seed_runs(
         return records
     data = ctx.data
     if ctx.lockstep:
+        started = ctx.clock.timer()
         estimators = [_student(ctx, teacher, v, seed) for v in todo]
         fit_lockstep(estimators, data.X_train, data.y_train)
+        ctx.timed(f"lockstep-seed{seed}", "fit_s", started)
         for variant, estimator in zip(todo, estimators, strict=True):
             records[variant] = _finish(ctx, estimator, variant, seed)
         return records
     for variant in todo:
         if ctx.clock.out_of_time():
             break
+        started = ctx.clock.timer()
         estimator = _student(ctx, teacher, variant, seed)
         estimator.fit(data.X_train, data.y_train)
+        ctx.timed(f"{variant}-seed{seed}", "fit_s", started)
         records[variant] = _finish(ctx, estimator, variant, seed)
     return records
 
@@ -484,7 +517,12 @@ def measure_phases(
     costs: dict[str, Any] = {"batches": batches, "teacher": None}
     with tempfile.TemporaryDirectory() as folder:
         warm = dataclasses.replace(
-            ctx, out=Path(folder), clock=Clock(None), epochs=1, verbose=False
+            ctx,
+            out=Path(folder),
+            clock=Clock(None, timer=ctx.clock.timer),
+            epochs=1,
+            verbose=False,
+            timings={},
         )
 
         def student(variant: str, graphs: bool = False) -> Any:
@@ -492,19 +530,24 @@ def measure_phases(
             est = _student(run, untrained, variant, 0)
             return est.set_params(callbacks__checkpoint=None)
 
-        def measure(make: Callable[[], Any]) -> PhaseCost:
-            return measure_fit(make, X, y, few, batch, data.X_test)
+        def measure(make: Callable[[], Any], final: Any) -> PhaseCost:
+            # the whole sets' sizes: the warm-up fits only a few batches
+            passes = final_passes(final, len(data.y_train), len(data.y_test))
+            return measure_fit(
+                make, X, y, few, batch, data.X_test, passes, ctx.clock.timer
+            )
 
         if teacher:
             costs["teacher"] = measure(
                 lambda: _teacher_net(warm, warm.out / "teacher").set_params(
                     callbacks__checkpoint=None
-                )
+                ),
+                TEACHER_FINAL,
             )
-        costs["student"] = measure(lambda: student(costliest))
+        costs["student"] = measure(lambda: student(costliest), STUDENT_FINAL)
         compiled = ctx.estimator_kwargs({}).get("compile")
         costs["graphs"] = (
-            measure(lambda: student(costliest, graphs=True))
+            measure(lambda: student(costliest, graphs=True), STUDENT_FINAL)
             if compiled and torch.device(ctx.device).type == "cuda"
             else None
         )
