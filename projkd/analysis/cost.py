@@ -20,6 +20,7 @@ residual additions), which is small beside it in these networks.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ __all__ = [
     "count_parameters",
     "is_noisy",
     "measure_speed",
+    "median_interval",
     "measure_speeds",
     "model_cost",
     "model_costs",
@@ -60,8 +62,10 @@ class ModelCost:
         Median time of one forward pass over a batch of ``batch_size``, in
         milliseconds; ``None`` when not measured.
     latency_spread : float or None
-        The interquartile range of the timed passes over their median
-        (:func:`is_noisy` above :data:`NOISY_SPREAD`).
+        How far the median can be trusted: the width of its 95% confidence
+        interval (from the order statistics of the timed passes) over the
+        median; :func:`is_noisy` above :data:`NOISY_SPREAD`. None for a
+        single pass.
     images_per_s : float or None
         ``batch_size`` / median latency.
     batch_size : int or None
@@ -167,14 +171,17 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-#: A latency whose interquartile range spans more than this fraction of its
-#: median is too noisy to compare: tables say "noisy" instead of a ratio.
-NOISY_SPREAD = 0.25
+#: A latency whose median's 95% interval spans more than this fraction of it
+#: (the median known only to within about +-25%; a ratio of two such to
+#: within about +-35%) is too noisy to compare: tables say "noisy" instead of
+#: a ratio.
+NOISY_SPREAD = 0.5
 
 
 def is_noisy(record: Mapping[str, Any] | ModelCost) -> bool:
     """Whether a measured latency is too noisy to compare (its spread, the
-    interquartile range over the median, exceeds :data:`NOISY_SPREAD`).
+    width of its median's 95% interval over the median, exceeds
+    :data:`NOISY_SPREAD`).
 
     Examples
     --------
@@ -227,8 +234,10 @@ def measure_speeds(
     ``repeats`` rounds times one pass of every network, in an order rotated
     from round to round, so that a change in the machine's load falls on all
     of them alike. Each network's figure is the median of its passes, and
-    its spread the interquartile range over that median (above
-    :data:`NOISY_SPREAD`, :func:`is_noisy`: too noisy to compare).
+    its spread the width of the median's 95% confidence interval (from the
+    order statistics of the passes; with 20 passes about their
+    interquartile range) over the median: above :data:`NOISY_SPREAD`
+    (:func:`is_noisy`), too noisy to compare.
 
     On the CPU the passes run on one intra-op thread and are timed as the
     thread's CPU time (:func:`time.thread_time`), which another job on the
@@ -297,17 +306,32 @@ def measure_speeds(
     }
 
 
+def median_interval(times: Sequence[float]) -> tuple[float, float]:
+    """The 95% confidence interval of the median of ``times``, from their
+    order statistics (distribution-free; the whole range below 6 values).
+
+    Examples
+    --------
+    >>> median_interval([float(i) for i in range(1, 21)])
+    (5.0, 16.0)
+    """
+    ordered = sorted(times)
+    n = len(ordered)
+    half = 1.96 * math.sqrt(n) / 2
+    low = max(math.floor(n / 2 - half), 1)  # 1-based ranks
+    high = min(math.ceil(n / 2 + 1 + half), n)
+    return ordered[low - 1], ordered[high - 1]
+
+
 def _summary(
     times: Sequence[float], batch_size: int, device: torch.device
 ) -> dict[str, Any]:
     """A network's median latency, its spread and throughput."""
-    q1 = q3 = times[0]
-    if len(times) > 1:
-        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
     median = max(statistics.median(times), 1e-9)  # a coarse clock may read 0
+    low, high = median_interval(times)
     return {
         "latency_ms": 1000 * median,
-        "latency_spread": (q3 - q1) / median,
+        "latency_spread": (high - low) / median if len(times) > 1 else None,
         "images_per_s": batch_size / median,
         "batch_size": batch_size,
         "device": str(device),
@@ -343,9 +367,9 @@ def measure_speed(
     Returns
     -------
     speed : dict
-        ``latency_ms`` (median per batch), ``latency_spread`` (interquartile
-        range over the median), ``images_per_s``, ``batch_size`` and
-        ``device``.
+        ``latency_ms`` (median per batch), ``latency_spread`` (the width of
+        the median's 95% interval over it), ``images_per_s``, ``batch_size``
+        and ``device``.
     """
     return measure_speeds(
         {"model": model},

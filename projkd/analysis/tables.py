@@ -263,8 +263,8 @@ def format_markdown(records: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"\nSpeed measured at batch {speed[0]['batch_size']} on "
             f"{speed[0]['device']}, the networks interleaved (median of repeats; "
-            "spread: their interquartile range, % of the median, noisy above "
-            f"{100 * NOISY_SPREAD:.0f}%); MACs per image."
+            "spread: the width of its 95% interval, % of the median, noisy "
+            f"above {100 * NOISY_SPREAD:.0f}%); MACs per image."
         )
     return "\n".join(lines)
 

@@ -40,7 +40,7 @@ def report(
     gives each network's parameters, multiply-accumulates per image and
     latency/throughput measured at batch 1 on ``device``, the networks timed
     side by side, and ``results.md`` ends with one line per student ("6.1x
-    fewer MACs, 7.4x faster at batch 1 on cpu, -3.2 points"; "latency
+    fewer MACs, 4.9x faster at batch 1 on cpu, -3.2 points"; "latency
     noisy" when its spread is too wide to call).
 
     Parameters
