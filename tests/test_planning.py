@@ -289,6 +289,32 @@ def test_a_budget_spent_before_the_warm_up_is_refused_at_once(tmp_path, monkeypa
     assert not (tmp_path / "settings.json").exists()
 
 
+def test_a_warm_up_that_spends_the_budget_stops_at_once(tmp_path, monkeypatch):
+    """A warm-up fit that takes 110 s of a 120-s budget (a loaded machine):
+    the refusal comes after it, not after the remaining fits."""
+    clock = _FakeClock()
+    fits = []
+
+    def slow_fit(*args, **kwargs):
+        fits.append(1)
+        clock.now += 110.0
+        return PhaseCost(run_s=0.0, epoch_s=1.0, step_s=1.0, final_s=1.0)
+
+    monkeypatch.setattr(runs, "measure_fit", slow_fit)
+    monkeypatch.setattr(command, "Clock", functools.partial(Clock, timer=clock))
+    with pytest.raises(ValueError, match="spent during the warm-up: 110.0 s"):
+        command.reproduce(
+            dataset="digits",
+            subset=100,
+            variants=["alone", "kd"],
+            epochs="auto",
+            time_budget=120,
+            started=0.0,
+            out=tmp_path,
+        )
+    assert fits == [1]  # the teacher's; neither the student's nor lockstep's
+
+
 def test_auto_plans_once_records_the_plan_and_resumes_it(tmp_path, monkeypatch):
     """The real warm-up runs and measures; the plan is made from injected
     costs (50 s an epoch of each network) on a clock that stands still, so

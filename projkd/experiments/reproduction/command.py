@@ -407,7 +407,13 @@ def _plan(
         and not (ctx.out / "teacher" / "record.json").exists()
     )
     may_lockstep = lockstep is not False and ctx.launch.accelerator is None
-    costs = measure_phases(ctx, variants, teacher=teacher, lockstep=may_lockstep)
+    costs = measure_phases(
+        ctx,
+        variants,
+        teacher=teacher,
+        lockstep=may_lockstep,
+        check=lambda: check_budget_left(budget, ctx.clock.elapsed(), warming_up=True),
+    )
     plan = plan_epochs(
         budget=budget,
         elapsed=ctx.clock.elapsed(),

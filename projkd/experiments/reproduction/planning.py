@@ -419,14 +419,19 @@ def phase_times(
 
 
 def check_budget_left(
-    budget: float, elapsed: float, fraction: float = PLAN_FRACTION
+    budget: float,
+    elapsed: float,
+    fraction: float = PLAN_FRACTION,
+    *,
+    warming_up: bool = False,
 ) -> None:
-    """Refuse to plan when the budget is spent before the warm-up starts.
+    """Refuse to plan when the budget is spent before an epoch could be.
 
     The budget counts from the interpreter's start: its imports and the
-    data's loading are spent before any warm-up fit; when they already
-    reach ``fraction`` of it, no epoch can be planned, and saying so now
-    saves the warm-up's seconds.
+    data's loading are spent before any warm-up fit; when they (and, with
+    ``warming_up``, the warm-up's fits so far) already reach ``fraction`` of
+    it, no epoch can be planned, and saying so now saves the rest of the
+    warm-up.
 
     Raises
     ------
@@ -444,11 +449,14 @@ def check_budget_left(
     """
     if elapsed < fraction * budget:
         return
+    when, spent = "before the warm-up could start", "loading the data"
+    if warming_up:
+        when, spent = "during the warm-up", "loading the data and the warm-up fits"
     raise InputError(
-        f"--epochs auto: the budget of {budget:g} s was spent before the warm-up "
-        f"could start: {elapsed:.1f} s went to the interpreter's start, the imports "
-        "and loading the data (the budget counts from the interpreter's start). "
-        f"Give a larger --time-budget (well above {math.ceil(elapsed / fraction)})."
+        f"--epochs auto: the budget of {budget:g} s was spent {when}: "
+        f"{elapsed:.1f} s went to the interpreter's start, the imports, {spent} "
+        "(the budget counts from the interpreter's start). Give a larger "
+        f"--time-budget (well above {math.ceil(elapsed / fraction)})."
     )
 
 

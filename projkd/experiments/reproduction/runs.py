@@ -480,13 +480,20 @@ def _logits(model: torch.nn.Module, X: Any, device: str) -> torch.Tensor:
 
 
 def measure_phases(
-    ctx: RunContext, variants: list[str], *, teacher: bool, lockstep: bool
+    ctx: RunContext,
+    variants: list[str],
+    *,
+    teacher: bool,
+    lockstep: bool,
+    check: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """The warm-up of ``--epochs auto`` (:mod:`.planning`): throwaway fits of
     a few batches of the teacher (when ``teacher``), of the costliest of
     ``variants`` with the untrained teacher and, with ``lockstep``, of their
     lockstep group, on this device, with the runs' own estimators and
     per-epoch test evaluation (no checkpoint files: one save is timed).
+    ``check()`` is called after each fit; it raises to end the warm-up early
+    (the budget is spent already).
 
     Returns
     -------
@@ -533,9 +540,11 @@ def measure_phases(
         def measure(make: Callable[[], Any], final: Any) -> PhaseCost:
             # the whole sets' sizes: the warm-up fits only a few batches
             passes = final_passes(final, len(data.y_train), len(data.y_test))
-            return measure_fit(
+            cost = measure_fit(
                 make, X, y, few, batch, data.X_test, passes, ctx.clock.timer
             )
+            check()
+            return cost
 
         if teacher:
             costs["teacher"] = measure(
