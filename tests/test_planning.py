@@ -315,6 +315,37 @@ def test_a_warm_up_that_spends_the_budget_stops_at_once(tmp_path, monkeypatch):
     assert fits == [1]  # the teacher's; neither the student's nor lockstep's
 
 
+def test_a_lockstep_warm_up_that_would_not_fit_is_skipped(tmp_path, monkeypatch):
+    """Teacher and student warm-ups of 100 s each leave 340 s of 0.9 x 600:
+    a lockstep group of 6 variants would take about 600 s to warm up, so it
+    is neither measured nor chosen."""
+    clock = _FakeClock()
+
+    def slow_fit(*args, **kwargs):
+        clock.now += 100.0
+        return PhaseCost(run_s=0.0, epoch_s=0.01, step_s=0.01, final_s=0.0)
+
+    def lockstep(*args, **kwargs):
+        raise AssertionError("the lockstep group was warmed up")
+
+    monkeypatch.setattr(runs, "measure_fit", slow_fit)
+    monkeypatch.setattr(runs, "measure_lockstep", lockstep)
+    monkeypatch.setattr(command, "Clock", functools.partial(Clock, timer=clock))
+    monkeypatch.setattr(command, "run_all", lambda ctx, variants, seeds: ([], []))
+    results = command.reproduce(
+        dataset="digits",
+        variants=["alone", "kd", "fd0", "fd1", "fd3", "kd_lp"],
+        epochs="auto",
+        time_budget=600,
+        min_epochs=1,
+        started=0.0,
+        out=tmp_path,
+    )
+    plan = results["plan"]
+    assert plan["planned_at_s"] == 200.0 and not plan["lockstep"]
+    assert plan["step_s"]["lockstep"] is None
+
+
 def test_auto_plans_once_records_the_plan_and_resumes_it(tmp_path, monkeypatch):
     """The real warm-up runs and measures; the plan is made from injected
     costs (50 s an epoch of each network) on a clock that stands still, so

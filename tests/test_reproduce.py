@@ -24,8 +24,8 @@ from projkd.experiments.reproduction.results import (
     format_results,
     summarize,
 )
-from projkd.experiments.reproduction.runs import variant_params
 from projkd.experiments.reproduction.training import sha256
+from projkd.experiments.reproduction.variants import variant_params
 from projkd.losses import DISTLoss, DKDLoss
 from projkd.models import get_model
 from projkd.teacher import TeacherNet

@@ -21,6 +21,7 @@ gives the same weights as an uninterrupted one.
   frozen plan, the runs asked for), checked before anything trains;
 - :mod:`.planning`: ``--epochs auto``: the warm-up's costs, the plan, its
   predicted phase times beside the measured ones;
+- :mod:`.variants`: the variants compared, as estimator parameters;
 - :mod:`.runs`: the teacher phase, the students of each seed, their records;
 - :mod:`.training`: the time budget, the per-epoch test score, the
   teacher's checkpoint, the fast settings, a finished run's metrics;
@@ -41,9 +42,10 @@ from __future__ import annotations
 
 from .command import DEFAULT_PAIRS, reproduce
 from .results import PUBLISHED, format_results, summarize, write_plots
-from .runs import TEACHER_SEED, VARIANTS
+from .runs import TEACHER_SEED
 from .subcommand import add_subcommand, run_command
 from .training import FAST_SETTINGS, TimeBudget, fast_settings
+from .variants import VARIANTS
 
 __all__ = [
     "DEFAULT_PAIRS",

@@ -28,7 +28,7 @@ from ..recipes import default_epochs, recipe
 from ..spec import build_model
 from .planning import PLAN_LIMIT, check_budget_left, phase_times, plan_epochs
 from .results import format_results, summarize, write_plots
-from .runs import VARIANTS, RunContext, measure_phases, run_all
+from .runs import RunContext, measure_phases, run_all
 from .settings import (
     check_request,
     check_settings,
@@ -39,6 +39,7 @@ from .settings import (
 )
 from .state import merge_state, unpacked_state
 from .training import Clock, device_name, fast_settings, sha256
+from .variants import VARIANTS
 
 __all__ = ["DEFAULT_PAIRS", "reproduce"]
 
@@ -400,7 +401,8 @@ def _plan(
     lockstep: bool | None,
 ) -> dict[str, Any]:
     """Warm up each phase, then plan the epochs to the budget (refused at
-    once when the budget is spent before the warm-up could start)."""
+    once when the budget is spent before the warm-up could start, or by one
+    of its fits)."""
     check_budget_left(budget, ctx.clock.elapsed())
     teacher = (
         ctx.teacher_weights is None
@@ -412,7 +414,7 @@ def _plan(
         variants,
         teacher=teacher,
         lockstep=may_lockstep,
-        check=lambda: check_budget_left(budget, ctx.clock.elapsed(), warming_up=True),
+        budget=budget,
     )
     plan = plan_epochs(
         budget=budget,

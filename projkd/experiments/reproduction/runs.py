@@ -7,7 +7,6 @@ and a finished run is never redone.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import tempfile
@@ -22,7 +21,6 @@ import torch
 from ...callbacks import ResumableCheckpoint
 from ...distiller import ProjectorDistiller
 from ...lockstep import EpochSeed, fit_lockstep
-from ...losses import DISTLoss, DKDLoss
 from ...metrics import linear_cka
 from ...models import get_model
 from ...teacher.inference import compute_teacher_outputs
@@ -35,9 +33,11 @@ from ..launch import Launch
 from ..spec import build_model, model_kwargs
 from ..teacher import AcceleratedTeacherNet
 from .planning import (
+    PLAN_FRACTION,
     STUDENT_FINAL,
     TEACHER_FINAL,
     PhaseCost,
+    check_budget_left,
     final_passes,
     measure_fit,
     measure_lockstep,
@@ -53,90 +53,22 @@ from .training import (
     save_proba,
     sha256,
 )
+from .variants import VARIANTS, variant_params
 
 __all__ = [
-    "DKD_BETA",
     "GRAPHS_MODE",
     "TEACHER_SEED",
-    "VARIANTS",
     "RunContext",
     "measure_phases",
     "run_all",
-    "variant_params",
 ]
 
-# name -> ProjectorDistiller parameters (METHOD.md; T = 4 is the default)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "alone": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=0.0, n_projectors=0),
-    "kd": dict(ce_weight=0.1, kd_weight=0.9, feature_weight=0.0, n_projectors=0),
-    "fd0": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=0),
-    "fd1": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=1),
-    "fd3": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=3),
-    "kd_lp": dict(
-        ce_weight=0.1,
-        kd_weight=0.9,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_projector=True,
-        logit_projector_init="identity",
-    ),
-    # the authors' CIFAR-100 recipes: DKD (mdistiller) CE 1, alpha 1, T 4,
-    # warm-up over 20 of 240 epochs, beta per pair (DKD_BETA); DIST (the
-    # authors' dist_cifar.yaml) CE 1, loss weight 2, beta = gamma = 1, T 4
-    "dkd": dict(
-        ce_weight=1.0,
-        kd_weight=1.0,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_loss=DKDLoss(alpha=1.0, beta=8.0, warmup=20 / 240),
-    ),
-    "dist": dict(
-        ce_weight=1.0,
-        kd_weight=2.0,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_loss=DISTLoss(beta=1.0, gamma=1.0),
-    ),
-}
-# the same with a logit projector (the loss on its output, CE on the raw logits)
-VARIANTS.update(
-    {
-        f"{name}_lp": dict(
-            VARIANTS[name], logit_projector=True, logit_projector_init="identity"
-        )
-        for name in ("dkd", "dist")
-    }
-)
-#: DKD's beta per teacher:student pair (mdistiller's configs/cifar100/dkd/*.yaml);
-#: 8 for every other pair
-DKD_BETA = {
-    "wrn_40_2:wrn_16_2": 6.0,
-    "wrn_40_2:wrn_40_1": 6.0,
-    "vgg13:vgg8": 6.0,
-    "vgg13:mobilenetv2": 6.0,
-    "resnet56:resnet20": 2.0,
-    "resnet110:resnet32": 2.0,
-}
 #: the compile mode that replays a student's training step as CUDA graphs
 #: (never "max-autotune" in a timed window: its compile time)
 GRAPHS_MODE = "reduce-overhead"
 # apart from the students' seeds 0, 1, ...: with a pair of one architecture
 # (self-distillation), "alone" would otherwise replay the teacher's training
 TEACHER_SEED = 1000
-
-
-def variant_params(
-    variant: str, teacher_arch: str, student_arch: str
-) -> dict[str, Any]:
-    """The estimator parameters of ``variant`` for this pair (DKD's beta is
-    the authors' for the pair, :data:`DKD_BETA`); loss objects are copies."""
-    params = dict(VARIANTS[variant])
-    loss = params.get("logit_loss")
-    if loss is not None:
-        params["logit_loss"] = loss = copy.deepcopy(loss)
-        if isinstance(loss, DKDLoss):
-            loss.set_params(beta=DKD_BETA.get(f"{teacher_arch}:{student_arch}", 8.0))
-    return params
 
 
 def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
@@ -485,15 +417,17 @@ def measure_phases(
     *,
     teacher: bool,
     lockstep: bool,
-    check: Callable[[], None] = lambda: None,
+    budget: float | None = None,
 ) -> dict[str, Any]:
     """The warm-up of ``--epochs auto`` (:mod:`.planning`): throwaway fits of
     a few batches of the teacher (when ``teacher``), of the costliest of
     ``variants`` with the untrained teacher and, with ``lockstep``, of their
     lockstep group, on this device, with the runs' own estimators and
     per-epoch test evaluation (no checkpoint files: one save is timed).
-    ``check()`` is called after each fit; it raises to end the warm-up early
-    (the budget is spent already).
+    With a ``budget``, a fit that leaves none of it ends the warm-up with a
+    refusal (:func:`~.planning.check_budget_left`), and the lockstep group is
+    not measured (nor chosen) when its fit, as long as the student's times
+    the variants, would not fit in what is left.
 
     Returns
     -------
@@ -543,7 +477,8 @@ def measure_phases(
             cost = measure_fit(
                 make, X, y, few, batch, data.X_test, passes, ctx.clock.timer
             )
-            check()
+            if budget is not None:
+                check_budget_left(budget, ctx.clock.elapsed(), warming_up=True)
             return cost
 
         if teacher:
@@ -553,7 +488,13 @@ def measure_phases(
                 ),
                 TEACHER_FINAL,
             )
+        started = ctx.clock.timer()
         costs["student"] = measure(lambda: student(costliest), STUDENT_FINAL)
+        group_s = len(variants) * (ctx.clock.timer() - started)
+        if budget is not None:
+            lockstep = lockstep and ctx.clock.elapsed() + group_s < (
+                PLAN_FRACTION * budget
+            )
         compiled = ctx.estimator_kwargs({}).get("compile")
         costs["graphs"] = (
             measure(lambda: student(costliest, graphs=True), STUDENT_FINAL)

@@ -18,7 +18,7 @@ from typing import Any
 from ...errors import InputError
 from ...models import list_models
 from ..io import read_json, save_json
-from .runs import VARIANTS
+from .variants import VARIANTS
 
 __all__ = [
     "check_request",

@@ -21,8 +21,8 @@ from ..arguments import (
 )
 from .command import DEFAULT_PAIRS, reproduce
 from .planning import PLAN_FRACTION, PLAN_LIMIT
-from .runs import VARIANTS
 from .training import process_start
+from .variants import VARIANTS
 
 __all__ = ["add_subcommand", "epochs_arg", "run_command"]
 
