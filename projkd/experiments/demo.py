@@ -115,6 +115,7 @@ def run_demo(
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.5, stratify=y, random_state=random_state
     )
+    log = PhaseLog("projkd demo", enabled=progress)  # its seconds: the demo's
     bar = tqdm(total=1 + len(VARIANTS), disable=not progress, desc="projkd demo")
     bar.set_postfix_str("teacher")
     # networks are built under the seed: torch's global generator differs
@@ -144,7 +145,6 @@ def run_demo(
         ).fit(X_train, y_train)
         bar.update()
     bar.close()
-    log = PhaseLog("projkd demo", enabled=progress)
     if out is not None:
         try:
             _plots(output_folder(out), students, X_test, y_test, log)

@@ -177,10 +177,10 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
         seed=spec.seed,
         download=spec.download,
     )
+    log = PhaseLog("projkd distill", enabled=spec.progress and is_main_process())
     callbacks = run_callbacks(spec, data.X_test, data.y_test, distiller=True)
     estimator = build_estimator(config, data, spec, callbacks=callbacks)
     estimator.fit(data.X_train, data.y_train)
-    log = PhaseLog("projkd distill", enabled=spec.progress and is_main_process())
     log(f"saving the student in {out}")
     # saved before it is evaluated: the evaluation can fail or be stopped;
     # every process calls it (it waits for all); the main process writes

@@ -90,9 +90,9 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
         **params,
         **{"device": spec.device, **launch.estimator_kwargs(fast)},
     )
+    log = PhaseLog("projkd train-teacher", enabled=spec.progress and launch.is_main)
     net.fit(data.X_train, data.y_train)
     teacher = net.module_.eval()
-    log = PhaseLog("projkd train-teacher", enabled=spec.progress and launch.is_main)
     if launch.is_main:  # saved before it is evaluated
         log(f"saving the teacher in {out}")
         save_teacher(unwrap_compiled(teacher), out / "teacher.pt")
