@@ -257,17 +257,7 @@ def test_the_planned_final_phase_counts_what_finish_does(tmp_path, monkeypatch):
     unit = {m: 1.0 for m in STUDENT_FINAL}
     final = sum(unit[m] * count for m, count in done.items())
     cost = PhaseCost(run_s=0.0, epoch_s=1.0, step_s=0.0, final_s=final)
-    plan = plan_epochs(
-        budget=1000.0,
-        elapsed=0.0,
-        batches=782,
-        teacher=None,
-        student=cost,
-        runs=1,
-        seeds=1,
-        lockstep_step_s=None,
-        min_epochs=1,
-    )
+    plan = _plan(budget=1000.0, batches=782, teacher=None, student=cost, runs=1)
     assert plan["phases"]["student"]["final_s"] == 8.0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "at_least",
@@ -20,14 +21,35 @@ __all__ = [
     "nonzero_int",
     "positive_float",
     "positive_int",
+    "positive_int_or",
 ]
 
 
-def _integer(text: str, expected: str) -> int:
+def _refuse(text: str, expected: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+
+
+def _integer(text: str, expected: str, minimum: int | None = None) -> int:
+    """``text`` as an integer of at least ``minimum``, or refused."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        raise _refuse(text, expected) from None
+    if minimum is not None and value < minimum:
+        raise _refuse(text, expected)
+    return value
+
+
+def _finite(text: str, expected: str, above: float, strictly: bool) -> float:
+    """``text`` as a finite number above ``above`` (or equal, unless
+    ``strictly``), or refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _refuse(text, expected) from None
+    if not math.isfinite(value) or value < above or (strictly and value == above):
+        raise _refuse(text, expected)
+    return value
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -52,13 +74,9 @@ def at_least(minimum: int) -> Callable[[str], int]:
     ...
     argparse.ArgumentTypeError: must be an integer of at least 2, got '1'
     """
-    expected = f"an integer of at least {minimum}"
 
     def parse(text: str) -> int:
-        value = _integer(text, expected)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-        return value
+        return _integer(text, f"an integer of at least {minimum}", minimum)
 
     parse.__name__ = f"integer of at least {minimum}"  # argparse's "invalid ..."
     return parse
@@ -91,11 +109,7 @@ def positive_int(text: str) -> int:
     ...
     argparse.ArgumentTypeError: must be a positive integer (1 or more), got '0'
     """
-    expected = "a positive integer (1 or more)"
-    value = _integer(text, expected)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-    return value
+    return _integer(text, "a positive integer (1 or more)", 1)
 
 
 def non_negative_int(text: str) -> int:
@@ -110,11 +124,7 @@ def non_negative_int(text: str) -> int:
     ...
     argparse.ArgumentTypeError: must be an integer of 0 or more, got '-1'
     """
-    expected = "an integer of 0 or more"
-    value = _integer(text, expected)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-    return value
+    return _integer(text, "an integer of 0 or more", 0)
 
 
 def nonzero_int(text: str) -> int:
@@ -129,20 +139,9 @@ def nonzero_int(text: str) -> int:
     ...
     argparse.ArgumentTypeError: must be an integer other than 0, got '0'
     """
-    expected = "an integer other than 0"
-    value = _integer(text, expected)
+    value = _integer(text, "an integer other than 0")
     if value == 0:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-    return value
-
-
-def _finite(text: str, expected: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        raise _refuse(text, "an integer other than 0")
     return value
 
 
@@ -158,11 +157,7 @@ def positive_float(text: str) -> float:
     ...
     argparse.ArgumentTypeError: must be a finite number above 0, got 'inf'
     """
-    expected = "a finite number above 0"
-    value = _finite(text, expected)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-    return value
+    return _finite(text, "a finite number above 0", 0.0, strictly=True)
 
 
 def non_negative_float(text: str) -> float:
@@ -177,24 +172,40 @@ def non_negative_float(text: str) -> float:
     ...
     argparse.ArgumentTypeError: must be a finite number of 0 or more, got 'nan'
     """
-    expected = "a finite number of 0 or more"
-    value = _finite(text, expected)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-    return value
+    return _finite(text, "a finite number of 0 or more", 0.0, strictly=False)
 
 
-def count_or_all(text: str) -> int | None:
-    """A positive integer, or ``all`` (None): how many of something to use.
+def positive_int_or(word: str, meaning: Any = None) -> Callable[[str], Any]:
+    """The type of a flag that takes a positive integer or ``word``.
+
+    Parameters
+    ----------
+    word : str
+        E.g. ``"all"``, ``"auto"``.
+    meaning : object, default=None
+        What ``word`` parses to.
 
     Examples
     --------
-    >>> count_or_all("2000"), count_or_all("all")
-    (2000, None)
+    >>> positive_int_or("auto", "auto")("auto"), positive_int_or("all")("12")
+    ('auto', 12)
+    >>> positive_int_or("all")("none")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a positive integer (1 or more), got 'none'...
     """
-    if text == "all":
-        return None
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"{error}; or 'all'") from None
+
+    def parse(text: str) -> Any:
+        if text == word:
+            return meaning
+        try:
+            return positive_int(text)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{error}; or {word!r}") from None
+
+    parse.__name__ = f"positive integer or {word!r}"
+    return parse
+
+
+#: A positive integer, or ``all`` (None): how many of something to use.
+count_or_all = positive_int_or("all", None)

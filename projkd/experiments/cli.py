@@ -92,19 +92,15 @@ def _common(
         default="projkd-runs",
         help="output folder, made before anything trains (default: projkd-runs)",
     )
-    pairs = ", ".join(f"{name} {t}" for name, (t, _) in DEFAULT_ARCHS.items())
-    parser.add_argument(
-        "--teacher-arch",
-        help=f"a projkd.models name (default: the data set's, {pairs})",
-    )
+    for index, role in enumerate(("teacher", "student")[: 1 + student]):
+        archs = ", ".join(f"{name} {a[index]}" for name, a in DEFAULT_ARCHS.items())
+        parser.add_argument(
+            f"--{role}-arch",
+            help=f"a projkd.models name (default: the data set's, {archs})",
+        )
     if student:
         parser.add_argument(
             "--teacher-weights", required=True, help="teacher.pt from train-teacher"
-        )
-        students = ", ".join(f"{name} {s}" for name, (_, s) in DEFAULT_ARCHS.items())
-        parser.add_argument(
-            "--student-arch",
-            help=f"a projkd.models name (default: the data set's, {students})",
         )
     if epoch_test:
         parser.add_argument(

@@ -18,6 +18,7 @@ from ..arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    positive_int_or,
 )
 from .command import DEFAULT_PAIRS, reproduce
 from .planning import PLAN_FRACTION, PLAN_LIMIT
@@ -31,20 +32,8 @@ def _names(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def epochs_arg(text: str) -> int | str:
-    """``--epochs``: ``auto`` or a positive integer.
-
-    Examples
-    --------
-    >>> epochs_arg("auto"), epochs_arg("12")
-    ('auto', 12)
-    """
-    if text == "auto":
-        return text
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"{error}; or 'auto'") from None
+#: ``--epochs``: ``auto`` or a positive integer.
+epochs_arg = positive_int_or("auto", "auto")
 
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
