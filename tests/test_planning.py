@@ -336,7 +336,7 @@ def test_a_lockstep_warm_up_that_would_not_fit_is_skipped(tmp_path, monkeypatch)
     assert plan["step_s"]["lockstep"] is None
 
 
-def test_auto_plans_once_records_the_plan_and_resumes_it(tmp_path, monkeypatch):
+def test_auto_plans_once_records_the_plan_and_resumes_it(tmp_path, monkeypatch, capsys):
     """The real warm-up runs and measures; the plan is made from injected
     costs (50 s an epoch of each network) on a clock that stands still, so
     that the epochs do not depend on this machine's load: 3 epochs in 0.9 x
@@ -362,8 +362,22 @@ def test_auto_plans_once_records_the_plan_and_resumes_it(tmp_path, monkeypatch):
         out=tmp_path,
         lockstep=False,
         started=0.0,
+        verbose=True,
     )
     first = command.reproduce(**args)
+    said = [
+        line[len("[reproduce] ") :]
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("[reproduce] ") and " epoch " not in line
+    ]
+    assert said == [  # no phase sits silent: the warm-up, the plan, evaluations
+        "--epochs auto: warm-up, 4 epochs of 2 batches of the teacher",
+        "--epochs auto: warm-up, 4 epochs of 2 batches of the student (kd)",
+        "--epochs auto: planned 3 epochs, 450 s of the 600 s budget",
+        "teacher: evaluation (200 training and 540 test images)",
+        "alone seed 0: evaluation (200 training and 540 test images, CKA)",
+        "kd seed 0: evaluation (200 training and 540 test images, CKA)",
+    ]
     assert measured["batches"] == 4  # 200 images in batches of 64
     for phase in ("teacher", "student"):
         assert measured[phase].step_s > 0  # skorch's own epoch timer

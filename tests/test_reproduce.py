@@ -259,6 +259,9 @@ def test_fast_settings_only_on_cuda():
         (dict(pair="digits_teacher:nonet"), "nonet"),
         (dict(seeds=0), "seeds"),
         (dict(time_budget=0), "time_budget"),
+        (dict(time_budget=float("inf")), "finite"),
+        (dict(subset=0), "subset"),
+        (dict(epoch_test_images=0), "epoch_test_images"),
         (dict(teacher_weights="missing.pt"), "missing.pt"),
     ],
 )

@@ -344,6 +344,12 @@ def reproduce(
             )
             if launch.is_main:
                 save_json(out / "settings.json", {**settings, "plan": plan})
+            predicted = plan.get("predicted_s")
+            ctx.say(
+                f"--epochs auto: planned {plan['epochs']} epochs"
+                + ("" if predicted is None else f", {predicted:.0f} s")
+                + f" of the {time_budget:g} s budget"
+            )
         make_recipe, _ = _recipe_factory(
             dataset, plan["epochs"], batch_size, warmup_epochs
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from .planning import (
     PLAN_FRACTION,
     STUDENT_FINAL,
     TEACHER_FINAL,
+    WARMUP_EPOCHS,
     PhaseCost,
     check_budget_left,
     final_passes,
@@ -140,6 +142,12 @@ class RunContext:
     epoch_test_images: int | None = None
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def say(self, text: str) -> None:
+        """A progress line, ``[reproduce] text``, on standard error (when
+        ``verbose``, from the main process)."""
+        if self.verbose and self.launch.is_main:
+            print(f"[reproduce] {text}", file=sys.stderr, flush=True)
+
     def timed(self, phase: str, part: str, started: float) -> None:
         """Record that ``part`` of ``phase`` ran from ``started`` until now
         (the clock's time)."""
@@ -192,6 +200,7 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
         record.update(curve)
     started = ctx.clock.timer()  # the evaluation: a unit of work for the clock
+    ctx.say(f"teacher: evaluation ({_sizes(ctx.data)})")
     teacher = _load(ctx, weights)  # trained or not, students see the saved weights
     record["sha256"] = sha256(weights)
     data = ctx.data
@@ -342,6 +351,7 @@ def _finish(
         return None  # stopped on the budget (or no time to evaluate): resumes
     data = ctx.data
     started = ctx.clock.timer()
+    ctx.say(f"{variant} seed {seed}: evaluation ({_sizes(data)}, CKA)")
     proba_test = estimator.predict_proba(data.X_test)
     record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
     record.update(
@@ -362,6 +372,10 @@ def _finish(
     ctx.clock.done(ctx.clock.timer() - started)
     ctx.timed(f"{variant}-seed{seed}", "final_s", started)
     return record
+
+
+def _sizes(data: Data) -> str:
+    return f"{len(data.y_train)} training and {len(data.y_test)} test images"
 
 
 def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
@@ -481,13 +495,16 @@ def measure_phases(
                 check_budget_left(budget, ctx.clock.elapsed(), warming_up=True)
             return cost
 
+        warming = f"--epochs auto: warm-up, {WARMUP_EPOCHS} epochs of {few} batches"
         if teacher:
+            ctx.say(f"{warming} of the teacher")
             costs["teacher"] = measure(
                 lambda: _teacher_net(warm, warm.out / "teacher").set_params(
                     callbacks__checkpoint=None
                 ),
                 TEACHER_FINAL,
             )
+        ctx.say(f"{warming} of the student ({costliest})")
         started = ctx.clock.timer()
         costs["student"] = measure(lambda: student(costliest), STUDENT_FINAL)
         group_s = len(variants) * (ctx.clock.timer() - started)
@@ -495,17 +512,19 @@ def measure_phases(
             lockstep = lockstep and ctx.clock.elapsed() + group_s < (
                 PLAN_FRACTION * budget
             )
+        costs["graphs"] = None
         compiled = ctx.estimator_kwargs({}).get("compile")
-        costs["graphs"] = (
-            measure(lambda: student(costliest, graphs=True), STUDENT_FINAL)
-            if compiled and torch.device(ctx.device).type == "cuda"
-            else None
-        )
-        costs["lockstep_step_s"] = (
-            measure_lockstep(lambda: [student(v) for v in variants], X, y, few, batch)
-            if lockstep and len(variants) > 1
-            else None
-        )
+        if compiled and torch.device(ctx.device).type == "cuda":
+            ctx.say(f"{warming} of the student as CUDA graphs")
+            costs["graphs"] = measure(
+                lambda: student(costliest, graphs=True), STUDENT_FINAL
+            )
+        costs["lockstep_step_s"] = None
+        if lockstep and len(variants) > 1:
+            ctx.say(f"{warming} of the lockstep group ({len(variants)} students)")
+            costs["lockstep_step_s"] = measure_lockstep(
+                lambda: [student(v) for v in variants], X, y, few, batch
+            )
     return costs
 
 
