@@ -42,7 +42,11 @@ _METHOD = (
 
 
 def _common(
-    parser: argparse.ArgumentParser, *, student: bool, epoch_test: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    student: bool,
+    out: str,
+    epoch_test: bool = True,
 ) -> None:
     from . import DATASETS, DEFAULT_ARCHS
 
@@ -87,10 +91,10 @@ def _common(
         default=0,
         help="seeds the data split, the networks and their training (default: 0)",
     )
-    parser.add_argument(
+    parser.add_argument(  # one folder per command: a run never overwrites another
         "--out",
-        default="projkd-runs",
-        help="output folder, made before anything trains (default: projkd-runs)",
+        default=out,
+        help=f"output folder, made before anything trains (default: {out})",
     )
     for index, role in enumerate(("teacher", "student")[: 1 + student]):
         archs = ", ".join(f"{name} {a[index]}" for name, a in DEFAULT_ARCHS.items())
@@ -196,10 +200,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     teacher = commands.add_parser("train-teacher", help="train and save a teacher")
-    _common(teacher, student=False)
+    _common(teacher, student=False, out="projkd-teacher")
 
     distill = commands.add_parser("distill", help="distil a saved teacher")
-    _common(distill, student=True)
+    _common(distill, student=True, out="projkd-student")
     distill.add_argument(
         "--n-projectors",
         type=non_negative_int,
@@ -232,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     search = commands.add_parser("search", help="cross-validated search")
-    _common(search, student=True, epoch_test=False)
+    _common(search, student=True, out="projkd-search", epoch_test=False)
     search.add_argument(
         "--n-projectors",
         default="1,2,3,4",
