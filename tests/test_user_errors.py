@@ -71,7 +71,7 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
         read_state_dict(tmp_path / "nothing.pt")
 
 
-def test_each_command_reports_a_mistake_inone_error_line(files, tmp_path):
+def test_each_command_reports_a_mistake_in_one_line(files, tmp_path):
     empty = tmp_path / "EMPTY"
     empty.mkdir()
     cases = [

@@ -444,8 +444,8 @@ def check_budget_left(
     >>> try:
     ...     check_budget_left(5.0, 6.5)
     ... except InputError as error:
-    ...     print(str(error)[:62])
-    --epochs auto: the budget of 5 s was spent before the warm-up
+    ...     print(str(error).split(":")[1])
+     the budget of 5 s was spent before the warm-up could start
     """
     if elapsed < fraction * budget:
         return
