@@ -27,7 +27,6 @@ on the budget, 2: a user error).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -37,6 +36,7 @@ import skorch
 import torch
 
 from projkd.experiments.cli import main as projkd_main
+from projkd.experiments.io import read_json
 from projkd.experiments.reproduction.state import STATE_NAME, pack_state
 
 MAX_FILES = 8  # what the device tool brings back from $OUT
@@ -84,9 +84,11 @@ def collect(runs: Path, out: Path, budget: str | None = None) -> list[str]:
     settings_path = runs / "settings.json"
     if not settings_path.is_file():
         return [f"nothing to bring back: {runs} holds no settings.json"]
-    settings = json.loads(settings_path.read_text())
+    settings = read_json(settings_path, "the settings file")
     results_path = runs / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    results = (
+        read_json(results_path, "the results file") if results_path.is_file() else None
+    )
     epochs = epochs_label(results, settings)
     name = f"{settings['dataset']}_repro_e{epochs}"
     plots = []

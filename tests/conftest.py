@@ -1,6 +1,12 @@
-"""Shared fixtures: the bundled digits, tiny networks, a trained teacher."""
+"""Shared fixtures: the bundled digits, tiny networks, a trained teacher;
+the command line run in a process of its own."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +18,34 @@ from torch import nn
 
 from projkd.data import load_digits
 from projkd.models import DigitsCNN
+
+# --------------------------------------------------------------- command line
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, env=None, timeout=600):
+    """``python -m projkd ARGS`` in a process of its own (this checkout's)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "projkd", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def one_error_line(result, command, *words):
+    """The one line a user's mistake prints: exit 2, no traceback, the line
+    ``projkd <command>: error: ...`` last on stderr, holding ``words``."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith(f"projkd {command}: error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1], result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
 
 
 # ------------------------------------------------------------ mixed precision

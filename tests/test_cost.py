@@ -6,13 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from projkd.analysis import format_markdown
 from projkd.analysis.cost import (
     ModelCost,
     cost_sentence,
     count_macs,
     count_parameters,
     measure_speed,
+    measure_speeds,
     model_cost,
+    model_costs,
 )
 from projkd.models import get_model
 
@@ -131,3 +134,78 @@ def test_speed_is_timed_with_subnormals_flushed_and_the_setting_restored():
     measure_speed(model, (4,), repeats=2, warmup=0)
     assert flushed and all(flushed)  # flushing was on while timing
     assert (tiny * 1.0).item() != 0.0  # and is off again
+
+
+class _FakeClock:
+    """A clock that only the fake networks move (the timer of measure_speeds)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Costs(nn.Module):
+    """A network whose n-th pass takes ``seconds[n]`` of a fake clock (the
+    warm-up passes included; none after them), whatever the machine; it logs
+    its passes."""
+
+    def __init__(self, clock, seconds, log=None, name=""):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.clock, self.seconds = clock, list(seconds)
+        self.log, self.name = log if log is not None else [], name
+
+    def forward(self, x):
+        self.clock.now += self.seconds.pop(0) if self.seconds else 0.0
+        self.log.append(self.name)
+        return x * self.weight
+
+
+def test_networks_are_timed_interleaved_in_rotating_order():
+    clock, log = _FakeClock(), []
+    nets = {n: _Costs(clock, [1e-3] * 4, log, n) for n in ("a", "b", "c")}
+    measure_speeds(nets, (2,), warmup=1, repeats=3, timer=clock)
+    timed = log[3:]  # after one warm-up pass of each
+    assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_a_slowed_repeat_is_absorbed_by_the_median():
+    clock = _FakeClock()
+    teacher = _Costs(clock, [8e-3] * 5 + [8e-3] * 10 + [0.5] + [8e-3] * 9)
+    student = _Costs(clock, [2e-3] * 25)
+    costs = model_costs(
+        {"teacher": teacher, "student": student},
+        (2,),
+        warmup=5,
+        repeats=20,
+        timer=clock,
+    )
+    assert costs["teacher"].latency_ms == pytest.approx(8.0)
+    assert costs["teacher"].latency_spread == pytest.approx(0.0)
+    sentence = cost_sentence(costs["teacher"], costs["student"])
+    assert "4.0x faster at batch 1 on cpu" in sentence
+
+
+def test_a_noisy_latency_says_noisy_instead_of_a_ratio():
+    """Contention slowed every other pass of one copy of the student (the
+    demo printed "204.8x slower" for a student with 62x fewer MACs): the
+    table and the sentence say "noisy" and print no speed ratio."""
+    clock = _FakeClock()
+    slowed = [2e-3, 0.3] * 13  # a deliberately slowed repeat, every other one
+    nets = {
+        "teacher": _Costs(clock, [8e-3] * 25),
+        "copy 1": _Costs(clock, slowed[:25]),
+        "copy 2": _Costs(clock, [2e-3] * 25),
+    }
+    costs = model_costs(nets, (2,), warmup=5, repeats=20, timer=clock)
+    records = [{"model": name, **cost.as_dict()} for name, cost in costs.items()]
+    table = format_markdown(records)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:5]}
+    assert "noisy" in rows["copy 1"] and "noisy" not in rows["copy 2"]
+    assert "noisy" not in rows["teacher"]
+    noisy = cost_sentence(costs["teacher"], costs["copy 1"], name="copy 1")
+    assert "latency noisy at batch 1 on cpu" in noisy
+    assert "faster" not in noisy and "slower" not in noisy
+    assert "4.0x faster" in cost_sentence(costs["teacher"], costs["copy 2"])

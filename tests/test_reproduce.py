@@ -24,8 +24,8 @@ from projkd.experiments.reproduction.results import (
     format_results,
     summarize,
 )
-from projkd.experiments.reproduction.runs import variant_params
 from projkd.experiments.reproduction.training import sha256
+from projkd.experiments.reproduction.variants import variant_params
 from projkd.losses import DISTLoss, DKDLoss
 from projkd.models import get_model
 from projkd.teacher import TeacherNet
@@ -259,6 +259,9 @@ def test_fast_settings_only_on_cuda():
         (dict(pair="digits_teacher:nonet"), "nonet"),
         (dict(seeds=0), "seeds"),
         (dict(time_budget=0), "time_budget"),
+        (dict(time_budget=float("inf")), "finite"),
+        (dict(subset=0), "subset"),
+        (dict(epoch_test_images=0), "epoch_test_images"),
         (dict(teacher_weights="missing.pt"), "missing.pt"),
     ],
 )

@@ -190,7 +190,7 @@ def test_a_state_of_other_settings_is_refused(finished, tmp_path):
         )
     assert not (new / "teacher").exists() and not (new / "settings.json").exists()
     # an out folder of other settings is refused before the state lands in it
-    (new / "settings.json").write_text(json.dumps({"epochs": 2}))
+    (new / "settings.json").write_text(json.dumps({"dataset": "digits", "epochs": 2}))
     with pytest.raises(InputError, match=f"{new} holds runs made with other"):
         reproduce(out=new, resume_from=tmp_path / "state.tar.xz", **TINY)
     assert not (new / "teacher").exists()

@@ -1,9 +1,6 @@
 """Every mistake a user can make gets one clear line (issue 21)."""
 
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from projkd.models import (
     read_state_dict,
 )
 
-from .conftest import FAST
+from .conftest import FAST, one_error_line, run_cli
 
 
 @pytest.fixture
@@ -74,27 +71,6 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
         read_state_dict(tmp_path / "nothing.pt")
 
 
-def _cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "projkd", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-    )
-
-
-def _one_line(result, command, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith(f"projkd {command}: error:")]
-    assert len(errors) == 1 and errors[0] == lines[-1], result.stderr
-    for word in words:
-        assert word in errors[0]
-    return errors[0]
-
-
 def test_each_command_reports_a_mistake_in_one_line(files, tmp_path):
     empty = tmp_path / "EMPTY"
     empty.mkdir()
@@ -124,33 +100,33 @@ def test_each_command_reports_a_mistake_in_one_line(files, tmp_path):
         (  # planned before training: the warm-up runs, then the refusal
             "reproduce",
             ["--dataset", "digits", "--subset", "200", "--variants", "alone"]
-            + ["--epochs", "auto", "--time-budget", "5", "--min-epochs", "100000"]
+            + ["--epochs", "auto", "--time-budget", "600", "--min-epochs", "100000"]
             + ["--out", str(tmp_path / "auto")],
             ["--min-epochs 100000", "--time-budget"],
         ),
     ]
     for command, args, words in cases:
-        _one_line(_cli(command, *args), command, *words)
+        one_error_line(run_cli(command, *args), command, *words)
     assert not (tmp_path / "auto" / "teacher").exists()  # nothing trained
     # with --traceback (or PROJKD_TRACEBACK=1) the traceback shows
-    shown = _cli("distill", "--teacher-weights", str(files["html"]), "--traceback")
+    shown = run_cli("distill", "--teacher-weights", str(files["html"]), "--traceback")
     assert "Traceback" in shown.stderr and "WeightsFileError" in shown.stderr
-    shown = _cli("report", str(tmp_path / "no-run"), env={"PROJKD_TRACEBACK": "1"})
+    shown = run_cli("report", str(tmp_path / "no-run"), env={"PROJKD_TRACEBACK": "1"})
     assert "Traceback" in shown.stderr
 
 
 @pytest.mark.parametrize("command", ["distill", "train-teacher", "search"])
 def test_epochs_zero_is_refused(command, files):
-    result = _cli(command, "--epochs", "0", "--teacher-weights", str(files["good"]))
-    _one_line(result, command, "--epochs", "positive integer")
+    result = run_cli(command, "--epochs", "0", "--teacher-weights", str(files["good"]))
+    one_error_line(result, command, "--epochs", "positive integer")
     assert "usage:" in result.stderr  # argparse's own error keeps its usage line
 
 
 def test_only_the_main_process_reports_a_bad_command_line(files):
     env = {"RANK": "1", "WORLD_SIZE": "2"}
-    result = _cli("distill", "--teacher-weights", str(files["html"]), env=env)
+    result = run_cli("distill", "--teacher-weights", str(files["html"]), env=env)
     assert result.returncode == 2 and result.stderr == ""
-    result = _cli("distill", "--epochs", "0", "--teacher-weights", "x", env=env)
+    result = run_cli("distill", "--epochs", "0", "--teacher-weights", "x", env=env)
     assert result.returncode == 2 and result.stderr == ""
 
 

@@ -6,13 +6,12 @@ calibration (ECE, over-confidence), with each network's cost.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
 from ..errors import InputError
 from ..metrics import (
@@ -20,7 +19,7 @@ from ..metrics import (
     linear_cka,
     overconfidence,
 )
-from .cost import cost_sentence, model_cost
+from .cost import NOISY_SPREAD, cost_sentence, is_noisy, model_costs
 
 __all__ = [
     "compare",
@@ -41,6 +40,7 @@ COLUMNS = (
     "params",
     "macs",
     "latency_ms",
+    "latency_spread",
     "images_per_s",
 )
 
@@ -75,6 +75,7 @@ def compare(
     cost: bool = False,
     cost_batch_size: int = 1,
     cost_repeats: int = 20,
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Compare fitted distillers (and their teacher) on train and test data.
 
@@ -89,15 +90,20 @@ def compare(
     n_bins : int, default=15
         Bins of the ECE.
     cost : bool, default=False
-        Add each network's cost (see :func:`projkd.analysis.cost.model_cost`):
+        Add each network's cost (see :func:`projkd.analysis.cost.model_costs`):
         ``params``, ``macs`` (multiply-accumulates per image), and
         ``latency_ms``/``images_per_s`` measured at ``cost_batch_size`` on the
-        device the network sits on (``batch_size`` and ``device`` recorded).
-        Off by default: timing takes a few seconds per network.
+        device the network sits on (``batch_size`` and ``device`` recorded),
+        every network timed side by side, interleaved, with the spread
+        (``latency_spread``). Off by default: timing takes a few seconds per
+        network.
     cost_batch_size : int, default=1
         Batch size of the speed measurement.
     cost_repeats : int, default=20
         Timed passes per network (the median is kept).
+    progress : callable or None, default=None
+        Called with a line naming each phase as it starts (each model's
+        accuracy and calibration, its CKA, the cost), e.g. ``print``.
 
     Returns
     -------
@@ -128,50 +134,57 @@ def compare(
                 "not the base estimator."
             ) from None
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    records = []
+    report = progress or (lambda phase: None)
     first = next(iter(distillers.values()))
     classes = np.asarray(first.classes_)
-    shape = _input_shape(first, X_test) if cost else ()
-
-    def costs(model: nn.Module) -> dict[str, Any]:
-        if not cost:
-            return {}
-        return model_cost(
-            model, shape, batch_size=cost_batch_size, repeats=cost_repeats
-        ).as_dict()
-
+    rows: dict[str, dict[str, Any]] = {}
     if teacher:
-        records.append(
-            _row(
-                TEACHER,
-                first.predict_proba_teacher(X_train),
-                y_train,
-                first.predict_proba_teacher(X_test),
-                y_test,
-                classes,
-                n_bins,
-                1.0,
-            )
-            | costs(first.teacher_)
+        report(f"{TEACHER}: accuracy and calibration (train and test sets)")
+        rows[TEACHER] = _row(
+            TEACHER,
+            first.predict_proba_teacher(X_train),
+            y_train,
+            first.predict_proba_teacher(X_test),
+            y_test,
+            classes,
+            n_bins,
+            1.0,
         )
     for name, estimator in distillers.items():
+        report(f"{name}: accuracy and calibration (train and test sets)")
+        train_proba = estimator.predict_proba(X_train)
+        test_proba = estimator.predict_proba(X_test)
+        report(f"{name}: CKA with the teacher (test set)")
         cka = linear_cka(
             estimator.transform(X_test), estimator.transform_teacher(X_test)
         )
-        records.append(
-            _row(
-                name,
-                estimator.predict_proba(X_train),
-                y_train,
-                estimator.predict_proba(X_test),
-                y_test,
-                np.asarray(estimator.classes_),
-                n_bins,
-                cka,
-            )
-            | costs(estimator.module_)
+        rows[name] = _row(
+            name,
+            train_proba,
+            y_train,
+            test_proba,
+            y_test,
+            np.asarray(estimator.classes_),
+            n_bins,
+            cka,
         )
-    return records
+    if cost:
+        networks = {name: est.module_ for name, est in distillers.items()}
+        if teacher:
+            networks = {TEACHER: first.teacher_, **networks}
+        report(
+            f"cost: parameters, MACs and latency of {len(networks)} networks "
+            f"({cost_repeats} interleaved rounds at batch {cost_batch_size})"
+        )
+        costs = model_costs(
+            networks,
+            _input_shape(first, X_test),
+            batch_size=cost_batch_size,
+            repeats=cost_repeats,
+        )
+        for name, model_cost in costs.items():
+            rows[name] |= model_cost.as_dict()
+    return list(rows.values())
 
 
 def _input_shape(estimator: Any, X: Any) -> tuple[int, ...]:
@@ -237,6 +250,9 @@ def format_markdown(records: Sequence[Mapping[str, Any]]) -> str:
                 cells.append("")
             elif column in percent:
                 cells.append(f"{100 * value:.2f}")
+            elif column == "latency_spread":
+                noisy = " noisy" if is_noisy(record) else ""
+                cells.append(f"{100 * value:.0f}{noisy}")
             elif column in _COST_FORMATS:
                 cells.append(_COST_FORMATS[column](value))
             else:
@@ -246,7 +262,9 @@ def format_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     if speed:
         lines.append(
             f"\nSpeed measured at batch {speed[0]['batch_size']} on "
-            f"{speed[0]['device']} (median of repeats); MACs per image."
+            f"{speed[0]['device']}, the networks interleaved (median of repeats; "
+            "spread: the width of its 95% interval, % of the median, noisy "
+            f"above {100 * NOISY_SPREAD:.0f}%); MACs per image."
         )
     return "\n".join(lines)
 
@@ -270,6 +288,7 @@ def _label(column: str) -> str:
         "params": "params (M)",
         "macs": "MACs (M)",
         "latency_ms": "latency ms",
+        "latency_spread": "spread %",
         "images_per_s": "images/s",
     }[column]
 

@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..errors import InputError, MissingFileError
-from .arguments import positive_int
+from .arguments import (
+    at_least,
+    count_or_all,
+    non_negative_float,
+    non_negative_int,
+    nonzero_int,
+    positive_int,
+)
 from .errors import error_boundary
+from .io import output_folder
+from .spec import EPOCH_TEST_IMAGES
 
 __all__ = ["main", "spec_from_args"]
 
@@ -32,60 +41,127 @@ _METHOD = (
 )
 
 
-def _common(parser: argparse.ArgumentParser, *, student: bool) -> None:
-    from . import DATASETS
+def _common(
+    parser: argparse.ArgumentParser,
+    *,
+    student: bool,
+    out: str,
+    epoch_test: bool = True,
+) -> None:
+    from . import DATASETS, DEFAULT_ARCHS
 
-    parser.add_argument("--dataset", choices=DATASETS, default="digits")
-    parser.add_argument("--data-root", help="folder of the data set's files")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="digits",
+        help="the data set (default: digits, built in; the others need --data-root)",
+    )
+    parser.add_argument(
+        "--data-root", help="folder of the data set's files (default: none)"
+    )
     parser.add_argument(
         "--download",
         action="store_true",
-        help="download MNIST or CIFAR-100 into --data-root (torchvision's)",
+        help="download MNIST or CIFAR-100 into --data-root (torchvision's; "
+        "default: off)",
     )
     parser.add_argument(
-        "--subset", type=positive_int, help="use this many training images"
+        "--subset",
+        type=positive_int,
+        help="use this many training images (default: all)",
     )
     parser.add_argument(
         "--epochs",
         type=positive_int,
-        help="epochs (default: the data set's recipe, CIFAR-100 240; the lr "
-        "milestones are scaled to it)",
+        help="epochs (default: the data set's recipe, CIFAR-100 240, digits and "
+        "MNIST 20; the lr milestones are scaled to it)",
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
         help="global batch size, shared out by the processes of a multi-process "
-        "launch (default: the recipe's, CIFAR-100 64)",
+        "launch (default: the recipe's, 64)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="projkd-runs", help="output folder")
-    parser.add_argument("--teacher-arch", help="a projkd.models name")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds the data split, the networks and their training (default: 0)",
+    )
+    parser.add_argument(  # one folder per command: a run never overwrites another
+        "--out",
+        default=out,
+        help=f"output folder, made before anything trains (default: {out})",
+    )
+    for index, role in enumerate(("teacher", "student")[: 1 + student]):
+        archs = ", ".join(f"{name} {a[index]}" for name, a in DEFAULT_ARCHS.items())
+        parser.add_argument(
+            f"--{role}-arch",
+            help=f"a projkd.models name (default: the data set's, {archs})",
+        )
     if student:
         parser.add_argument(
             "--teacher-weights", required=True, help="teacher.pt from train-teacher"
         )
-        parser.add_argument("--student-arch", help="a projkd.models name")
+    if epoch_test:
+        parser.add_argument(
+            "--epoch-test-images",
+            type=count_or_all,
+            default=EPOCH_TEST_IMAGES,
+            metavar="N",
+            help="score each epoch on a fixed subset of N test images, the last "
+            "epoch on all of them; 'all': every image each epoch (default: "
+            f"{EPOCH_TEST_IMAGES})",
+        )
     fast = parser.add_argument_group(
         "speed",
         "on CUDA the fast settings (bf16, compile, channels_last, data "
         "on the device) are on unless --no-fast",
     )
-    fast.add_argument("--mixed-precision", choices=["bf16", "fp16"])
-    fast.add_argument("--compile", action="store_const", const=True, default=None)
-    fast.add_argument("--channels-last", action="store_const", const=True, default=None)
     fast.add_argument(
-        "--no-fast", action="store_true", help="no fast settings by default on CUDA"
+        "--mixed-precision",
+        choices=["bf16", "fp16"],
+        help="autocast precision (default: fp32; bf16 on CUDA unless --no-fast)",
+    )
+    fast.add_argument(
+        "--compile",
+        action="store_const",
+        const=True,
+        default=None,
+        help="torch.compile the training step (default: off; on with CUDA "
+        "unless --no-fast)",
+    )
+    fast.add_argument(
+        "--channels-last",
+        action="store_const",
+        const=True,
+        default=None,
+        help="channels-last memory format (default: off; on with CUDA unless "
+        "--no-fast)",
+    )
+    fast.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="no fast settings by default on CUDA (default: off)",
     )
     parser.add_argument(
-        "--tensorboard", metavar="DIR", help="write TensorBoard event files to DIR"
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard event files to DIR (default: none)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar per epoch)",
+    )
     if student:
         parser.add_argument(
             "--epoch-metrics",
             action="store_true",
-            help="record the training batches' ECE and CKA each epoch",
+            help="record the training batches' ECE and CKA each epoch (default: off)",
         )
 
 
@@ -112,44 +188,92 @@ def _parser() -> argparse.ArgumentParser:
         "--epochs",
         type=positive_int,
         default=30,
-        help="epochs per student (30; the teacher trains twice as long)",
+        help="epochs per student; the teacher trains twice as long (default: 30)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    demo.add_argument("--out", default="projkd-demo", help="folder for the plots")
+    demo.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed (default: 0)"
+    )
+    demo.add_argument(
+        "--out",
+        default="projkd-demo",
+        help="folder for the table and plots (default: projkd-demo)",
+    )
 
     teacher = commands.add_parser("train-teacher", help="train and save a teacher")
-    _common(teacher, student=False)
+    _common(teacher, student=False, out="projkd-teacher")
 
     distill = commands.add_parser("distill", help="distil a saved teacher")
-    _common(distill, student=True)
-    distill.add_argument("--n-projectors", type=int, default=3)
-    distill.add_argument("--projector", default="linear", choices=["linear", "mlp"])
-    distill.add_argument("--feature-weight", type=float, default=25.0)
-    distill.add_argument("--kd-weight", type=float, default=0.0)
-    distill.add_argument("--ce-weight", type=float, default=1.0)
-    distill.add_argument("--logit-projector", action="store_true")
+    _common(distill, student=True, out="projkd-student")
+    distill.add_argument(
+        "--n-projectors",
+        type=non_negative_int,
+        default=3,
+        help="projectors in the ensemble; 0: none, needs equal feature widths "
+        "(default: 3)",
+    )
+    distill.add_argument(
+        "--projector",
+        default="linear",
+        choices=["linear", "mlp"],
+        help="each projector's form (default: linear)",
+    )
+    for name, default, term in (
+        ("feature", 25.0, "the feature loss (1 - cosine)"),
+        ("kd", 0.0, "the KD loss on the logits"),
+        ("ce", 1.0, "the cross-entropy with the labels"),
+    ):
+        distill.add_argument(
+            f"--{name}-weight",
+            type=non_negative_float,
+            default=default,
+            help=f"weight of {term} (default: {default:g})",
+        )
+    distill.add_argument(
+        "--logit-projector",
+        action="store_true",
+        help="compute the KD loss on a linear projector of the student's logits "
+        "(default: off)",
+    )
 
     search = commands.add_parser("search", help="cross-validated search")
-    _common(search, student=True)
+    _common(search, student=True, out="projkd-search", epoch_test=False)
     search.add_argument(
         "--n-projectors",
         default="1,2,3,4",
-        help="comma-separated values to search (1,2,3,4)",
+        help="comma-separated values to search (default: 1,2,3,4)",
     )
     search.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="NAME=V1,V2",
-        help="another estimator parameter to search; repeatable",
+        help="another estimator parameter to search; repeatable (default: none)",
     )
-    search.add_argument("--cv", type=positive_int, default=3)
-    search.add_argument("--n-jobs", type=int, default=None)
+    search.add_argument(
+        "--cv",
+        type=at_least(2),
+        default=3,
+        help="cross-validation folds, 2 or more (default: 3)",
+    )
+    search.add_argument(
+        "--n-jobs",
+        type=nonzero_int,
+        default=None,
+        help="candidates fitted in parallel; -1: one per core (default: 1)",
+    )
 
     report = commands.add_parser("report", help="table and plots of saved students")
     report.add_argument("runs", nargs="+", help="folders written by distill")
-    report.add_argument("--out", default="projkd-report")
-    report.add_argument("--device", default="cpu")
+    report.add_argument(
+        "--out",
+        default="projkd-report",
+        help="folder for the table and plots (default: projkd-report)",
+    )
+    report.add_argument(
+        "--device",
+        default="cpu",
+        help="where the students are evaluated and timed (default: cpu)",
+    )
 
     from .reproduction import add_subcommand
 
@@ -158,7 +282,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--traceback",
             action="store_true",
-            help="show the full traceback of an error (also PROJKD_TRACEBACK=1)",
+            help="show the full traceback of an error (also PROJKD_TRACEBACK=1; "
+            "default: off)",
         )
     return parser
 
@@ -186,6 +311,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         fast=not args.no_fast,
         tensorboard=args.tensorboard,
         epoch_metrics=getattr(args, "epoch_metrics", False),
+        epoch_test_images=getattr(args, "epoch_test_images", EPOCH_TEST_IMAGES),
         progress=not args.no_progress,
     )
 
@@ -223,8 +349,9 @@ def _paths(args: argparse.Namespace) -> list[str]:
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
-    """Refuse a missing or unreadable file named on the command line before
-    anything runs (so that a parallel launch reports it once)."""
+    """Refuse a missing or unreadable file named on the command line, and
+    make every output folder, before anything runs (so that a parallel
+    launch reports a mistake once, and a typo never costs a finished run)."""
     from ..models import check_weights_file
     from .data import check_data_root
 
@@ -234,14 +361,15 @@ def _check_inputs(args: argparse.Namespace) -> None:
         check_data_root(
             args.dataset, args.data_root, download=getattr(args, "download", False)
         )
-    out = getattr(args, "out", None)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"--out {out!r} is a file; give a folder for the results")
     for run in getattr(args, "runs", []):
         if not Path(run).is_dir():
             raise MissingFileError(
                 f"no run folder at {run!r}: give folders written by projkd distill"
             )
+    # every output location, made before anything trains
+    for flag in ("out", "tensorboard"):
+        if getattr(args, flag, None) is not None:
+            output_folder(getattr(args, flag), f"--{flag}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,9 +411,12 @@ def _run(args: argparse.Namespace, spec: Any, grid: Any) -> int:
         return demo_main(epochs=args.epochs, random_state=args.seed, out=args.out)
 
     if args.command == "report":
+        from .progress import PhaseLog
         from .report import report
 
-        report(args.runs, out=args.out, device=args.device)
+        log = PhaseLog("projkd report")
+        report(args.runs, out=args.out, device=args.device, progress=log)
+        log(f"done: {Path(args.out) / 'results.md'} and the plots")
         print((Path(args.out) / "results.md").read_text())
         return 0
 

@@ -33,7 +33,7 @@ DATASETS = ("digits", "mnist", "cifar100", "imagefolder")
 # (teacher, student) used when a command names no architecture
 DEFAULT_ARCHS = {
     "digits": ("digits_teacher", "digits_student"),
-    "mnist": ("digits_teacher", "digits_student"),
+    "mnist": ("mnist_teacher", "mnist_student"),
     "cifar100": ("resnet32x4", "resnet8x4"),
     "imagefolder": ("torchvision:resnet34", "torchvision:resnet18"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,6 +25,8 @@ from ..distiller import ProjectorDistiller
 from ..models import digits_student, digits_teacher
 from ..teacher.training import train_teacher
 from ..utils import seeded
+from .io import output_folder
+from .progress import PhaseLog
 
 __all__ = ["VARIANTS", "main", "run_demo", "summarize", "teacher_training"]
 
@@ -88,7 +91,9 @@ def run_demo(
         Seeds the split, the networks' initialisation and their training:
         the same seed gives the same table in any process (on CPU).
     progress : bool, default=True
-        Show a progress bar on standard error.
+        Show a progress bar on standard error while the networks train, then
+        a line for each phase after it (plots, each model's accuracy and
+        calibration, CKA, cost).
     out : str, Path or None, default=None
         Folder for ``reliability.png`` (teacher, no projector, 3 projectors)
         and ``cka_no_projector.png`` / ``cka_3_projectors.png`` (layer-wise
@@ -110,6 +115,7 @@ def run_demo(
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.5, stratify=y, random_state=random_state
     )
+    log = PhaseLog("projkd demo", enabled=progress)  # its seconds: the demo's
     bar = tqdm(total=1 + len(VARIANTS), disable=not progress, desc="projkd demo")
     bar.set_postfix_str("teacher")
     # networks are built under the seed: torch's global generator differs
@@ -141,17 +147,24 @@ def run_demo(
     bar.close()
     if out is not None:
         try:
-            _plots(Path(out), students, X_test, y_test)
+            _plots(output_folder(out), students, X_test, y_test, log)
         except ImportError as error:  # matplotlib is an optional extra
             print(f"No plots: {error}", file=sys.stderr)
-    return compare(students, X_train, y_train, X_test, y_test, cost=cost)
+    return compare(students, X_train, y_train, X_test, y_test, cost=cost, progress=log)
 
 
-def _plots(out: Path, students: dict[str, Any], X_test, y_test) -> None:
+def _plots(
+    out: Path,
+    students: dict[str, Any],
+    X_test: Any,
+    y_test: Any,
+    log: Callable[[str], None],
+) -> None:
     plain, ensemble = (
         students["feature, no projector"],
         students["feature, 3 projectors"],
     )
+    log("reliability diagrams: teacher, no projector, 3 projectors (test set)")
     plot_reliability_diagrams(
         {
             "teacher": (y_test, ensemble.predict_proba_teacher(X_test)),
@@ -162,6 +175,7 @@ def _plots(out: Path, students: dict[str, Any], X_test, y_test) -> None:
         labels=ensemble.classes_,
     )
     for name, student in (("no_projector", plain), ("3_projectors", ensemble)):
+        log(f"CKA with the teacher, layer by layer: {name.replace('_', ' ')}")
         plot_cka_heatmap(
             student.module_, student.teacher_, X_test, out / f"cka_{name}.png"
         )

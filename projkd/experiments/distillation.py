@@ -9,7 +9,6 @@ and its results as ``results.json`` and ``results.md``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,14 @@ import torch
 
 from ..distiller import ProjectorDistiller
 from ..errors import InputError
-from ..parallel.process import writes_outputs
+from ..parallel.process import is_main_process, writes_outputs
 from ..teacher.io import load_teacher
 from .data import Data, load_data
-from .io import save_json, write_results
+from .io import output_folder, read_json, save_json, write_results
 from .launch import Launch
+from .progress import PhaseLog
 from .spec import RunSpec, build_model, speed_kwargs
-from .tracking import best_epoch, run_callbacks
+from .tracking import best_epoch, epoch_test_rows, run_callbacks
 
 __all__ = ["build_estimator", "distill", "distiller_setup", "load_run", "run_config"]
 
@@ -148,7 +148,9 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
     """Distil a saved teacher into a student; save the student and its results.
 
     The student is built under ``spec.seed`` and trained with the data set's
-    recipe (CIFAR-100: 240 epochs scaled to ``spec.epochs``). Under a
+    recipe (CIFAR-100: 240 epochs scaled to ``spec.epochs``). The output
+    folder is made before training, the student saved as soon as it is
+    trained, then evaluated (a progress line per phase). Under a
     multi-process launch only the main process writes files.
 
     Parameters
@@ -166,8 +168,8 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
         ``best_test_acc`` and ``best_epoch`` beside the final ``test_acc``.
     """
     spec = spec.resolve()
-    out = Path(spec.out)
     config = run_config(spec, **distiller_params)
+    out = output_folder(spec.out)  # before training: a typo costs no run
     data = load_data(
         spec.dataset,
         spec.data_root,
@@ -175,21 +177,12 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
         seed=spec.seed,
         download=spec.download,
     )
+    log = PhaseLog("projkd distill", enabled=spec.progress and is_main_process())
     callbacks = run_callbacks(spec, data.X_test, data.y_test, distiller=True)
     estimator = build_estimator(config, data, spec, callbacks=callbacks)
     estimator.fit(data.X_train, data.y_train)
-    from ..analysis import compare, format_markdown
-
-    records = compare(
-        {config["student_arch"]: estimator},
-        data.X_train,
-        data.y_train,
-        data.X_test,
-        data.y_test,
-    )
-    epoch, best = best_epoch(estimator.history)
-    records[-1].update(best_test_acc=best, best_epoch=epoch)
-    out.mkdir(parents=True, exist_ok=True)
+    log(f"saving the student in {out}")
+    # saved before it is evaluated: the evaluation can fail or be stopped;
     # every process calls it (it waits for all); the main process writes
     estimator.save_params(
         f_params=str(out / "student.pt"),
@@ -199,17 +192,41 @@ def distill(spec: RunSpec, **distiller_params: Any) -> dict[str, Any]:
     )
     if writes_outputs(estimator):
         save_json(out / "config.json", config)
+    from ..analysis import compare, format_markdown
+
+    records = compare(
+        {config["student_arch"]: estimator},
+        data.X_train,
+        data.y_train,
+        data.X_test,
+        data.y_test,
+        progress=log,
+    )
+    epoch, best = best_epoch(estimator.history)
+    records[-1].update(best_test_acc=best, best_epoch=epoch)
+    if writes_outputs(estimator):
         markdown = format_markdown(records)
         if best is not None:
             markdown += (
                 f"\n\nBest-epoch test accuracy {100 * best:.2f}% (epoch {epoch}), "
                 "for comparison with published tables only; the final epoch's "
                 "is the main figure."
+                + _epoch_test_note(spec.epoch_test_images, len(data.y_test))
             )
         write_results(out, records, markdown)
     if accelerator := getattr(estimator, "accelerator", None):
         accelerator.wait_for_everyone()  # the files are whole when any returns
     return records[-1]
+
+
+def _epoch_test_note(limit: int | None, n_test: int) -> str:
+    """How the best epoch was selected, when not on the whole test set."""
+    if epoch_test_rows(n_test, limit) is None:
+        return ""
+    return (
+        f" Epochs before the last were scored on a fixed {limit} of the "
+        f"{n_test} test images (--epoch-test-images)."
+    )
 
 
 def load_run(
@@ -221,11 +238,12 @@ def load_run(
     refused.
     """
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json(folder / "config.json", "the run's config", keys=("kind",))
     if config.get("kind") != "student":
         raise InputError(
             f"{folder} holds no distilled student (kind {config.get('kind')!r})."
         )
+    read_json(folder / "history.json", "the run's history")  # whole, before use
     fields = {f.name for f in dataclasses.fields(RunSpec)}
     spec = RunSpec(**{k: v for k, v in config.items() if k in fields})
     spec = dataclasses.replace(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .data import load_data
 from .distillation import build_estimator, run_config
-from .io import write_results
+from .io import output_folder, write_results
 from .spec import RunSpec
 
 __all__ = ["search"]
@@ -43,8 +42,7 @@ def search(
     from ..metrics import SCORERS
 
     spec = spec.resolve()
-    out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(spec.out)  # before training: a typo costs no search
     data = load_data(
         spec.dataset,
         spec.data_root,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,12 @@ from ..analysis import (
     plot_reliability_diagrams,
 )
 from .distillation import load_run
-from .io import write_results
+from .io import output_folder, write_results
 
-__all__ = ["report"]
+__all__ = ["CKA_IMAGES", "report"]
+
+#: Test images of the layer-by-layer CKA heatmaps.
+CKA_IMAGES = 1024
 
 
 def report(
@@ -26,27 +29,59 @@ def report(
     out: str | Path,
     device: str = "cpu",
     cost: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Any]:
     """Reload students saved by ``projkd distill`` and compare them.
 
     Writes ``results.json``/``results.md`` (the :func:`~projkd.analysis.compare`
-    table), ``reliability.png``, ``accuracy.png`` and one ``cka_<run>.png``
-    per student into ``out``. The runs should share a data set and teacher.
-    With ``cost`` (default) the table also gives each network's parameters,
-    multiply-accumulates per image and latency/throughput measured at batch
-    1 on ``device``, and ``results.md`` ends with one line per student ("6.1x
-    fewer MACs, 7.4x faster at batch 1 on cpu, -3.2 points").
+    table), then ``reliability.png``, ``accuracy.png`` and one
+    ``cka_<run>.png`` per student into ``out`` (made first). The runs should
+    share a data set and teacher. With ``cost`` (default) the table also
+    gives each network's parameters, multiply-accumulates per image and
+    latency/throughput measured at batch 1 on ``device``, the networks timed
+    side by side, and ``results.md`` ends with one line per student ("6.1x
+    fewer MACs, 4.9x faster at batch 1 on cpu, -3.2 points"; "latency
+    noisy" when its spread is too wide to call).
+
+    Parameters
+    ----------
+    runs : sequence of str or Path
+        Folders written by :func:`~projkd.experiments.distill`.
+    out : str or Path
+    device : str, default="cpu"
+    cost : bool, default=True
+    progress : callable or None, default=None
+        Called with a line naming each phase as it starts (loading, each
+        model's accuracy and calibration, CKA, cost, plots), e.g. a
+        :class:`~projkd.experiments.progress.PhaseLog`.
+
+    Returns
+    -------
+    records : list of dict
+        The rows of the table, the teacher's first.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    log = progress or (lambda phase: None)
+    out = output_folder(out)
     students, data = {}, None
     for run in runs:
+        log(f"loading the student of {str(run)!r} and its data")
         estimator, data = load_run(run, device=device)
         students[Path(run).name] = estimator
     assert data is not None
     records = compare(
-        students, data.X_train, data.y_train, data.X_test, data.y_test, cost=cost
+        students,
+        data.X_train,
+        data.y_train,
+        data.X_test,
+        data.y_test,
+        cost=cost,
+        progress=log,
     )
+    table = format_markdown(records)
+    if cost:
+        table += "\n\n" + cost_summary(records) + "\n"
+    write_results(out, records, table)  # the table first: the plots may fail
+    log("reliability diagrams (test set) and accuracy curves")
     first = next(iter(students.values()))
     predictions = {"teacher": (data.y_test, first.predict_proba_teacher(data.X_test))}
     predictions.update(
@@ -61,8 +96,9 @@ def report(
     plot_accuracy_curves(
         {n: e.history for n, e in students.items()}, out / "accuracy.png"
     )
-    sample = data.X_test[:1024]
+    sample = data.X_test[:CKA_IMAGES]
     for name, estimator in students.items():
+        log(f"{name}: CKA with the teacher, layer by layer ({len(sample)} images)")
         plot_cka_heatmap(
             estimator.module_,
             estimator.teacher_,
@@ -70,8 +106,4 @@ def report(
             out / f"cka_{name}.png",
             device=device,
         )
-    table = format_markdown(records)
-    if cost:
-        table += "\n\n" + cost_summary(records) + "\n"
-    write_results(out, records, table)
     return records

@@ -24,6 +24,7 @@ from .data import DEFAULT_ARCHS, Data
 from .recipes import default_epochs, recipe
 
 __all__ = [
+    "EPOCH_TEST_IMAGES",
     "FAST_SETTINGS",
     "RunSpec",
     "build_model",
@@ -32,6 +33,9 @@ __all__ = [
     "speed_kwargs",
 ]
 
+#: Test images scored after each epoch but the last, which scores them all
+#: (:class:`~projkd.experiments.tracking.EpochTestAccuracy`).
+EPOCH_TEST_IMAGES = 2000
 # what a CUDA run uses unless told --no-fast (issue: GPU-grade training)
 FAST_SETTINGS: dict[str, Any] = dict(
     mixed_precision="bf16", compile=True, channels_last=True, data_device="auto"
@@ -78,6 +82,10 @@ class RunSpec:
         Write TensorBoard event files to this folder.
     epoch_metrics : bool, default=False
         Record the training batches' ECE and CKA with the teacher each epoch.
+    epoch_test_images : int or None, default=2000
+        Score each epoch but the last on a fixed subset of this many test
+        images, the last on all of them (None: all of them every epoch;
+        :data:`~projkd.experiments.tracking.EPOCH_TEST_IMAGES`).
     progress : bool, default=True
         Show a progress bar.
 
@@ -106,6 +114,7 @@ class RunSpec:
     fast: bool = True
     tensorboard: str | None = None
     epoch_metrics: bool = False
+    epoch_test_images: int | None = EPOCH_TEST_IMAGES
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,6 +127,10 @@ class RunSpec:
             raise InputError(f"epochs must be >= 0, got {self.epochs}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.epoch_test_images is not None and self.epoch_test_images < 1:
+            raise InputError(
+                f"epoch_test_images must be >= 1 or None, got {self.epoch_test_images}."
+            )
 
     def resolve(self) -> RunSpec:
         """This specification with the data set's defaults filled in."""
@@ -185,10 +198,10 @@ def speed_kwargs(spec: RunSpec, *, data_device: bool = True) -> dict[str, Any]:
 
 def model_kwargs(arch: str, data: Data) -> dict[str, Any]:
     """The arguments of :func:`~projkd.models.get_model` that fit ``arch`` to
-    ``data``: its classes, its channels (digits networks) and no downloaded
-    weights (torchvision networks)."""
+    ``data``: its classes, its channels (digits and MNIST networks) and no
+    downloaded weights (torchvision networks)."""
     kwargs: dict[str, Any] = {"num_classes": data.n_classes}
-    if arch.startswith("digits_"):
+    if arch.startswith(("digits_", "mnist_")):
         kwargs["in_channels"] = data.in_channels
     if arch.startswith("torchvision:"):
         kwargs["weights"] = None

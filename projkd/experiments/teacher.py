@@ -19,8 +19,9 @@ from ..teacher.io import save_teacher
 from ..teacher.training import TeacherNet
 from ..training.compiling import unwrap_compiled
 from .data import load_data
-from .io import save_json, write_results
+from .io import output_folder, save_json, write_results
 from .launch import Launch
+from .progress import PhaseLog
 from .spec import RunSpec, build_model, speed_kwargs
 from .tracking import best_epoch, run_callbacks
 
@@ -40,9 +41,10 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
 
     The recipe is the one distillation uses (for CIFAR-100: SGD 0.05, the
     240-epoch schedule scaled to ``spec.epochs``, crop + flip padded with
-    black). The network is built and trained under ``spec.seed``. Writes
-    ``teacher.pt``, ``history.json``, ``config.json`` and the results into
-    ``spec.out``.
+    black). The network is built and trained under ``spec.seed``. The
+    output folder ``spec.out`` is made before training; ``teacher.pt``,
+    ``history.json`` and ``config.json`` are written as soon as the teacher
+    is trained, the results after its evaluation.
 
     Parameters
     ----------
@@ -58,8 +60,7 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     """
     spec = spec.resolve()
     assert spec.teacher_arch is not None and spec.epochs is not None
-    out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(spec.out)  # before training: a typo costs no run
     data = load_data(
         spec.dataset,
         spec.data_root,
@@ -89,8 +90,18 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
         **params,
         **{"device": spec.device, **launch.estimator_kwargs(fast)},
     )
+    log = PhaseLog("projkd train-teacher", enabled=spec.progress and launch.is_main)
     net.fit(data.X_train, data.y_train)
     teacher = net.module_.eval()
+    if launch.is_main:  # saved before it is evaluated
+        log(f"saving the teacher in {out}")
+        save_teacher(unwrap_compiled(teacher), out / "teacher.pt")
+        net.history.to_file(str(out / "history.json"))
+        save_json(out / "config.json", {"kind": "teacher", **spec.to_json()})
+    log(
+        f"accuracy on the {len(data.y_train)} training and {len(data.y_test)} "
+        "test images"
+    )
     record: dict[str, Any] = {
         "model": f"teacher ({spec.teacher_arch})",
         "train_acc": _accuracy(teacher, data.X_train, data.y_train, device),
@@ -99,22 +110,13 @@ def train_teacher_run(spec: RunSpec) -> dict[str, Any]:
     epoch, best = best_epoch(net.history)
     record.update(best_test_acc=best, best_epoch=epoch)
     if launch.is_main:
-        _write_teacher_run(spec, out, teacher, net.history, record)
+        _write_teacher_results(out, record)
     launch.wait()  # the files are whole when any process returns
     return record
 
 
-def _write_teacher_run(
-    spec: RunSpec,
-    out: Path,
-    teacher: torch.nn.Module,
-    history: Any,
-    record: dict[str, Any],
-) -> None:
-    """Write a trained teacher's run folder (weights, history, results)."""
-    save_teacher(unwrap_compiled(teacher), out / "teacher.pt")
-    history.to_file(str(out / "history.json"))
-    save_json(out / "config.json", {"kind": "teacher", **spec.to_json()})
+def _write_teacher_results(out: Path, record: dict[str, Any]) -> None:
+    """Write a trained teacher's results (its weights are saved already)."""
     best, epoch = record["best_test_acc"], record["best_epoch"]
     best_text = "-" if best is None else f"{100 * best:.2f} (epoch {epoch})"
     write_results(

@@ -4,6 +4,12 @@ The reference experiments report the *best* test accuracy over epochs,
 which selects on the test set; projkd reports the final epoch's as its
 main figure and records the best one beside it only to compare with
 published tables (METHOD.md).
+
+Scoring the whole test set after every epoch can cost more than the epoch
+itself (10,000 images against a ``--subset`` of a few hundred): each epoch
+is scored on a fixed subset of at most
+:data:`~projkd.experiments.spec.EPOCH_TEST_IMAGES` test
+images (:func:`epoch_test_rows`), the last epoch on all of them.
 """
 
 from __future__ import annotations
@@ -11,13 +17,58 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from skorch.callbacks import Callback, ProgressBar
+from torch.utils.data import Subset
 
 from ..callbacks import EpochCalibration, EpochCKA
 from ..parallel.process import is_main_process
 from .spec import RunSpec, launched_world_size
 
-__all__ = ["EpochTestAccuracy", "RecordLR", "best_epoch", "run_callbacks"]
+__all__ = [
+    "EpochTestAccuracy",
+    "RecordLR",
+    "best_epoch",
+    "epoch_test_rows",
+    "epoch_test_set",
+    "run_callbacks",
+]
+
+
+def epoch_test_rows(n_test: int, limit: int | None) -> np.ndarray | None:
+    """The fixed rows of a test set of ``n_test`` scored after each epoch.
+
+    Parameters
+    ----------
+    n_test : int
+    limit : int or None
+        At most this many; None: all.
+
+    Returns
+    -------
+    rows : ndarray or None
+        Sorted row indices, the same in every process and call (seed 0);
+        None when all rows are scored.
+
+    Examples
+    --------
+    >>> epoch_test_rows(10_000, 2000).shape, epoch_test_rows(540, 2000)
+    ((2000,), None)
+    """
+    if limit is None or n_test <= limit:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n_test, limit, replace=False))
+
+
+def epoch_test_set(X: Any, y: Any, limit: int | None) -> tuple[Any, Any]:
+    """The test set scored after each epoch but the last: ``X, y`` restricted
+    to :func:`epoch_test_rows` (a ``Subset`` of a ``Dataset``)."""
+    rows = epoch_test_rows(len(y), limit)
+    if rows is None:
+        return X, y
+    if isinstance(X, np.ndarray | torch.Tensor):
+        return X[rows], np.asarray(y)[rows]
+    return Subset(X, rows.tolist()), np.asarray(y)[rows]
 
 
 class EpochTestAccuracy(Callback):
@@ -27,15 +78,25 @@ class EpochTestAccuracy(Callback):
     ----------
     X, y
         Test inputs and class indices (the net's output ``i`` is class ``i``).
+    max_images : int or None, default=None
+        Score each epoch but the last on a fixed subset of this many test
+        images (:func:`epoch_test_rows`); the last epoch scores them all.
+        None: all of them every epoch.
     """
 
-    def __init__(self, X: Any, y: Any) -> None:
+    def __init__(self, X: Any, y: Any, max_images: int | None = None) -> None:
         self.X = X
         self.y = y
+        self.max_images = max_images
+
+    def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+        self.few_ = epoch_test_set(self.X, self.y, self.max_images)
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        predicted = net.predict(self.X)
-        accuracy = float((np.asarray(predicted) == np.asarray(self.y)).mean())
+        last = len(net.history) >= net.max_epochs
+        X, y = (self.X, self.y) if last else self.few_
+        predicted = net.predict(X)
+        accuracy = float((np.asarray(predicted) == np.asarray(y)).mean())
         net.history.record("test_acc", accuracy)
 
 
@@ -66,7 +127,7 @@ def run_callbacks(
     record."""
     main_process = is_main_process()
     callbacks: list[tuple[str, Any]] = [
-        ("test_acc", EpochTestAccuracy(X_test, y_test)),
+        ("test_acc", EpochTestAccuracy(X_test, y_test, spec.epoch_test_images)),
         ("record_lr", RecordLR()),
     ]
     if spec.epoch_metrics and distiller:

@@ -13,8 +13,15 @@ same command is run again, and a finished run (its ``record.json``) is never
 redone. Augmentation and shuffling are seeded per epoch, so a resumed run
 gives the same weights as an uninterrupted one.
 
-- :mod:`.command`: :func:`reproduce` (arguments, settings, results files) and
-  the ``projkd reproduce`` subcommand (:func:`add_subcommand`);
+- :mod:`.command`: :func:`reproduce` (arguments, output folder, plan,
+  results files);
+- :mod:`.subcommand`: the ``projkd reproduce`` subcommand
+  (:func:`add_subcommand`), its flags and their defaults;
+- :mod:`.settings`: what an output folder was made with (settings, the
+  frozen plan, the runs asked for), checked before anything trains;
+- :mod:`.planning`: ``--epochs auto``: the warm-up's costs, the plan, its
+  predicted phase times beside the measured ones;
+- :mod:`.variants`: the variants compared, as estimator parameters;
 - :mod:`.runs`: the teacher phase, the students of each seed, their records;
 - :mod:`.training`: the time budget, the per-epoch test score, the
   teacher's checkpoint, the fast settings, a finished run's metrics;
@@ -24,7 +31,8 @@ gives the same weights as an uninterrupted one.
 
 Layout of ``out``::
 
-    settings.json              what the results depend on (checked on re-runs)
+    settings.json              what the results depend on (checked on re-runs),
+                               the frozen --epochs auto plan, the runs asked for
     teacher/                   record.json (done marker, metrics), teacher.pt, ckpt/
     runs/<variant>-seed<s>/    record.json, test_proba.npy, ckpt/ (epoch checkpoints)
     results.json, results.md, reliability.png, accuracy.png
@@ -32,10 +40,12 @@ Layout of ``out``::
 
 from __future__ import annotations
 
-from .command import DEFAULT_PAIRS, add_subcommand, reproduce, run_command
+from .command import DEFAULT_PAIRS, reproduce
 from .results import PUBLISHED, format_results, summarize, write_plots
-from .runs import TEACHER_SEED, VARIANTS
+from .runs import TEACHER_SEED
+from .subcommand import add_subcommand, run_command
 from .training import FAST_SETTINGS, TimeBudget, fast_settings
+from .variants import VARIANTS
 
 __all__ = [
     "DEFAULT_PAIRS",

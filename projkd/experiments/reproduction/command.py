@@ -1,17 +1,18 @@
-"""``projkd reproduce``: the :func:`reproduce` function and its subcommand.
+"""``projkd reproduce``: the :func:`reproduce` function.
 
-:func:`reproduce` checks its arguments, fixes the settings the results depend
-on (refusing an output folder of other settings), and hands the runs to
-:func:`~projkd.experiments.reproduction.runs.run_all`; then it writes
-``results.json``, ``results.md`` and the plots.
-:func:`add_subcommand` registers ``projkd reproduce`` on the command line's
-subparsers.
+:func:`reproduce` checks its arguments and makes its output folder, fixes
+the settings the results depend on (refusing an output folder of other
+settings, or a call that would leave out runs it holds:
+:mod:`.settings`), plans ``--epochs auto`` (:mod:`.planning`), and hands
+the runs to :func:`~projkd.experiments.reproduction.runs.run_all`; then it
+writes ``results.json`` (the plan's predicted phase times beside the
+measured ones), ``results.md`` and the plots. The command line's flags are
+in :mod:`.subcommand`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,86 +20,38 @@ from typing import Any
 import torch
 
 from ...errors import InputError
-from ...models import list_models
-from ...parallel.process import is_main_process
 from ...training.device import cudnn_benchmark
-from ..arguments import positive_int
 from ..data import load_data
-from ..io import save_json
+from ..io import output_folder, save_json
 from ..launch import Launch
 from ..recipes import default_epochs, recipe
 from ..spec import build_model
-from .planning import PLAN_LIMIT, plan_epochs
+from .planning import PLAN_LIMIT, check_budget_left, phase_times, plan_epochs
 from .results import format_results, summarize, write_plots
-from .runs import VARIANTS, RunContext, measure_phases, run_all
+from .runs import RunContext, measure_phases, run_all
+from .settings import (
+    check_request,
+    check_settings,
+    check_variants,
+    parse_pair,
+    record_request,
+    saved_plan,
+)
 from .state import merge_state, unpacked_state
-from .training import Clock, device_name, fast_settings, process_start, sha256
+from .training import Clock, device_name, fast_settings, sha256
+from .variants import VARIANTS
 
-__all__ = ["DEFAULT_PAIRS", "add_subcommand", "reproduce", "run_command"]
+__all__ = ["DEFAULT_PAIRS", "reproduce"]
 
 # the pair each data set is reproduced with by default
 DEFAULT_PAIRS = {
     "cifar100": "wrn_40_2:wrn_16_2",
     "digits": "digits_teacher:digits_student",
-    "mnist": "digits_teacher:digits_student",
+    "mnist": "mnist_teacher:mnist_student",
 }
 
 
-# ------------------------------------------------------------- validation
-def _parse_pair(pair: str) -> tuple[str, str]:
-    teacher, sep, student = pair.partition(":")
-    if not sep or not teacher or not student:
-        raise InputError(
-            f"pair={pair!r} is not TEACHER:STUDENT; e.g. 'wrn_40_2:wrn_16_2'."
-        )
-    known = list_models()
-    for role, name in (("teacher", teacher), ("student", student)):
-        if name not in known and not name.startswith("torchvision:"):
-            raise InputError(
-                f"pair={pair!r}: the {role} {name!r} is not a projkd model; "
-                f"choose from {', '.join(known)}."
-            )
-    return teacher, student
-
-
-def _check_variants(variants: Sequence[str]) -> list[str]:
-    variants = list(variants)
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise InputError(
-            f"variants={variants!r}: unknown {unknown}; choose from "
-            f"{', '.join(VARIANTS)}."
-        )
-    if len(set(variants)) != len(variants):
-        raise InputError(f"variants={variants!r} lists a variant twice.")
-    return variants
-
-
-def _check_settings(
-    out: Path, settings: dict[str, Any], write: bool = True, where: str | None = None
-) -> None:
-    """Refuse to mix runs of other settings in one output folder (``write``:
-    record them when the folder has none; ``where``: the folder's name in
-    the message)."""
-    path = out / "settings.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        differ = {
-            k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v
-        }
-        if differ:
-            details = "; ".join(
-                f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items()
-            )
-            raise InputError(
-                f"{where or out} holds runs made with other settings ({details}). "
-                "Re-run with the same settings to resume, or choose another out "
-                "folder."
-            )
-    elif write:
-        save_json(path, settings)
-
-
+# ---------------------------------------------------------------- recipe
 def _recipe_factory(
     dataset: str,
     epochs: int,
@@ -130,22 +83,6 @@ def _recipe_factory(
     return make, deviations
 
 
-def _saved_plan(out: Path) -> dict[str, Any] | None:
-    """The plan frozen in ``out``'s settings by an earlier call, if any."""
-    path = out / "settings.json"
-    return json.loads(path.read_text()).get("plan") if path.exists() else None
-
-
-def _epochs_arg(text: str) -> int | str:
-    """``--epochs``: ``auto`` or a positive integer."""
-    if text == "auto":
-        return text
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"{error}; or 'auto'") from None
-
-
 # ------------------------------------------------------------------ entry
 def reproduce(
     *,
@@ -162,6 +99,7 @@ def reproduce(
     resume_from: str | Path | None = None,
     time_budget: float | None = None,
     subset: int | None = None,
+    epoch_test_images: int | None = None,
     device: str = "auto",
     fast: bool = True,
     batch_size: int | None = None,
@@ -202,6 +140,10 @@ def reproduce(
         Students are trained with seeds ``0 .. seeds - 1`` (a teacher with
         :data:`TEACHER_SEED`).
     out : str or Path, default="runs/repro"
+        Made (or checked writable) before anything else runs. A folder that
+        holds runs of other settings is refused, and so is one holding runs
+        (or a record of runs asked for) that ``variants`` and ``seeds`` would
+        leave out of the report.
     teacher_weights : str, Path or None
         A teacher ``state_dict`` (:func:`~projkd.teacher.save_teacher`) to use
         instead of training one.
@@ -220,9 +162,15 @@ def reproduce(
         evaluation and checkpoints included): it stops when the next epoch
         might not fit (at least one epoch or evaluation per call) and the
         same call continues later. A planned run (``epochs="auto"``) aims
-        at 90% of it and is stopped only past 115% of it.
+        at 90% of it and is stopped only past 115% of it; a budget spent
+        before its warm-up could start is refused at once.
     subset : int or None
         Train on this many images (a fixed random subset).
+    epoch_test_images : int or None, default=None
+        Score each epoch but the last on a fixed subset of this many test
+        images, the last epoch on all of them (cheap per-epoch scores for a
+        quick ``subset`` run); None: all of them every epoch, as the
+        published tables' best epoch.
     device : str, default="auto"
         ``"auto"``: CUDA when available.
     fast : bool, default=True
@@ -254,7 +202,8 @@ def reproduce(
     -------
     results : dict
         What ``results.json`` holds; ``complete`` says whether every run
-        has finished.
+        has finished, ``phases`` the seconds of each phase this call ran
+        beside the plan's prediction.
 
     Examples
     --------
@@ -263,8 +212,14 @@ def reproduce(
     >>> #           out="runs/repro", time_budget=500)
     """
     clock = Clock(time_budget, start=started)  # loading the data counts
-    if time_budget is not None and not time_budget > 0:
-        raise InputError(f"time_budget={time_budget!r} must be a positive number.")
+    if time_budget is not None and not (
+        isinstance(time_budget, int | float)
+        and math.isfinite(time_budget)
+        and time_budget > 0
+    ):
+        raise InputError(
+            f"time_budget={time_budget!r} must be a finite positive number of seconds."
+        )
     if dataset not in DEFAULT_PAIRS:
         raise InputError(
             f"dataset={dataset!r} is not supported; use one of {list(DEFAULT_PAIRS)}."
@@ -280,6 +235,8 @@ def reproduce(
         ("epochs", None if auto else epochs),
         ("min_epochs", min_epochs),
         ("batch_size", batch_size),
+        ("subset", subset),
+        ("epoch_test_images", epoch_test_images),
     ):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InputError(f"{name}={value!r} must be a positive integer.")
@@ -287,8 +244,8 @@ def reproduce(
         not isinstance(warmup_epochs, int) or warmup_epochs < 0
     ):
         raise InputError(f"warmup_epochs={warmup_epochs!r} must be an integer >= 0.")
-    variants = _check_variants(variants)
-    teacher_arch, student_arch = _parse_pair(pair or DEFAULT_PAIRS[dataset])
+    variants = check_variants(variants)
+    teacher_arch, student_arch = parse_pair(pair or DEFAULT_PAIRS[dataset])
     if teacher_weights is not None and not Path(teacher_weights).is_file():
         raise InputError(f"teacher_weights={str(teacher_weights)!r}: no such file.")
     if resume_from is not None and not Path(resume_from).exists():
@@ -314,8 +271,7 @@ def reproduce(
     )
     for arch in {teacher_arch, student_arch}:  # before anything trains
         launch.per_process_batch(make_recipe(arch)["batch_size"])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)  # before anything runs: a typo costs no run
 
     data = load_data(
         dataset,
@@ -344,16 +300,21 @@ def reproduce(
         "teacher_weights": None
         if teacher_weights is None
         else sha256(Path(teacher_weights)),
+        "epoch_test_images": epoch_test_images,
     }
     if resume_from is not None and Path(resume_from).resolve() == out.resolve():
         resume_from = None  # the folder itself: an ordinary resumed call
     if resume_from is not None and launch.is_main:  # before anything trains
         with unpacked_state(resume_from, out) as state:
-            _check_settings(state, settings, False, f"The state {str(resume_from)!r}")
-            _check_settings(out, settings, write=False)
+            shown = f"the state {str(resume_from)!r}"
+            check_settings(state, settings, False, shown)
+            check_request(state, variants, seeds, shown)
+            check_settings(out, settings, write=False)
+            check_request(out, variants, seeds)
             merge_state(state, out)
     launch.wait()
-    _check_settings(out, settings, write=launch.is_main and not auto)
+    check_settings(out, settings, write=launch.is_main and not auto)
+    check_request(out, variants, seeds)
     ctx = RunContext(
         out=out,
         data=data,
@@ -369,11 +330,13 @@ def reproduce(
         verbose=verbose,
         lockstep=bool(lockstep),
         launch=launch,
+        epoch_test_images=epoch_test_images,
     )
-    plan = None
+    plan, planned_here = None, False
     if auto:
-        plan = _saved_plan(out)  # frozen by an earlier call: never re-planned
+        plan = saved_plan(out)  # frozen by an earlier call: never re-planned
         if plan is None:
+            planned_here = True
             plan = launch.agree(
                 _plan(
                     ctx, variants, seeds, float(time_budget or 0), min_epochs, lockstep
@@ -381,6 +344,12 @@ def reproduce(
             )
             if launch.is_main:
                 save_json(out / "settings.json", {**settings, "plan": plan})
+            predicted = plan.get("predicted_s")
+            ctx.say(
+                f"--epochs auto: planned {plan['epochs']} epochs"
+                + ("" if predicted is None else f", {predicted:.0f} s")
+                + f" of the {time_budget:g} s budget"
+            )
         make_recipe, _ = _recipe_factory(
             dataset, plan["epochs"], batch_size, warmup_epochs
         )
@@ -390,6 +359,8 @@ def reproduce(
         ctx.graphs = bool(
             plan.get("graphs") and ctx.estimator_kwargs({}).get("compile")
         )
+    if launch.is_main:
+        record_request(out, variants, seeds)  # the state knows what was asked
     with cudnn_benchmark(device):
         records, pending = run_all(ctx, variants, seeds)
     results = summarize(
@@ -404,6 +375,10 @@ def reproduce(
     )
     results["processes"] = launch.world_size
     results["plan"] = plan
+    results["phases"] = {
+        "planned_in_this_call": planned_here,
+        "rows": phase_times(plan or {}, ctx.timings),
+    }
     results["budget"] = clock.report()
     results["achieved_epochs"] = {
         (f"{r['variant']}-seed{r['seed']}" if "variant" in r else "teacher"): r[
@@ -431,13 +406,22 @@ def _plan(
     min_epochs: int,
     lockstep: bool | None,
 ) -> dict[str, Any]:
-    """Warm up each phase, then plan the epochs to the budget."""
+    """Warm up each phase, then plan the epochs to the budget (refused at
+    once when the budget is spent before the warm-up could start, or by one
+    of its fits)."""
+    check_budget_left(budget, ctx.clock.elapsed())
     teacher = (
         ctx.teacher_weights is None
         and not (ctx.out / "teacher" / "record.json").exists()
     )
     may_lockstep = lockstep is not False and ctx.launch.accelerator is None
-    costs = measure_phases(ctx, variants, teacher=teacher, lockstep=may_lockstep)
+    costs = measure_phases(
+        ctx,
+        variants,
+        teacher=teacher,
+        lockstep=may_lockstep,
+        budget=budget,
+    )
     plan = plan_epochs(
         budget=budget,
         elapsed=ctx.clock.elapsed(),
@@ -453,147 +437,3 @@ def _plan(
     if lockstep is not None:
         plan["lockstep"] = bool(lockstep)  # as asked; the plan's costs stay
     return plan
-
-
-# -------------------------------------------------------------------- CLI
-def _names(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``projkd reproduce`` on a command line's subcommands.
-
-    Parameters
-    ----------
-    subparsers : object
-        What :meth:`argparse.ArgumentParser.add_subparsers` returned (its
-        ``add_parser`` method is called).
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        The subcommand's parser; the parsed namespace's ``handler``
-        (:func:`run_command`) runs the command.
-
-    Examples
-    --------
-    >>> import argparse
-    >>> parser = argparse.ArgumentParser(prog="projkd")
-    >>> _ = add_subcommand(parser.add_subparsers(dest="command"))
-    >>> parser.parse_args(["reproduce", "--dataset", "digits"]).dataset
-    'digits'
-    """
-    sub = subparsers.add_parser(
-        "reproduce",
-        help="the paper's comparison of variants, resumable (CIFAR-100)",
-        description="Train (or load) a teacher, distil it into the student of "
-        "the pair once per variant and seed, and write results.json, results.md "
-        "and plots. Re-running the same command continues where it stopped; "
-        "--resume-from continues in a later session from the state an earlier "
-        "one brought back.",
-    )
-    sub.add_argument("--dataset", choices=list(DEFAULT_PAIRS), default="cifar100")
-    sub.add_argument("--data-root", help="folder of the data set's files")
-    sub.add_argument(
-        "--download",
-        action="store_true",
-        help="download CIFAR-100 into --data-root (torchvision's)",
-    )
-    sub.add_argument(
-        "--pair", help="TEACHER:STUDENT (default wrn_40_2:wrn_16_2 for cifar100)"
-    )
-    sub.add_argument(
-        "--variants",
-        type=_names,
-        default=list(VARIANTS),
-        help=f"comma-separated, of {','.join(VARIANTS)} (all)",
-    )
-    sub.add_argument(
-        "--epochs",
-        type=_epochs_arg,
-        help="epochs per network (the recipe's: 240 on cifar100), or 'auto' with "
-        "--time-budget: planned to end at 90%% of the budget",
-    )
-    sub.add_argument(
-        "--min-epochs",
-        type=int,
-        default=10,
-        help="with --epochs auto: refuse when fewer fit (10)",
-    )
-    sub.add_argument("--seeds", type=int, default=1, help="students per variant (1)")
-    sub.add_argument("--out", default="runs/repro", help="output folder")
-    sub.add_argument("--teacher-weights", help="a teacher state_dict; skips training")
-    sub.add_argument(
-        "--resume-from",
-        metavar="PATH",
-        help="continue an earlier session's runs: the state.tar.xz that "
-        "benchmarks/gpu_session.sh brought back, a folder holding it (with the "
-        "teacher's .pt), or a run folder; restored into --out first",
-    )
-    sub.add_argument(
-        "--time-budget",
-        type=float,
-        help="seconds this call may take; run it again to continue",
-    )
-    sub.add_argument("--subset", type=int, help="use this many training images")
-    sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    sub.add_argument(
-        "--no-fast",
-        action="store_true",
-        help="on CUDA: fp32, eager, no channels_last (the fast settings are default)",
-    )
-    sub.add_argument(
-        "--batch-size",
-        type=int,
-        help="deviate from the recipe's batch (lr scaled linearly; recorded)",
-    )
-    sub.add_argument(
-        "--warmup-epochs",
-        type=int,
-        help="linear lr warm-up epochs (recorded; 2 with a batch above the recipe's)",
-    )
-    sub.add_argument(
-        "--lockstep",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="train each seed's variants together, one teacher forward per batch "
-        "(default: with --epochs auto, when the warm-up measures it faster)",
-    )
-    sub.add_argument("--quiet", action="store_true", help="no line per epoch")
-    sub.set_defaults(handler=run_command)
-    return sub
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run ``projkd reproduce`` from its parsed arguments and print the table.
-
-    Returns
-    -------
-    status : int
-        0 when every run has finished, 3 when some are left for the next call.
-    """
-    results = reproduce(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        download=args.download,
-        pair=args.pair,
-        variants=args.variants,
-        epochs=args.epochs,
-        min_epochs=args.min_epochs,
-        seeds=args.seeds,
-        out=args.out,
-        teacher_weights=args.teacher_weights,
-        resume_from=args.resume_from,
-        time_budget=args.time_budget,
-        subset=args.subset,
-        device=args.device,
-        fast=not args.no_fast,
-        batch_size=args.batch_size,
-        warmup_epochs=args.warmup_epochs,
-        lockstep=args.lockstep,
-        verbose=not args.quiet,
-        started=process_start(),
-    )
-    if is_main_process():
-        print((Path(args.out) / "results.md").read_text())
-    return 0 if results["complete"] else 3

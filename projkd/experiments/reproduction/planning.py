@@ -5,12 +5,17 @@ A short throwaway warm-up of each phase on this device -- the teacher, a
 student (the costliest requested variant, with the untrained teacher) and,
 where it may apply, the lockstep group of a seed's variants -- measures what
 each costs: once per run (building, compiling), per epoch (the per-epoch
-test evaluation and checkpoint) and per batch. Each warm-up fits
-:data:`WARMUP_EPOCHS` short epochs: the warm ones give the step, the
-epoch-end callbacks are timed on their own. From them :func:`plan_epochs`
+test evaluation and checkpoint), per batch, and the finished run's
+evaluation. Each warm-up fits :data:`WARMUP_EPOCHS` short epochs: the warm
+ones give the step, the epoch-end callbacks are timed on their own, and one
+pass of each evaluation method over the test set is timed, then counted as
+often as the finished run makes it over the *whole* training and test sets
+(:data:`STUDENT_FINAL`, :data:`TEACHER_FINAL`). From them :func:`plan_epochs`
 chooses the one epoch count ``E`` of the teacher and of every student with
 which the whole command is planned to end at :data:`PLAN_FRACTION` of its
-budget.
+budget, and predicts each phase's seconds; :func:`phase_times` sets them
+beside the measured ones in ``results.json``, so that each plan can be
+checked against its run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dataclasses
 import math
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +36,15 @@ from ...errors import InputError
 __all__ = [
     "PLAN_FRACTION",
     "PLAN_LIMIT",
+    "STUDENT_FINAL",
+    "TEACHER_FINAL",
     "WARMUP_EPOCHS",
     "PhaseCost",
+    "check_budget_left",
+    "final_passes",
     "measure_fit",
     "measure_lockstep",
+    "phase_times",
     "plan_epochs",
     "warmup_rows",
 ]
@@ -60,8 +71,9 @@ class PhaseCost:
     step_s : float
         One training batch.
     final_s : float
-        The finished run's evaluation (predictions on the train and test
-        sets).
+        The finished run's evaluation (:data:`STUDENT_FINAL` or
+        :data:`TEACHER_FINAL`: predictions on the whole train and test
+        sets, features for CKA).
     """
 
     run_s: float
@@ -77,6 +89,50 @@ class PhaseCost:
         """One epoch of ``batches`` batches."""
         return self.epoch_s + batches * self.step_s
 
+    def fit(self, epochs: int, batches: int) -> float:
+        """The run's training: once per run, then ``epochs`` epochs."""
+        return self.run_s + epochs * self.epoch(batches)
+
+
+#: What a finished student run evaluates (``runs._finish``): per method of
+#: the estimator, the data sets it passes over.
+STUDENT_FINAL: dict[str, tuple[str, ...]] = {
+    "predict_proba": ("test", "train"),
+    "transform": ("test",),
+    "transform_teacher": ("test",),
+}
+#: What the finished teacher phase evaluates (``runs._teacher_phase``): its
+#: logits (a ``predict_proba`` of its net) over both sets.
+TEACHER_FINAL: dict[str, tuple[str, ...]] = {"predict_proba": ("train", "test")}
+
+
+def final_passes(
+    final: Mapping[str, tuple[str, ...]], n_train: int, n_test: int
+) -> dict[str, float]:
+    """How many passes over the test set each method of ``final`` amounts to.
+
+    Parameters
+    ----------
+    final : mapping
+        :data:`STUDENT_FINAL` or :data:`TEACHER_FINAL`.
+    n_train, n_test : int
+        The sizes of the whole training and test sets (not the warm-up's).
+
+    Returns
+    -------
+    passes : dict of str to float
+
+    Examples
+    --------
+    >>> final_passes(STUDENT_FINAL, 50_000, 10_000)
+    {'predict_proba': 6.0, 'transform': 1.0, 'transform_teacher': 1.0}
+    """
+    size = {"train": n_train, "test": n_test}
+    return {
+        method: sum(size[split] for split in splits) / max(n_test, 1)
+        for method, splits in final.items()
+    }
+
 
 #: epochs of each warm-up fit: the first (building, compiling), then warm ones
 WARMUP_EPOCHS = 4
@@ -89,32 +145,44 @@ def _warm_step(history: Any, batches: int) -> float:
     return float(np.mean(warm)) / batches
 
 
-def _callbacks_s(net: Any) -> float:
-    """Seconds of the per-epoch callbacks a fit skips in the warm-up: the
-    test score (run once more) and a checkpoint (saved once)."""
+def _callbacks_s(net: Any, timer: Callable[[], float]) -> tuple[float, float]:
+    """Seconds of the per-epoch callbacks of a run: the test score (run once
+    more; the warm-up fit ran it every epoch) and a checkpoint (which the
+    warm-up fit never saved: saved once here)."""
     score = dict(net.callbacks_).get("test_score")
-    before = time.monotonic()
+    before = timer()
     if score is not None:
+        net.max_epochs += 1  # scored as an epoch before the last: a subset
         score.on_epoch_end(net)  # records into the last epoch: a throwaway fit
+    scored = timer()
     with tempfile.TemporaryDirectory() as folder:
         net.save_params(
             f_params=str(Path(folder) / "p.pt"),
             f_optimizer=str(Path(folder) / "o.pt"),
             f_history=str(Path(folder) / "h.json"),
         )
-    return time.monotonic() - before
+    return scored - before, timer() - scored
 
 
 def measure_fit(
-    make: Any, X: Any, y: Any, batches: int, batch_size: int, X_test: Any
+    make: Any,
+    X: Any,
+    y: Any,
+    batches: int,
+    batch_size: int,
+    X_test: Any,
+    passes: Mapping[str, float],
+    timer: Callable[[], float] = time.monotonic,
 ) -> PhaseCost:
     """The costs of a run of the skorch net that ``make()`` builds.
 
     Fits :data:`WARMUP_EPOCHS` epochs of ``batches`` batches: the step is
     the mean of the warm epochs' training loops (skorch's ``dur``), the
     per-epoch cost that of the epoch-end callbacks (the test score and a
-    checkpoint, timed once), the run's cost what the first epoch took
-    beyond them. A prediction on ``X_test`` prices the final evaluation.
+    checkpoint, timed once), the run's cost what the fit took beyond its
+    epochs (the warm-up saves no checkpoint: none is taken off). One pass
+    of each method of ``passes`` over ``X_test``, times its count, prices
+    the finished run's evaluation.
 
     Parameters
     ----------
@@ -124,7 +192,13 @@ def measure_fit(
         Training data of at least ``batches * batch_size`` samples.
     batches, batch_size : int
     X_test : array-like
-        What the finished run predicts besides the training set.
+        The test set.
+    passes : mapping of str to float
+        The net's evaluation methods and how many passes over the test set
+        the finished run makes of each (:func:`final_passes`, from the sizes
+        of the whole training and test sets).
+    timer : callable, default=time.monotonic
+        Seconds.
 
     Returns
     -------
@@ -132,17 +206,20 @@ def measure_fit(
     """
     n = batches * batch_size
     net = make().set_params(max_epochs=WARMUP_EPOCHS)
-    started = time.monotonic()
+    started = timer()
     net.fit(X[:n], y[:n])
-    fitted = time.monotonic() - started
+    fitted = timer() - started
     step = _warm_step(net.history, batches)
-    epoch = _callbacks_s(net)
-    before = time.monotonic()
-    net.predict_proba(X_test)
-    predict = time.monotonic() - before
-    final = predict * (len(y) / max(len(X_test), 1) + 3)  # train, test, CKA
-    run = fitted - WARMUP_EPOCHS * (batches * step + epoch)
-    return PhaseCost(run_s=max(run, 0.0), epoch_s=epoch, step_s=step, final_s=final)
+    score, save = _callbacks_s(net, timer)
+    final = 0.0
+    for method, count in passes.items():
+        before = timer()
+        getattr(net, method)(X_test)
+        final += count * (timer() - before)
+    run = fitted - WARMUP_EPOCHS * (batches * step + score)
+    return PhaseCost(
+        run_s=max(run, 0.0), epoch_s=score + save, step_s=step, final_s=final
+    )
 
 
 def measure_lockstep(make_all: Any, X: Any, y: Any, batches: int, batch_size: int):
@@ -243,6 +320,10 @@ def plan_epochs(
         "planned_at_s": round(elapsed, 2),
         "predicted_s": round(elapsed + fixed + epochs * per_epoch, 2),
         "epoch_s": round(per_epoch, 4),
+        "batches": batches,
+        "phases": _predicted_phases(
+            teacher, student, epochs, batches, per_variant, group_step, lockstep
+        ),
         "teacher": None if teacher is None else _rounded(teacher),
         "student": _rounded(student),
         "step_s": {
@@ -255,6 +336,128 @@ def plan_epochs(
     if epochs < min_epochs:
         raise InputError(_refusal(plan, min_epochs, left, per_epoch, runs, seeds))
     return plan
+
+
+def _predicted_phases(
+    teacher: PhaseCost | None,
+    student: PhaseCost,
+    epochs: int,
+    batches: int,
+    per_variant: int,
+    group_step: float,
+    lockstep: bool,
+) -> dict[str, dict[str, float] | None]:
+    """The seconds the plan gives each phase: the teacher's, one student's
+    (``fit_s``: building, compiling, its epochs with their test score and
+    checkpoint; ``final_s``: its evaluation) and, with ``lockstep``, one
+    seed's group fit (its students' evaluations stay theirs)."""
+    group = None
+    if lockstep:
+        once = per_variant * student.run_s
+        fit = once + epochs * (per_variant * student.epoch_s + batches * group_step)
+        group = {"fit_s": round(fit, 2)}
+    return {
+        "teacher": None
+        if teacher is None
+        else {
+            "fit_s": round(teacher.fit(epochs, batches), 2),
+            "final_s": round(teacher.final_s, 2),
+        },
+        "student": {
+            "fit_s": round(student.fit(epochs, batches), 2),
+            "final_s": round(student.final_s, 2),
+        },
+        "lockstep_group": group,
+    }
+
+
+def phase_times(
+    plan: dict[str, Any], measured: Mapping[str, Mapping[str, float]]
+) -> list[dict[str, Any]]:
+    """The plan's predicted seconds beside the measured ones, phase by phase.
+
+    Parameters
+    ----------
+    plan : dict
+        From :func:`plan_epochs` (its ``phases``).
+    measured : mapping
+        Per phase run by this call (``"teacher"``, ``"kd-seed0"``,
+        ``"lockstep-seed0"``, ...): its ``fit_s`` and/or ``final_s``.
+
+    Returns
+    -------
+    rows : list of dict
+        ``phase``, ``predicted_fit_s``, ``measured_fit_s``,
+        ``predicted_final_s``, ``measured_final_s`` (None where a phase has
+        no such part, or the plan predicted none).
+
+    Examples
+    --------
+    >>> plan = {"phases": {"teacher": {"fit_s": 10.0, "final_s": 1.0},
+    ...                    "student": {"fit_s": 5.0, "final_s": 2.0},
+    ...                    "lockstep_group": None}}
+    >>> phase_times(plan, {"teacher": {"fit_s": 11.0, "final_s": 0.9}})[0]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'phase': 'teacher', 'predicted_fit_s': 10.0, 'measured_fit_s': 11.0,
+     'predicted_final_s': 1.0, 'measured_final_s': 0.9}
+    """
+    predicted = plan.get("phases") or {}
+    rows = []
+    for name, times in measured.items():
+        kind = "teacher" if name == "teacher" else "student"
+        kind = "lockstep_group" if name.startswith("lockstep-") else kind
+        expected = predicted.get(kind) or {}
+        row: dict[str, Any] = {"phase": name}
+        for part in ("fit_s", "final_s"):
+            row[f"predicted_{part}"] = expected.get(part) if part in times else None
+            value = times.get(part)
+            row[f"measured_{part}"] = None if value is None else round(value, 2)
+        if name.startswith("lockstep-"):  # the students' own evaluations
+            row["predicted_final_s"] = None
+        rows.append(row)
+    return rows
+
+
+def check_budget_left(
+    budget: float,
+    elapsed: float,
+    fraction: float = PLAN_FRACTION,
+    *,
+    warming_up: bool = False,
+) -> None:
+    """Refuse to plan when the budget is spent before an epoch could be.
+
+    The budget counts from the interpreter's start: its imports and the
+    data's loading are spent before any warm-up fit; when they (and, with
+    ``warming_up``, the warm-up's fits so far) already reach ``fraction`` of
+    it, no epoch can be planned, and saying so now saves the rest of the
+    warm-up.
+
+    Raises
+    ------
+    InputError
+        Naming the seconds spent and a budget that would leave room.
+
+    Examples
+    --------
+    >>> check_budget_left(120.0, 6.5)
+    >>> try:
+    ...     check_budget_left(5.0, 6.5)
+    ... except InputError as error:
+    ...     print(str(error).split(":")[1])
+     the budget of 5 s was spent before the warm-up could start
+    """
+    if elapsed < fraction * budget:
+        return
+    when, spent = "before the warm-up could start", "loading the data"
+    if warming_up:
+        when, spent = "during the warm-up", "loading the data and the warm-up fits"
+    raise InputError(
+        f"--epochs auto: the budget of {budget:g} s was spent {when}: "
+        f"{elapsed:.1f} s went to the interpreter's start, the imports, {spent} "
+        "(the budget counts from the interpreter's start). Give a larger "
+        f"--time-budget (well above {math.ceil(elapsed / fraction)})."
+    )
 
 
 def _rounded(cost: PhaseCost) -> dict[str, float]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import read_array
+
 __all__ = ["PUBLISHED", "format_results", "summarize", "write_plots"]
 
 # CRD benchmark table (Tian et al., ICLR 2020), CIFAR-100 top-1 %, best epoch;
@@ -224,6 +226,50 @@ def _plan_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _phase_lines(results: dict[str, Any]) -> list[str]:
+    """The seconds of each phase this call ran, beside the plan's prediction
+    (``results["phases"]``; nothing when no phase ran)."""
+    phases = results.get("phases") or {}
+    rows = phases.get("rows") or []
+    if not rows:
+        return []
+    plan = results.get("plan")
+    note = ""
+    if plan:
+        when = "in this call" if phases.get("planned_in_this_call") else "earlier"
+        note = (
+            f" The plan was made {when}, {plan['planned_at_s']:.1f} s after its "
+            "call's start (the interpreter, imports, data and warm-up), "
+            f"predicting {plan['predicted_s']:.1f} s in all."
+        )
+    lines = [
+        "",
+        "## Phase times: the plan against this call",
+        "",
+        "Seconds. Fit: building, compiling and every epoch with its test score "
+        "and checkpoint; final: the finished run's evaluation." + note,
+        "",
+        "| phase | fit, planned | fit, measured | final, planned | final, measured |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cells = [
+            _seconds(row[k])
+            for k in (
+                "predicted_fit_s",
+                "measured_fit_s",
+                "predicted_final_s",
+                "measured_final_s",
+            )
+        ]
+        lines.append(f"| {row['phase']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def format_results(results: dict[str, Any]) -> str:
     """The results document as markdown: settings, table, published, findings."""
     s = results["settings"]
@@ -285,6 +331,7 @@ def format_results(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _published_lines(results)
     lines += _finding_lines(results)
+    lines += _phase_lines(results)
     return "\n".join(lines)
 
 
@@ -380,8 +427,8 @@ def write_plots(out: Path, results: dict[str, Any], y_test: Any) -> list[str]:
     predictions = {}
     for name, (folder, _) in folders.items():
         path = folder / "test_proba.npy"
-        if path.exists():
-            predictions[name] = (y_test, np.load(path))  # as the table's ECE
+        if path.exists():  # as the table's ECE
+            predictions[name] = (y_test, read_array(path, "the test probabilities"))
     written = []
     if predictions:
         n_classes = next(iter(predictions.values()))[1].shape[1]

@@ -7,12 +7,10 @@ and a finished run is never redone.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-import json
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,6 @@ import torch
 from ...callbacks import ResumableCheckpoint
 from ...distiller import ProjectorDistiller
 from ...lockstep import EpochSeed, fit_lockstep
-from ...losses import DISTLoss, DKDLoss
 from ...metrics import linear_cka
 from ...models import get_model
 from ...teacher.inference import compute_teacher_outputs
@@ -32,11 +29,22 @@ from ...teacher.io import load_teacher
 from ...teacher.training import TeacherNet
 from ...training.compiling import unwrap_compiled
 from ..data import Data
-from ..io import save_json
+from ..io import read_json, save_json
 from ..launch import Launch
 from ..spec import build_model, model_kwargs
 from ..teacher import AcceleratedTeacherNet
-from .planning import PhaseCost, measure_fit, measure_lockstep, warmup_rows
+from .planning import (
+    PLAN_FRACTION,
+    STUDENT_FINAL,
+    TEACHER_FINAL,
+    WARMUP_EPOCHS,
+    PhaseCost,
+    check_budget_left,
+    final_passes,
+    measure_fit,
+    measure_lockstep,
+    warmup_rows,
+)
 from .training import (
     Clock,
     TeacherCheckpoint,
@@ -47,90 +55,22 @@ from .training import (
     save_proba,
     sha256,
 )
+from .variants import VARIANTS, variant_params
 
 __all__ = [
-    "DKD_BETA",
     "GRAPHS_MODE",
     "TEACHER_SEED",
-    "VARIANTS",
     "RunContext",
     "measure_phases",
     "run_all",
-    "variant_params",
 ]
 
-# name -> ProjectorDistiller parameters (METHOD.md; T = 4 is the default)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "alone": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=0.0, n_projectors=0),
-    "kd": dict(ce_weight=0.1, kd_weight=0.9, feature_weight=0.0, n_projectors=0),
-    "fd0": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=0),
-    "fd1": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=1),
-    "fd3": dict(ce_weight=1.0, kd_weight=0.0, feature_weight=25.0, n_projectors=3),
-    "kd_lp": dict(
-        ce_weight=0.1,
-        kd_weight=0.9,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_projector=True,
-        logit_projector_init="identity",
-    ),
-    # the authors' CIFAR-100 recipes: DKD (mdistiller) CE 1, alpha 1, T 4,
-    # warm-up over 20 of 240 epochs, beta per pair (DKD_BETA); DIST (the
-    # authors' dist_cifar.yaml) CE 1, loss weight 2, beta = gamma = 1, T 4
-    "dkd": dict(
-        ce_weight=1.0,
-        kd_weight=1.0,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_loss=DKDLoss(alpha=1.0, beta=8.0, warmup=20 / 240),
-    ),
-    "dist": dict(
-        ce_weight=1.0,
-        kd_weight=2.0,
-        feature_weight=0.0,
-        n_projectors=0,
-        logit_loss=DISTLoss(beta=1.0, gamma=1.0),
-    ),
-}
-# the same with a logit projector (the loss on its output, CE on the raw logits)
-VARIANTS.update(
-    {
-        f"{name}_lp": dict(
-            VARIANTS[name], logit_projector=True, logit_projector_init="identity"
-        )
-        for name in ("dkd", "dist")
-    }
-)
-#: DKD's beta per teacher:student pair (mdistiller's configs/cifar100/dkd/*.yaml);
-#: 8 for every other pair
-DKD_BETA = {
-    "wrn_40_2:wrn_16_2": 6.0,
-    "wrn_40_2:wrn_40_1": 6.0,
-    "vgg13:vgg8": 6.0,
-    "vgg13:mobilenetv2": 6.0,
-    "resnet56:resnet20": 2.0,
-    "resnet110:resnet32": 2.0,
-}
 #: the compile mode that replays a student's training step as CUDA graphs
 #: (never "max-autotune" in a timed window: its compile time)
 GRAPHS_MODE = "reduce-overhead"
 # apart from the students' seeds 0, 1, ...: with a pair of one architecture
 # (self-distillation), "alone" would otherwise replay the teacher's training
 TEACHER_SEED = 1000
-
-
-def variant_params(
-    variant: str, teacher_arch: str, student_arch: str
-) -> dict[str, Any]:
-    """The estimator parameters of ``variant`` for this pair (DKD's beta is
-    the authors' for the pair, :data:`DKD_BETA`); loss objects are copies."""
-    params = dict(VARIANTS[variant])
-    loss = params.get("logit_loss")
-    if loss is not None:
-        params["logit_loss"] = loss = copy.deepcopy(loss)
-        if isinstance(loss, DKDLoss):
-            loss.set_params(beta=DKD_BETA.get(f"{teacher_arch}:{student_arch}", 8.0))
-    return params
 
 
 def _factory(arch: str, data: Data, prefix: str) -> dict[str, Any]:
@@ -175,6 +115,13 @@ class RunContext:
         graphs), where the fast settings compile.
     launch : Launch
         This process's launch (parallel or not).
+    epoch_test_images : int or None, default=None
+        Score each epoch but the last on a fixed subset of this many test
+        images; None: all of them every epoch.
+    timings : dict
+        Filled by the runs: the seconds of each phase this call ran
+        (``"teacher"``, ``"<variant>-seed<s>"``, ``"lockstep-seed<s>"``), its
+        ``fit_s`` (building and training) and ``final_s`` (evaluation).
     """
 
     out: Path
@@ -192,6 +139,20 @@ class RunContext:
     lockstep: bool = False
     launch: Launch = field(default_factory=Launch)
     graphs: bool = False
+    epoch_test_images: int | None = None
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        """A progress line, ``[reproduce] text``, on standard error (when
+        ``verbose``, from the main process)."""
+        if self.verbose and self.launch.is_main:
+            print(f"[reproduce] {text}", file=sys.stderr, flush=True)
+
+    def timed(self, phase: str, part: str, started: float) -> None:
+        """Record that ``part`` of ``phase`` ran from ``started`` until now
+        (the clock's time)."""
+        seconds = self.clock.timer() - started
+        self.timings.setdefault(phase, {})[part] = round(seconds, 3)
 
     def estimator_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """The recipe's ``params`` with this launch's device and speed
@@ -213,7 +174,7 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
     folder = ctx.out / "teacher"
     done = folder / "record.json"
     if done.exists():
-        record = json.loads(done.read_text())
+        record = read_json(done, "the teacher's record", keys=("weights",))
         weights = ctx.out / record["weights"]  # relative to out, or absolute
         if record.get("source") == "given" and ctx.teacher_weights is not None:
             weights = Path(ctx.teacher_weights)  # the same (settings), perhaps moved
@@ -225,7 +186,9 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         weights = Path(ctx.teacher_weights).resolve()
         record.update(source="given", weights=str(weights))
     else:
+        started = ctx.clock.timer()
         result = _train_teacher(ctx, folder)
+        ctx.timed("teacher", "fit_s", started)
         if result is None or ctx.clock.out_of_time():
             return None  # stopped on the budget (or no time to evaluate): resumes
         trained, curve = result
@@ -236,7 +199,8 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
         ctx.launch.wait()  # every process loads the file the main one wrote
         record.update(source="trained", weights="teacher/teacher.pt", seed=TEACHER_SEED)
         record.update(curve)
-    started = time.monotonic()  # the evaluation: a unit of work for the clock
+    started = ctx.clock.timer()  # the evaluation: a unit of work for the clock
+    ctx.say(f"teacher: evaluation ({_sizes(ctx.data)})")
     teacher = _load(ctx, weights)  # trained or not, students see the saved weights
     record["sha256"] = sha256(weights)
     data = ctx.data
@@ -246,10 +210,11 @@ def _teacher_phase(ctx: RunContext) -> tuple[dict[str, Any], torch.nn.Module] | 
     }
     record.update(run_metrics(proba["train"], data.y_train, proba["test"], data.y_test))
     record["cka"] = 1.0
-    ctx.clock.done(time.monotonic() - started)
     if ctx.launch.is_main:
         save_proba(folder, proba["test"])
         save_json(done, record)
+    ctx.clock.done(ctx.clock.timer() - started)
+    ctx.timed("teacher", "final_s", started)
     return record, teacher
 
 
@@ -321,6 +286,7 @@ def _callbacks(
                 ctx.data.y_test,
                 label,
                 ctx.verbose and ctx.launch.is_main,
+                ctx.epoch_test_images,
             ),
         ),
         ("checkpoint", checkpoint(dirname=str(folder / "ckpt"))),
@@ -336,7 +302,10 @@ def _folder(ctx: RunContext, variant: str, seed: int) -> Path:
 
 def _done(ctx: RunContext, variant: str, seed: int) -> dict[str, Any] | None:
     done = _folder(ctx, variant, seed) / "record.json"
-    return json.loads(done.read_text()) if done.exists() else None
+    if not done.exists():
+        return None
+    record: dict[str, Any] = read_json(done, "a run's record", keys=("variant",))
+    return record
 
 
 def _student(
@@ -381,7 +350,8 @@ def _finish(
     if len(estimator.history) < ctx.epochs or ctx.clock.out_of_time():
         return None  # stopped on the budget (or no time to evaluate): resumes
     data = ctx.data
-    started = time.monotonic()
+    started = ctx.clock.timer()
+    ctx.say(f"{variant} seed {seed}: evaluation ({_sizes(data)}, CKA)")
     proba_test = estimator.predict_proba(data.X_test)
     record: dict[str, Any] = {"model": variant, "variant": variant, "seed": seed}
     record.update(
@@ -396,11 +366,16 @@ def _finish(
     record["params"] = _variant_params(estimator)
     record["lockstep"] = ctx.lockstep
     folder = _folder(ctx, variant, seed)
-    ctx.clock.done(time.monotonic() - started)
     if ctx.launch.is_main:
         save_proba(folder, proba_test)
         save_json(folder / "record.json", record)
+    ctx.clock.done(ctx.clock.timer() - started)
+    ctx.timed(f"{variant}-seed{seed}", "final_s", started)
     return record
+
+
+def _sizes(data: Data) -> str:
+    return f"{len(data.y_train)} training and {len(data.y_test)} test images"
 
 
 def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
@@ -427,16 +402,20 @@ def _seed_runs(
         return records
     data = ctx.data
     if ctx.lockstep:
+        started = ctx.clock.timer()
         estimators = [_student(ctx, teacher, v, seed) for v in todo]
         fit_lockstep(estimators, data.X_train, data.y_train)
+        ctx.timed(f"lockstep-seed{seed}", "fit_s", started)
         for variant, estimator in zip(todo, estimators, strict=True):
             records[variant] = _finish(ctx, estimator, variant, seed)
         return records
     for variant in todo:
         if ctx.clock.out_of_time():
             break
+        started = ctx.clock.timer()
         estimator = _student(ctx, teacher, variant, seed)
         estimator.fit(data.X_train, data.y_train)
+        ctx.timed(f"{variant}-seed{seed}", "fit_s", started)
         records[variant] = _finish(ctx, estimator, variant, seed)
     return records
 
@@ -447,13 +426,22 @@ def _logits(model: torch.nn.Module, X: Any, device: str) -> torch.Tensor:
 
 
 def measure_phases(
-    ctx: RunContext, variants: list[str], *, teacher: bool, lockstep: bool
+    ctx: RunContext,
+    variants: list[str],
+    *,
+    teacher: bool,
+    lockstep: bool,
+    budget: float | None = None,
 ) -> dict[str, Any]:
     """The warm-up of ``--epochs auto`` (:mod:`.planning`): throwaway fits of
     a few batches of the teacher (when ``teacher``), of the costliest of
     ``variants`` with the untrained teacher and, with ``lockstep``, of their
     lockstep group, on this device, with the runs' own estimators and
     per-epoch test evaluation (no checkpoint files: one save is timed).
+    With a ``budget``, a fit that leaves none of it ends the warm-up with a
+    refusal (:func:`~.planning.check_budget_left`), and the lockstep group is
+    not measured (nor chosen) when its fit, as long as the student's times
+    the variants, would not fit in what is left.
 
     Returns
     -------
@@ -484,7 +472,12 @@ def measure_phases(
     costs: dict[str, Any] = {"batches": batches, "teacher": None}
     with tempfile.TemporaryDirectory() as folder:
         warm = dataclasses.replace(
-            ctx, out=Path(folder), clock=Clock(None), epochs=1, verbose=False
+            ctx,
+            out=Path(folder),
+            clock=Clock(None, timer=ctx.clock.timer),
+            epochs=1,
+            verbose=False,
+            timings={},
         )
 
         def student(variant: str, graphs: bool = False) -> Any:
@@ -492,27 +485,46 @@ def measure_phases(
             est = _student(run, untrained, variant, 0)
             return est.set_params(callbacks__checkpoint=None)
 
-        def measure(make: Callable[[], Any]) -> PhaseCost:
-            return measure_fit(make, X, y, few, batch, data.X_test)
+        def measure(make: Callable[[], Any], final: Any) -> PhaseCost:
+            # the whole sets' sizes: the warm-up fits only a few batches
+            passes = final_passes(final, len(data.y_train), len(data.y_test))
+            cost = measure_fit(
+                make, X, y, few, batch, data.X_test, passes, ctx.clock.timer
+            )
+            if budget is not None:
+                check_budget_left(budget, ctx.clock.elapsed(), warming_up=True)
+            return cost
 
+        warming = f"--epochs auto: warm-up, {WARMUP_EPOCHS} epochs of {few} batches"
         if teacher:
+            ctx.say(f"{warming} of the teacher")
             costs["teacher"] = measure(
                 lambda: _teacher_net(warm, warm.out / "teacher").set_params(
                     callbacks__checkpoint=None
-                )
+                ),
+                TEACHER_FINAL,
             )
-        costs["student"] = measure(lambda: student(costliest))
+        ctx.say(f"{warming} of the student ({costliest})")
+        started = ctx.clock.timer()
+        costs["student"] = measure(lambda: student(costliest), STUDENT_FINAL)
+        group_s = len(variants) * (ctx.clock.timer() - started)
+        if budget is not None:
+            lockstep = lockstep and ctx.clock.elapsed() + group_s < (
+                PLAN_FRACTION * budget
+            )
+        costs["graphs"] = None
         compiled = ctx.estimator_kwargs({}).get("compile")
-        costs["graphs"] = (
-            measure(lambda: student(costliest, graphs=True))
-            if compiled and torch.device(ctx.device).type == "cuda"
-            else None
-        )
-        costs["lockstep_step_s"] = (
-            measure_lockstep(lambda: [student(v) for v in variants], X, y, few, batch)
-            if lockstep and len(variants) > 1
-            else None
-        )
+        if compiled and torch.device(ctx.device).type == "cuda":
+            ctx.say(f"{warming} of the student as CUDA graphs")
+            costs["graphs"] = measure(
+                lambda: student(costliest, graphs=True), STUDENT_FINAL
+            )
+        costs["lockstep_step_s"] = None
+        if lockstep and len(variants) > 1:
+            ctx.say(f"{warming} of the lockstep group ({len(variants)} students)")
+            costs["lockstep_step_s"] = measure_lockstep(
+                lambda: [student(v) for v in variants], X, y, few, batch
+            )
     return costs
 
 

@@ -23,7 +23,6 @@ Layout of the archive (paths relative to the run folder)::
 from __future__ import annotations
 
 import contextlib
-import json
 import lzma
 import shutil
 import tarfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ..io import read_json
 from .training import sha256
 
 __all__ = [
@@ -66,7 +66,7 @@ def _members(out: Path, teacher_weights: bool) -> tuple[list[Path], list[Path]]:
         if record.is_file():
             needed.append(record)
             optional.append(unit / "test_proba.npy")
-            saved = json.loads(record.read_text()).get("weights")
+            saved = _read(record, out).get("weights")
             if teacher_weights and saved == "teacher/teacher.pt":
                 needed.append(out / saved)
         elif (unit / "ckpt").is_dir():
@@ -223,7 +223,7 @@ def _find_teacher(state: Path, beside: Path, shown: str) -> None:
     record_path = state / "teacher" / "record.json"
     if not record_path.is_file():
         return
-    record = json.loads(record_path.read_text())
+    record = _read(record_path, state, shown)
     if record.get("weights") != "teacher/teacher.pt":
         return  # a given teacher: the call names it with --teacher-weights
     weights = state / "teacher" / "teacher.pt"
@@ -293,20 +293,24 @@ def unpacked_state(source: str | Path, scratch: str | Path) -> Iterator[Path]:
 
 
 # ------------------------------------------------------------------ merge
-def _progress(unit: Path) -> tuple[int, int]:
+def _read(path: Path, root: Path, where: str | None = None) -> Any:
+    """A JSON file of a run folder or state, named by its place in it."""
+    name = path.relative_to(root).as_posix()
+    name = repr(str(path)) if where is None else f"{name} in {where}"
+    return read_json(path, "the file", name=name)
+
+
+def _progress(unit: Path, root: Path) -> tuple[int, int]:
     """How far a run's folder is: (finished, epochs in its checkpoint)."""
     if not unit.is_dir():
         return (-1, -1)
-    epochs = [
-        len(json.loads(history.read_text()))
-        for history in unit.glob("ckpt/*/history.json")
-    ]
+    epochs = [len(_read(history, root)) for history in unit.glob("ckpt/*/history.json")]
     return (int((unit / "record.json").is_file()), max(epochs, default=0))
 
 
 def _finished_teacher(out: Path) -> str | None:
     path = out / "teacher" / "record.json"
-    return json.loads(path.read_text()).get("sha256") if path.is_file() else None
+    return _read(path, out).get("sha256") if path.is_file() else None
 
 
 def merge_state(state: str | Path, out: str | Path) -> list[str]:
@@ -331,9 +335,9 @@ def merge_state(state: str | Path, out: str | Path) -> list[str]:
         The runs taken from the state (``"teacher"``, ``"runs/kd-seed0"``, ...).
     """
     state, out = Path(state), Path(out)
-    saved = json.loads((state / "settings.json").read_text())
+    saved = _read(state / "settings.json", state)
     here_path = out / "settings.json"
-    here = json.loads(here_path.read_text()) if here_path.is_file() else {}
+    here = _read(here_path, out) if here_path.is_file() else {}
     if here.get("plan") and saved.get("plan") and here["plan"] != saved["plan"]:
         raise InputError(
             f"{out} holds runs of another --epochs auto plan "
@@ -349,7 +353,7 @@ def merge_state(state: str | Path, out: str | Path) -> list[str]:
     restored = []
     for unit in _units(state):
         name = unit.relative_to(state).as_posix()
-        if unit.is_dir() and _progress(unit) > _progress(out / name):
+        if unit.is_dir() and _progress(unit, state) > _progress(out / name, out):
             shutil.rmtree(out / name, ignore_errors=True)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(unit), str(out / name))

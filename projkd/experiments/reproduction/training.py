@@ -23,6 +23,7 @@ from skorch.callbacks import Callback, Checkpoint
 from ...callbacks import ResumableCheckpoint
 from ...metrics import expected_calibration_error, overconfidence
 from ..spec import FAST_SETTINGS
+from ..tracking import epoch_test_set
 
 __all__ = [
     "FAST_SETTINGS",
@@ -57,8 +58,11 @@ class Clock:
         ``agree(late) -> bool``: under a parallel launch, the main process's
         answer for every process.
     start : float or None, default=None
-        The :func:`time.monotonic` time the budget counts from (e.g.
+        The ``timer`` time the budget counts from (e.g.
         :func:`process_start`); None: now.
+    timer : callable, default=time.monotonic
+        Seconds; every duration of the call (epochs, evaluations, phases)
+        is read from it.
 
     Attributes
     ----------
@@ -80,17 +84,19 @@ class Clock:
         seconds: float | None,
         agree: Callable[[bool], bool] | None = None,
         start: float | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.seconds = seconds
         self.stop_at = seconds  # where out_of_time stops (a plan's net: later)
         self.agree = agree
-        self.start = time.monotonic() if start is None else start
+        self.timer = timer
+        self.start = timer() if start is None else start
         self.longest = 0.0
         self.worked = False
 
     def elapsed(self) -> float:
         """Seconds since the call started."""
-        return time.monotonic() - self.start
+        return self.timer() - self.start
 
     def report(self) -> dict[str, Any]:
         """The budget, the seconds used so far and the margin left (None
@@ -118,9 +124,7 @@ class Clock:
         """
         if self.stop_at is None:
             return False
-        late = self.worked and (
-            time.monotonic() - self.start + 1.25 * self.longest > self.stop_at
-        )
+        late = self.worked and (self.elapsed() + 1.25 * self.longest > self.stop_at)
         return late if self.agree is None else bool(self.agree(late))
 
 
@@ -162,19 +166,18 @@ class TimeBudget(Callback):
 
     Parameters
     ----------
-    clock : object
-        Shared by every run of one :func:`~projkd.experiments.reproduce` call;
-        it has ``done`` and ``out_of_time`` methods.
+    clock : Clock
+        Shared by every run of one :func:`~projkd.experiments.reproduce` call.
     """
 
     def __init__(self, clock: Any) -> None:
         self.clock = clock
 
     def on_train_begin(self, net: Any, **kwargs: Any) -> None:
-        self.last_ = time.monotonic()
+        self.last_ = self.clock.timer()
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        now = time.monotonic()
+        now = self.clock.timer()
         self.clock.done(now - self.last_)
         self.last_ = now
         if self.clock.out_of_time() and len(net.history) < net.max_epochs:
@@ -192,19 +195,36 @@ class TestScore(Callback):
         The run's name in the line printed per epoch.
     verbose : bool, default=False
         Print a line per epoch on standard error.
+    max_images : int or None, default=None
+        Score each epoch but the last on a fixed subset of this many test
+        images (:func:`~projkd.experiments.tracking.epoch_test_set`), the
+        last on all of them; None: all of them every epoch.
     """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, X: Any, y: Any, label: str = "", verbose: bool = False):
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        label: str = "",
+        verbose: bool = False,
+        max_images: int | None = None,
+    ):
         self.X = X
         self.y = y
         self.label = label
         self.verbose = verbose
+        self.max_images = max_images
+
+    def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+        self.few_ = epoch_test_set(self.X, self.y, self.max_images)
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        logits = net.forward(self.X, training=False, device="cpu").float()
-        top1, top5 = _topk(logits.numpy(), np.asarray(self.y))
+        last = len(net.history) >= net.max_epochs
+        X, y = (self.X, self.y) if last else self.few_
+        logits = net.forward(X, training=False, device="cpu").float()
+        top1, top5 = _topk(logits.numpy(), np.asarray(y))
         net.history.record("test_acc", top1)
         net.history.record("test_top5", top5)
         if self.verbose:
