@@ -21,7 +21,7 @@ from .distiller import DistillationOutput, NonFiniteLossError, ProjectorDistille
 from .errors import InputError, UserError
 from .projectors import ProjectorEnsemble
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DistillationOutput",

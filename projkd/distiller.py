@@ -104,12 +104,16 @@ class ProjectorDistiller(
         Weight of the cross-entropy term.
     temperature : float, default=4.0
         The temperature ``T`` of the logit loss, whichever it is.
-    logit_loss : {"kd", "dkd", "dist"}, LogitLoss or callable, default="kd"
+    logit_loss : {"kd", "dkd", "dist"}, LogitLoss, class or callable, default="kd"
         The logit term: :class:`~projkd.losses.KDLoss`, ``DKDLoss``,
-        ``DISTLoss`` (a shortcut uses its defaults; an object's options are
-        the ``logit_loss__*`` parameters), or ``(student_logits,
-        teacher_logits, y) -> (loss, terms)``, given ``temperature=`` when it
-        takes it. A loss other than KD needs ``kd_weight > 0``.
+        ``DISTLoss``; a class, built with the ``logit_loss__*`` options (as
+        skorch builds its criterion); or a callable such as a
+        ``torch.nn.Module``, ``(student_logits, teacher_logits, y) -> (loss,
+        terms)``, given ``temperature=`` when it takes it and tried on a small
+        batch before training. The ``logit_loss__*`` options are parameters
+        of the estimator: the arguments of a shortcut or class, or set on a
+        copy of a loss object (never on the object itself). A loss other
+        than KD needs ``kd_weight > 0``.
     logit_projector : bool, default=False
         Compute the logit term on a learned ``Linear(C, C)`` of the student's
         logits; predictions use the raw logits.
@@ -162,9 +166,12 @@ class ProjectorDistiller(
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         The classification loss on the student's logits.
     predict_nonlinearity : callable, None or "auto", default="auto"
-        ``"auto"`` applies softmax, whatever the criterion.
+        skorch's: ``"auto"`` applies softmax after a ``CrossEntropyLoss``
+        (the default) and nothing after ``NLLLoss``, whose student outputs
+        probabilities (the distillation terms then read ``log(p)``).
     **kwargs
-        Any other skorch parameter; ``student__*`` go to the student.
+        Any other skorch parameter; ``student__*`` (or skorch's spelling,
+        ``module__*``) go to the student.
 
     Attributes
     ----------
@@ -187,6 +194,22 @@ class ProjectorDistiller(
         the logit loss's parts (DKD: ``train_tckd``, ``train_nckd``; DIST:
         ``train_inter``, ``train_intra``), ``train_acc``, ``train_skipped``,
         ``valid_loss``, ``valid_acc``.
+
+    Notes
+    -----
+    skorch's hooks see what skorch gives them: a batch is ``(X, y)``,
+    ``infer`` returns the student's output (``y_pred`` of scorers,
+    callbacks and ``get_loss``), and the history's batch rows can be read
+    during the epoch. What distillation adds travels beside them: every
+    callback's ``on_batch_end`` receives the step's
+    :class:`~projkd.DistillationOutput` as the keyword ``distillation``
+    (:mod:`projkd.training.steps`). ``fit`` params go to the student's
+    forward (to ``forward_features`` for a network read through it).
+    Changing a parameter the networks are built from (the student, the
+    teacher, the layers, the projectors) on an initialised estimator
+    re-initialises them, as a module parameter does in skorch
+    (:mod:`projkd.estimator.params`). skorch's own test suite runs on this
+    class in ``tests/skorch_suite``.
 
     References
     ----------

@@ -391,3 +391,22 @@ def test_the_training_graph_of_each_loss_option_traces_its_own_code(teacher):
 
     assert structure(2.0) != structure(6.0)
     assert structure(2.0) == structure(2.0)
+
+
+def test_features_of_either_network_honour_the_speed_settings(small_digits, teacher):
+    X, y = small_digits
+    est = distiller(teacher, mixed_precision="bf16", channels_last=True).fit(X, y)
+    seen = []
+    hook = est.module_.features[0].register_forward_hook(
+        lambda module, args, out: seen.append(
+            (out.dtype, args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+    )
+    features = est.transform(X[:5])
+    hook.remove()
+    assert features.dtype == np.float32 and seen == [(torch.bfloat16, True)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.as_tensor(X[:5]).contiguous(memory_format=torch.channels_last)
+        expected = est.module_.forward_features(x).float()
+    np.testing.assert_allclose(features, expected.numpy().reshape(5, -1), rtol=1e-5)
+    assert est.transform_teacher(X[:5]).dtype == np.float32

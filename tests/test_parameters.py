@@ -87,7 +87,9 @@ def values(name: str, tmp_path) -> tuple:
 
 
 def make(**params) -> ProjectorDistiller:
-    return ProjectorDistiller(TEACHERS[0], DigitsCNN, **{**BASE, **params})
+    return ProjectorDistiller(
+        **{"teacher": TEACHERS[0], "student": DigitsCNN, **BASE, **params}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -127,3 +127,37 @@ def test_reproduce_registers_on_the_subparsers_it_is_given():
     assert args.command == "reproduce" and args.handler is run_command
     assert args.variants == ["kd", "fd1"] and args.seeds == 2
     assert sub.prog == "projkd reproduce"
+
+
+def test_the_teacher_net_shares_the_distillers_batches_and_nonfinite_loss():
+    import warnings
+
+    from projkd.estimator.data import ArrayDataMixin
+    from projkd.training.arrays import ArrayBatchesMixin
+
+    # one mechanism: the distiller's data mixin and the teacher net share it
+    assert issubclass(TeacherNet, ArrayBatchesMixin)
+    assert issubclass(ArrayDataMixin, ArrayBatchesMixin)
+    X, y = _digits()
+    net = _net(DigitsCNN(width=4), data_device="cpu").initialize()
+    assert net.get_dataset(X, y).device == torch.device("cpu")
+    X_bad = X.copy()
+    X_bad[:32] = np.nan  # the first batch's loss is NaN
+    skipped = _net(
+        DigitsCNN(width=4),
+        batch_size=32,
+        iterator_train__shuffle=False,
+        nonfinite_loss="skip",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        skipped.fit(X_bad, y)
+    assert skipped.history[-1, "train_skipped"] == 1
+    assert np.isfinite(skipped.history[-1, "train_loss"])
+    raised = _net(DigitsCNN(width=4), batch_size=32)
+    try:
+        raised.fit(X_bad, y)
+    except FloatingPointError as error:
+        assert "nonfinite_loss='skip'" in str(error)
+    else:
+        raise AssertionError("a NaN loss went unnoticed")

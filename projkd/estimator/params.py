@@ -23,6 +23,9 @@ may be torch modules that are parameters, not components to train.
   module parameter does in skorch; an unchanged value re-initialises
   nothing, so ``est.set_params(**est.get_params())`` keeps a fitted
   estimator fitted; any other parameter takes effect at the next step.
+  This holds for skorch's parameters too: skorch re-initialises a net for
+  any component parameter set (``compile``, ``criterion``, ``module__*``),
+  even to the value it has; here an unchanged value is skipped.
 """
 
 from __future__ import annotations
@@ -125,6 +128,12 @@ class ParamsMixin:
         -------
         self
         """
+        if self.initialized_:  # an unchanged value re-initialises nothing
+            params = {
+                key: value
+                for key, value in params.items()
+                if _differs(vars(self).get(key, _MISSING), value)
+            }
         own = {key: value for key, value in params.items() if self._owns(key)}
         rest = {key: value for key, value in params.items() if key not in own}
         rebuild = [

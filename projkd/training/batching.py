@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor
 from skorch.dataset import Dataset as SkorchDataset
+from torch import Tensor
 from torch.utils.data import Subset
 
 __all__ = [

@@ -157,11 +157,11 @@ class FiniteStepMixin(FusedOptimizerMixin):
         flag = self.epoch_records_.step_flag(device)
         for optimizer in optimizers:
             optimizer.found_inf = flag  # what GradScaler hands a fused step
-        self.gated_step_ = True
+        self.__dict__["gated_step_"] = True  # per step: no skorch bookkeeping
         try:
             return super().train_step(batch, **fit_params)  # type: ignore[misc]
         finally:
-            self.gated_step_ = False
+            self.__dict__["gated_step_"] = False
             for optimizer in optimizers:
                 del optimizer.found_inf
 

@@ -56,7 +56,7 @@ from ..features import logits_of
 from ..losses import distillation_loss
 from .batching import DistillationOutput
 from .compiling import FeatureForward, unwrap_compiled
-from .precision import autocast, float32
+from .precision import autocast, float32, map_tensors
 
 __all__ = [
     "GraphStepMixin",
@@ -110,18 +110,13 @@ def carried(output: Any) -> Any:
 
 
 def clone_output(output: Any) -> Any:
-    """A copy of ``output``'s tensors (of tuples, lists and dicts of
-    them) out of a CUDA graph's memory, without autograd history."""
-    if isinstance(output, Tensor):
-        return output.detach().clone()
-    if isinstance(output, tuple | list):
-        items = [clone_output(item) for item in output]
-        if hasattr(output, "_fields"):  # a NamedTuple
-            return type(output)(*items)
-        return type(output)(items)
-    if isinstance(output, dict) and type(output) is dict:
-        return {key: clone_output(value) for key, value in output.items()}
-    return output
+    """A copy of ``output``'s tensors (of tuples, lists and dicts of them)
+    out of a CUDA graph's memory, without autograd history."""
+    return map_tensors(_detached_copy, output)
+
+
+def _detached_copy(tensor: Tensor) -> Tensor:
+    return tensor.detach().clone()
 
 
 def batch_loss(
@@ -452,7 +447,6 @@ class GraphStepMixin:
     classification_loss: Any
     outputs_probabilities: Any
     _set_training: Any
-    _step: Any
 
     def torch_compile(self, module: Any, name: str) -> Any:
         """skorch's compile of each module, but for the training graph's
@@ -500,7 +494,7 @@ class GraphStepMixin:
         student's forward (``fit_params``) are constants of the graph: with
         any, the step runs eagerly.
         """
-        step = self._step
+        step = self.__dict__.get("_step")
         if not self.uses_graph_step() or step is None or fit_params:
             return super().train_step_single(batch, **fit_params)  # type: ignore[misc]
         self._set_training(True)

@@ -23,6 +23,7 @@ __all__ = [
     "autocast",
     "autocast_dtype",
     "float32",
+    "map_tensors",
     "grad_scaler",
     "scaled_step",
 ]
@@ -56,19 +57,30 @@ def autocast_dtype(mixed_precision: str | None) -> torch.dtype | None:
     return MIXED_PRECISION[mixed_precision]
 
 
+def map_tensors(function: Any, value: Any) -> Any:
+    """``value`` with ``function`` applied to each of its tensors: a tensor,
+    and tuples (NamedTuples too), lists and plain dicts of them; anything
+    else (a ``ModelOutput``, None) as it is."""
+    if isinstance(value, Tensor):
+        return function(value)
+    if isinstance(value, tuple | list):
+        items = [map_tensors(function, item) for item in value]
+        if hasattr(value, "_fields"):  # a NamedTuple
+            return type(value)(*items)
+        return type(value)(items)
+    if type(value) is dict:
+        return {key: map_tensors(function, item) for key, item in value.items()}
+    return value
+
+
 def float32(output: Any) -> Any:
-    """``output`` with its half-precision tensors cast to float32 (tensors,
-    and tuples, lists and mappings of them; anything else as it is)."""
-    if isinstance(output, Tensor):
-        return output.float() if output.dtype in _HALF_DTYPES else output
-    if isinstance(output, tuple | list):
-        items = [float32(item) for item in output]
-        if hasattr(output, "_fields"):  # a NamedTuple
-            return type(output)(*items)
-        return type(output)(items)
-    if isinstance(output, dict) and type(output) is dict:
-        return {key: float32(value) for key, value in output.items()}
-    return output
+    """``output`` with its half-precision tensors cast to float32
+    (:func:`map_tensors`)."""
+    return map_tensors(_to_float32, output)
+
+
+def _to_float32(tensor: Tensor) -> Tensor:
+    return tensor.float() if tensor.dtype in _HALF_DTYPES else tensor
 
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)

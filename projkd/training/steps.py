@@ -100,35 +100,56 @@ class DistillationStepMixin:
         """Open a step (or join the one open): within it, ``infer`` computes
         the distillation forward pass and ``get_loss`` the distillation
         loss."""
-        if self._step is not None:  # train_step's, joined by train_step_single
-            yield self._step
-            return
-        self._step = DistillationStep(training)
+        step, opened = self._open_step(training)
         try:
-            yield self._step
+            yield step
         finally:
-            self._step = None
+            if opened:
+                self._close_step()
+
+    def _open_step(self, training: bool) -> tuple[DistillationStep, bool]:
+        """The step open (joined, ``False``) or a new one (``True``). Set in
+        ``__dict__``: a per-batch attribute needs none of skorch's
+        ``__setattr__`` bookkeeping."""
+        step = self.__dict__.get("_step")
+        if step is not None:
+            return step, False
+        step = self.__dict__["_step"] = DistillationStep(training)
+        return step, True
+
+    def _close_step(self) -> None:
+        self.__dict__["_step"] = None
+
+    def _in_step(self, training: bool, run: Any, batch: Any, **params: Any) -> Any:
+        """``run(batch, **params)`` (one of skorch's steps) within a step,
+        its result with the step's output under ``"distillation"``."""
+        step, opened = self._open_step(training)
+        try:
+            result = run(batch, **params)
+        finally:
+            if opened:
+                self._close_step()
+        result["distillation"] = step.output
+        return result
 
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """skorch's ``train_step``, with the step's
         :class:`~projkd.training.batching.DistillationOutput` under
         ``"distillation"`` (callbacks receive it in ``on_batch_end``)."""
-        with self.distillation_step(training=True) as step:
-            result = super().train_step(batch, **fit_params)  # type: ignore[misc]
-        return {**result, "distillation": step.output}
+        return self._in_step(True, super().train_step, batch, **fit_params)  # type: ignore[misc]
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """skorch's ``train_step_single`` within a training step."""
-        with self.distillation_step(training=True) as step:
-            result = super().train_step_single(batch, **fit_params)  # type: ignore[misc]
-        return {**result, "distillation": step.output}
+        """skorch's ``train_step_single`` within a training step (joining
+        ``train_step``'s, or its own when called directly)."""
+        run = super().train_step_single  # type: ignore[misc]
+        if self.__dict__.get("_step") is not None:  # train_step reports it
+            return run(batch, **fit_params)
+        return self._in_step(True, run, batch, **fit_params)
 
     def validation_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """skorch's ``validation_step`` (the distillation loss on the
         validation batch), with its ``"distillation"`` output."""
-        with self.distillation_step(training=False) as step:
-            result = super().validation_step(batch, **fit_params)  # type: ignore[misc]
-        return {**result, "distillation": step.output}
+        return self._in_step(False, super().validation_step, batch, **fit_params)  # type: ignore[misc]
 
     # ------------------------------------------------------------ forward
     def infer(self, x: Any, **fit_params: Any) -> Any:
@@ -143,7 +164,7 @@ class DistillationStepMixin:
         projector -- each under autocast; what it computed is left on the
         step for :meth:`get_loss`.
         """
-        step = self._step
+        step = self.__dict__.get("_step")
         if step is None:  # prediction: the student alone
             x = self._as_input(to_tensor(x, device=self.device))
             with autocast(self.device, self.mixed_precision):
@@ -184,9 +205,12 @@ class DistillationStepMixin:
         needed = self.uses_teacher() if teacher is None else teacher
         prepared = PREPARED.get(x)
         if prepared is not None and (prepared.teacher_logits is not None or not needed):
-            return PreparedBatch._make(
-                None if t is None else self._as_input(to_tensor(t, device=self.device))
-                for t in prepared
+            inputs, logits, features = prepared
+            device = self.device
+            return PreparedBatch(
+                self._as_input(to_tensor(inputs, device=device)),
+                None if logits is None else to_tensor(logits, device=device),
+                None if features is None else to_tensor(features, device=device),
             )
         x = to_tensor(x, device=self.device)
         if training and self.train_transform is not None:
@@ -243,9 +267,14 @@ class DistillationStepMixin:
 
     def outputs_probabilities(self) -> bool:
         """Whether the student outputs probabilities: skorch's convention for
-        a net whose one criterion is ``NLLLoss``."""
+        a net whose one criterion is ``NLLLoss`` (remembered per criterion
+        object: it is asked at every step)."""
         criterion = self.classification_loss()
-        return isinstance(unwrap_compiled(criterion), nn.NLLLoss)
+        known = self.__dict__.get("_nll_of")
+        if known is None or known[0] is not criterion:
+            nll = isinstance(unwrap_compiled(criterion), nn.NLLLoss)
+            known = self.__dict__["_nll_of"] = (criterion, nll)
+        return known[1]
 
     # --------------------------------------------------------------- loss
     def get_loss(
@@ -260,13 +289,16 @@ class DistillationStepMixin:
         accuracy are computed on its logits, the other terms on what the
         step's forward pass computed. Outside a step, skorch's loss.
         """
-        step = self._step
+        step = self.__dict__.get("_step")
         if step is None or step.output is None:
             return super().get_loss(  # type: ignore[misc]
                 y_pred, y_true, X=X, training=training
             )
         logits = self.student_logits(y_pred)
-        out = step.output._replace(logits=logits).float()
+        out = step.output
+        if logits is not out.logits:  # an override passed a part of the output
+            out = out._replace(logits=logits)
+        out = out.float()
         loss, values, names = batch_loss(
             out,
             to_tensor(y_true, device=self.device),
@@ -279,6 +311,7 @@ class DistillationStepMixin:
         return self.record_loss(loss, values, names, training=training)
 
     def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
         state.pop("_step", None)  # a step in progress never outlives it
+        state.pop("_nll_of", None)
         return state

@@ -42,9 +42,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     }
     deselected = config.stash.get(_DROPPED, 0)
     if any(count.values()) or deselected:
+        terminalreporter.section("skorch's own suite on ProjectorDistiller")
+        for name, reason in DESELECTED.items():
+            terminalreporter.write_line(f"deselected {name}: {reason}")
         terminalreporter.write_line(
             f"skorch's own suite on ProjectorDistiller: {count['passed']} passed, "
             f"{count['failed'] + count['error']} failed, {count['skipped']} skipped, "
-            f"{deselected} deselected (each with its reason in "
-            "tests/skorch_suite/deselected.py)"
+            f"{deselected} deselected ({len(DESELECTED)} tests, each with its reason "
+            "above and in tests/skorch_suite/deselected.py)"
         )
