@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -320,8 +321,15 @@ class ProjectorDistiller(
         self.data_device = data_device
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("logit_loss", "kd")  # pickled before logit_loss existed
+        # a parameter added since the estimator was pickled takes its default
+        for name, parameter in inspect.signature(
+            type(self).__init__
+        ).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                state.setdefault(name, parameter.default)
         super().__setstate__(state)
+        if self.initialized_ and "hint_projectors_" not in vars(self):
+            self.__dict__["hint_projectors_"] = nn.ModuleList()  # no hints then
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -340,7 +348,7 @@ class ProjectorDistiller(
     @property
     def _default_callbacks(self) -> list[tuple[str, Any]]:
         terms = (
-            *(t for t in LOSS_TERMS if t != "hint" or self.hint_layers),
+            *(t for t in LOSS_TERMS if t != "hint" or self.has_hints()),
             *logit_loss_terms(self.logit_loss),
         )
         train = ["train_loss", *(f"train_{t}" for t in terms), "train_acc"]

@@ -11,7 +11,7 @@ from torch import nn
 
 import projkd.teacher.cache as cache_module
 from projkd import ProjectorDistiller
-from projkd.features import FeatureError, forward_with_features
+from projkd.features import FeatureError, forward_with_features, logits_of
 from projkd.models import DigitsCNN
 from projkd.teacher import (
     cached_teacher_outputs,
@@ -36,12 +36,17 @@ def _fresh_compiler():
 def run_every_way(model, x, layer=None):
     """``(logits, features)`` of each path: the function, the training
     forward with a hook per call, with a permanent tap, and compiled."""
-    return {
-        "function": forward_with_features(model, x, layer=layer),
-        "eager": FeatureForward(model, layer)(x),
-        "tap": FeatureForward(model, layer, tap=True)(x),
-        "compiled": FeatureForward(model, layer, EAGER_COMPILE)(x),
+    forwards = {
+        "eager": FeatureForward(model, layer),
+        "tap": FeatureForward(model, layer, tap=True),
+        "compiled": FeatureForward(model, layer, EAGER_COMPILE),
     }
+    results = {"function": forward_with_features(model, x, layer=layer)}
+    for name, forward in forwards.items():
+        output, features, maps = forward(x)  # the output as the network gave it
+        assert maps == ()  # no hint layers
+        results[name] = (logits_of(output), features)
+    return results
 
 
 # ------------------------------------------------------- timm-style tokens

@@ -240,11 +240,21 @@ class NetworksMixin:
             )
         return declared
 
+    def has_hints(self) -> bool:
+        """Whether ``hint_layers`` names any pair (a value that is not a
+        sequence, refused when a fit starts, names none)."""
+        try:
+            return len(self.hint_layers) > 0
+        except TypeError:
+            return False
+
     def hint_names(self, network: str) -> tuple[str, ...]:
         """The ``network``'s (``"student"``, ``"teacher"``) hint layers, in
         the order of ``hint_layers`` (``()`` without hints)."""
         index = 0 if network == "student" else 1
-        return tuple(pair[index] for pair in self.hint_layers or ())
+        return (
+            tuple(pair[index] for pair in self.hint_layers) if self.has_hints() else ()
+        )
 
     def _hint_widths(
         self, student: nn.Module, teacher: nn.Module, sample: Any

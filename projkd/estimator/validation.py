@@ -310,7 +310,7 @@ def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
             "random augmentation changes the teacher's output at every step. "
             "Use cache_teacher='auto' or False."
         )
-    if estimator.cache_teacher not in ("auto", False) and estimator.hint_layers:
+    if estimator.cache_teacher not in ("auto", False) and estimator.has_hints():
         raise InputError(
             "cache_teacher=True with hint_layers: the teacher's hint maps are "
             "computed at each step, not cached. Use cache_teacher='auto' or False."

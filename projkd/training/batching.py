@@ -166,13 +166,15 @@ def carry_prepared(batch: Any, moved: Any) -> Any:
     prepared = PREPARED.get(batch[0])
     if prepared is not None:
         device = moved[0].device
-        PREPARED.put(
-            moved[0],
-            PreparedBatch._make(
-                None if t is None else t.to(device, non_blocking=True) for t in prepared
-            ),
-        )
+        inputs, logits, features, maps = (_to(field, device) for field in prepared)
+        PREPARED.put(moved[0], PreparedBatch(inputs, logits, features, maps))
     return moved
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_to(item, device) for item in value)
+    return None if value is None else value.to(device, non_blocking=True)
 
 
 def _as_tensor(values: Any) -> Tensor:

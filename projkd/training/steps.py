@@ -97,6 +97,7 @@ class DistillationStepMixin:
     logit_projector_: Any
     hint_projectors_: Any
     hint_names: Any
+    has_hints: Any
     criterion_: Any
     logit_loss_: Any
     hint_layers: Any
@@ -360,7 +361,7 @@ class DistillationStepMixin:
         return tuple(
             t
             for t in LOSS_TERMS
-            if getattr(self, TERM_WEIGHTS[t]) and (t != "hint" or self.hint_layers)
+            if getattr(self, TERM_WEIGHTS[t]) and (t != "hint" or self.has_hints())
         )
 
     def needs_pairs(self) -> bool:
@@ -375,7 +376,7 @@ class DistillationStepMixin:
     def uses_teacher(self) -> bool:
         """Whether training needs the teacher's outputs (a KD, feature or
         hint term)."""
-        hints = bool(self.hint_layers and self.hint_weight)
+        hints = self.has_hints() and bool(self.hint_weight)
         return bool(self.kd_weight or self.feature_weight or hints)
 
     def loss_weights(self) -> dict[str, float]:
