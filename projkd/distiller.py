@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.utils import TransformerTags
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
 from skorch.utils import is_dataset
-from torch import Tensor, nn
+from torch import nn
 
 from .estimator.data import ArrayDataMixin
 from .estimator.labels import encode_labels, label_space
@@ -36,15 +34,10 @@ from .training.finite import FiniteStepMixin, NonFiniteLossError
 from .training.graphs import GraphStepMixin
 from .training.precision import ScaledStepMixin
 from .training.records import DeviceRecordsMixin
-from .training.steps import DistillationStepMixin
+from .training.steps import LOSS_TERMS, DistillationStepMixin
 from .utils import seeded
 
 __all__ = ["DistillationOutput", "NonFiniteLossError", "ProjectorDistiller"]
-
-LOSS_TERMS = ("ce", "kd", "feat")
-#: what each batch records: the unweighted terms, the accuracy, the loss
-#: each loss term's weight parameter
-TERM_WEIGHTS = {"ce": "ce_weight", "kd": "kd_weight", "feat": "feature_weight"}
 
 
 class ProjectorDistiller(
@@ -123,6 +116,20 @@ class ProjectorDistiller(
         The module whose (average-pooled) output is the network's feature;
         ``None`` uses ``forward_features``/``forward_head``, else the input
         of the last ``nn.Linear``.
+    hint_layers : list of (str, str) or None, default=None
+        Hints at several layers (FitNet's, PEFD's at each stage): pairs of a
+        student module and a teacher module, by name, e.g.
+        ``[("layer2", "layer2"), ("layer3", "layer3")]``. Each pair's maps,
+        read in the same forward pass as the features, are compared at each
+        position (the student's map pooled to the teacher's positions)
+        through an ensemble of ``n_projectors`` 1x1-convolution projectors
+        of its own (``Linear(C_s, C_t) + ReLU`` on each position's
+        channels, averaged). The teacher cache is off with hints.
+    hint_weight : float, default=1.0
+        Weight of the hint term, the mean over the pairs of
+        :func:`~projkd.losses.hint_loss` (``train_hint`` in the history).
+    hint_loss : {"cosine", "mse"}, default="cosine"
+        PEFD's ``1 - cos`` per position, or FitNet's mean squared error.
     cache_teacher : {"auto"} or bool, default="auto"
         Compute the teacher's outputs once per sample and look them up
         (``"auto"``: for array input without ``train_transform``); shared by
@@ -266,6 +273,9 @@ class ProjectorDistiller(
         logit_projector_init: str = "identity",
         teacher_layer: str | None = None,
         student_layer: str | None = None,
+        hint_layers: Any = None,
+        hint_weight: float = 1.0,
+        hint_loss: str = "cosine",
         cache_teacher: Any = "auto",
         memory: Any = None,
         nonfinite_loss: str = "raise",
@@ -297,6 +307,9 @@ class ProjectorDistiller(
         self.logit_projector_init = logit_projector_init
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
+        self.hint_layers = hint_layers
+        self.hint_weight = hint_weight
+        self.hint_loss = hint_loss
         self.cache_teacher = cache_teacher
         self.memory = memory
         self.nonfinite_loss = nonfinite_loss
@@ -305,27 +318,6 @@ class ProjectorDistiller(
         self.mixed_precision = mixed_precision
         self.channels_last = channels_last
         self.data_device = data_device
-
-    def __sklearn_clone__(self) -> ProjectorDistiller:
-        """An unfitted copy that *shares* the teacher instead of deep-copying it.
-
-        The teacher is read-only (the distiller never modifies it), so every
-        candidate of a search can hold the same object: one teacher in
-        memory, and one teacher-output cache, for the whole search. Every
-        other parameter is cloned as :func:`sklearn.base.clone` does.
-        """
-        params = {
-            name: value if name == "teacher" else clone(value, safe=False)
-            for name, value in self.get_params(deep=False).items()
-        }
-        copy_ = type(self)(**params)
-        if hasattr(self, "_metadata_request"):
-            copy_._metadata_request = copy.deepcopy(self._metadata_request)
-        return copy_
-
-    def _get_param_names(self) -> list[str]:
-        # skorch lists every public attribute; its bookkeeping set is no parameter
-        return [name for name in super()._get_param_names() if not name.startswith("_")]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("logit_loss", "kd")  # pickled before logit_loss existed
@@ -347,7 +339,10 @@ class ProjectorDistiller(
 
     @property
     def _default_callbacks(self) -> list[tuple[str, Any]]:
-        terms = (*LOSS_TERMS, *logit_loss_terms(self.logit_loss))
+        terms = (
+            *(t for t in LOSS_TERMS if t != "hint" or self.hint_layers),
+            *logit_loss_terms(self.logit_loss),
+        )
         train = ["train_loss", *(f"train_{t}" for t in terms), "train_acc"]
         scores = [
             (n, PassthroughScoring(n, lower_is_better=n[-3:] != "acc", on_train=t))
@@ -516,53 +511,6 @@ class ProjectorDistiller(
             if isinstance(module, nn.Module) and module.training != training:
                 super()._set_training(training)
                 return
-
-    def active_terms(self) -> tuple[str, ...]:
-        """The loss terms with a non-zero weight (of ``"ce"``, ``"kd"``,
-        ``"feat"``): only these are computed, by the eager and the compiled
-        step alike (a scheduled weight, such as DKD's warm-up, scales a term
-        but never switches it off)."""
-        return tuple(t for t in LOSS_TERMS if getattr(self, TERM_WEIGHTS[t]))
-
-    def needs_pairs(self) -> bool:
-        """Whether a training batch of one sample would fail (a last batch of
-        one is then dropped, :class:`~projkd.training.arrays.ArrayBatchesMixin`):
-        ``BatchNorm1d`` in a trained network (``projector="mlp"``), or a logit
-        loss with a batch statistic (DIST's intra-class relation)."""
-        loss = getattr(getattr(self, "logit_loss_", None), "loss", None)
-        pairs = bool(self.kd_weight) and bool(getattr(loss, "needs_pairs", False))
-        return pairs or super().needs_pairs()
-
-    def uses_teacher(self) -> bool:
-        """Whether training needs the teacher's outputs (a KD or feature term)."""
-        return bool(self.kd_weight or self.feature_weight)
-
-    def loss_weights(self) -> dict[str, float]:
-        """The loss terms' weights for the current epoch: ``kd_weight`` times
-        the logit loss's warm-up (DKD's, from epoch 1 during a fit)."""
-        weights = {w: getattr(self, w) for w in TERM_WEIGHTS.values()}
-        epoch = len(self.history)
-        weights["kd_weight"] *= self.logit_loss_.schedule(epoch, self.max_epochs)
-        return weights
-
-    def record_loss(
-        self, loss: Tensor, values: Tensor, names: tuple[str, ...], *, training: bool
-    ) -> Tensor:
-        """The loss to back-propagate, its batch's ``values`` (named
-        ``names``) recorded: a training loss goes through the non-finite
-        guard, which may return a skipped batch's zero leaf instead."""
-        if training:
-            guarded = self.guard_nonfinite(loss, values, names)
-            if guarded is not loss:
-                return guarded  # a skipped batch's zero leaf
-        records = self.epoch_records_
-        if records.is_open:
-            records.add(names, values)
-        else:  # a step outside skorch's epoch loop
-            prefix = "train" if training else "valid"
-            for name, value in zip(names, values.tolist(), strict=True):
-                self.history.record_batch(f"{prefix}_{name}", value)
-        return loss
 
     def uses_graph_step(self) -> bool:
         """Whether training steps run as one compiled graph

@@ -61,6 +61,9 @@ VALUES = {
     "logit_projector_init": ("identity", "default"),
     "teacher_layer": (None, "features.11"),
     "student_layer": (None, "features.10"),
+    "hint_layers": (None, [("features.5", "features.6")]),
+    "hint_weight": (1.0, 0.5),
+    "hint_loss": ("cosine", "mse"),
     "cache_teacher": ("auto", False),
     "memory": (None, "MEMORY"),  # a joblib folder, made per test
     "nonfinite_loss": ("raise", "skip"),

@@ -57,6 +57,7 @@ class ArrayDataMixin(ArrayBatchesMixin):
     teacher_: Any
     teacher_layer: str | None
     train_transform: Any
+    hint_layers: Any
     _compute_device: Any
     _encode: Any
     get_params_for: Any
@@ -251,5 +252,6 @@ class ArrayDataMixin(ArrayBatchesMixin):
         if not self.uses_teacher():  # no loss term reads the teacher
             return False
         if self.cache_teacher == "auto":
-            return self.train_transform is None and not is_dataset(X)
+            plain = self.train_transform is None and not self.hint_layers
+            return plain and not is_dataset(X)
         return bool(self.cache_teacher)

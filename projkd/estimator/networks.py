@@ -12,8 +12,14 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from ..errors import InputError, InputTypeError
-from ..features import declared_widths, probe, resolve_feature_layer
-from ..losses import check_logit_loss
+from ..features import (
+    declared_map_widths,
+    declared_widths,
+    probe,
+    probe_maps,
+    resolve_feature_layer,
+)
+from ..losses import as_positions, check_logit_loss
 from ..projectors import ProjectorEnsemble
 from ..projectors import logit_projector as make_logit_projector
 from ..teacher.frozen import freeze_teacher, is_teacher_estimator
@@ -66,12 +72,15 @@ def frozen_teacher(
     layer: str | None,
     channels_last: bool,
     compiled: bool,
+    hints: tuple[str, ...] = (),
 ) -> nn.Module:
     """The frozen teacher (:func:`~projkd.teacher.freeze_teacher`), copied
     where a speed setting would modify the user's object: the memory format,
-    or a compiled forward's permanent feature hook."""
+    or a compiled forward's permanent feature or hint hooks."""
     frozen = freeze_teacher(teacher, device)
-    hooked = compiled and resolve_feature_layer(frozen, layer) is not None
+    hooked = compiled and (
+        bool(hints) or resolve_feature_layer(frozen, layer) is not None
+    )
     if frozen is teacher and (channels_last or hooked):
         frozen = copy.deepcopy(frozen)
     return to_channels_last(frozen) if channels_last else frozen
@@ -138,6 +147,7 @@ class NetworksMixin:
     classes_: Any
     initialized_: bool
     kd_weight: float
+    hint_layers: Any
     logit_loss_: Any
     resolve_losses: Any
     get_params_for: Any
@@ -164,6 +174,7 @@ class NetworksMixin:
             layer=self.teacher_layer,
             channels_last=self.channels_last,
             compiled=bool(self.compile),
+            hints=self.hint_names("teacher"),
         )
         sample = getattr(self, "_sample_input_", None)
         if sample is not None:
@@ -201,6 +212,11 @@ class NetworksMixin:
             if self.logit_projector
             else nn.Identity()
         )
+        # one projector ensemble per hint pair, on each position's channels
+        self.hint_projectors_ = nn.ModuleList(
+            ProjectorEnsemble(c_s, c_t, self.n_projectors)
+            for c_s, c_t in self._hint_widths(student, teacher, sample)
+        ).to(device)
         for name in self._FORWARDS:  # rebuilt for the new modules on first use
             self.__dict__.pop(name, None)
         self.grad_scaler_ = grad_scaler(device, self.mixed_precision)
@@ -224,6 +240,39 @@ class NetworksMixin:
             )
         return declared
 
+    def hint_names(self, network: str) -> tuple[str, ...]:
+        """The ``network``'s (``"student"``, ``"teacher"``) hint layers, in
+        the order of ``hint_layers`` (``()`` without hints)."""
+        index = 0 if network == "student" else 1
+        return tuple(pair[index] for pair in self.hint_layers or ())
+
+    def _hint_widths(
+        self, student: nn.Module, teacher: nn.Module, sample: Any
+    ) -> list[tuple[int, int]]:
+        """``(C_s, C_t)`` of every hint pair: measured on the sample (the
+        student's map pooled to the teacher's positions), else as the layers
+        declare them."""
+        names = self.hint_names("student"), self.hint_names("teacher")
+        if not names[0]:
+            return []
+        if sample is not None:
+            s_maps = probe_maps(student, sample, names[0], "student")
+            t_maps = probe_maps(teacher, sample, names[1], "teacher")
+            return [
+                (as_positions(s, like=t).shape[-1], as_positions(t).shape[-1])
+                for s, t in zip(s_maps, t_maps, strict=True)
+            ]
+        s_widths = declared_map_widths(student, names[0])
+        t_widths = declared_map_widths(teacher, names[1])
+        if s_widths is None or t_widths is None:
+            raise InputError(
+                f"{type(self).__name__} sizes its hint projectors from the hint "
+                "layers' channels, and a hint layer does not declare them (not a "
+                "convolution or a Linear). Call fit(X, y), which measures them on "
+                "the data, instead of initialize()."
+            )
+        return list(zip(s_widths, t_widths, strict=True))
+
     def _check_projectors(self) -> None:
         """Refuse to train on a feature term the initialised networks lack
         (the projectors are built for the weights of the first fit)."""
@@ -242,7 +291,13 @@ class NetworksMixin:
             )
 
     def _forward_of(
-        self, name: str, model: nn.Module, layer: str | None, *, tap: bool = False
+        self,
+        name: str,
+        model: nn.Module,
+        layer: str | None,
+        *,
+        tap: bool = False,
+        hints: tuple[str, ...] = (),
     ) -> Any:
         """The :class:`~projkd.training.compiling.FeatureForward` running ``model``.
 
@@ -253,11 +308,11 @@ class NetworksMixin:
         pickled (it would hold a second copy of the networks).
         """
         forward = self.__dict__.get(name)
-        if forward is None or forward.source is not model:
+        if forward is None or forward.source is not model or forward.hints != hints:
             kwargs = self.get_params_for("compile") if self.compile else None
             network = "teacher" if "teacher" in name else "student"  # for errors
             forward = self.__dict__[name] = FeatureForward(
-                model, layer, kwargs, tap, network=network
+                model, layer, kwargs, tap, network=network, hints=hints
             )
         return forward
 

@@ -30,7 +30,10 @@ may be torch modules that are parameters, not components to train.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
+
+from sklearn.base import clone
 
 __all__ = ["COMPONENTS", "NETWORK_PARAMS", "READ_AT_FIT", "ParamsMixin"]
 
@@ -47,6 +50,7 @@ NETWORK_PARAMS = (
     "teacher",
     "student_layer",
     "teacher_layer",
+    "hint_layers",
     "n_projectors",
     "projector",
     "logit_projector",
@@ -91,6 +95,28 @@ class ParamsMixin:
             object.__setattr__(self, name, value)  # a parameter, not a component
         else:
             super().__setattr__(name, value)
+
+    def __sklearn_clone__(self) -> Any:
+        """An unfitted copy that *shares* the teacher instead of deep-copying it.
+
+        The teacher is read-only (the distiller never modifies it), so every
+        candidate of a search can hold the same object: one teacher in
+        memory, and one teacher-output cache, for the whole search. Every
+        other parameter is cloned as :func:`sklearn.base.clone` does.
+        """
+        params = {
+            name: value if name == "teacher" else clone(value, safe=False)
+            for name, value in self.get_params(deep=False).items()
+        }
+        copy_ = type(self)(**params)
+        if hasattr(self, "_metadata_request"):
+            copy_._metadata_request = copy.deepcopy(self._metadata_request)
+        return copy_
+
+    def _get_param_names(self) -> list[str]:
+        # skorch lists every public attribute; its bookkeeping set is no parameter
+        names = super()._get_param_names()  # type: ignore[misc]
+        return [name for name in names if not name.startswith("_")]
 
     def _owns(self, key: str) -> bool:
         """Whether ``key`` is the distiller's (a parameter, a component's

@@ -45,6 +45,7 @@ class PredictionMixin:
     _as_input: Any
     _forward_of: Any
     _student_forward: Any
+    hint_names: Any
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of the student, columns in the order of ``classes_``.
@@ -118,11 +119,14 @@ class PredictionMixin:
                 x = self._as_input(to_tensor(Xi, device=self.device))
                 with autocast(self.device, self.mixed_precision):
                     if teacher:
-                        output, features = self._forward_of(
-                            "_teacher_forward_fn", self.teacher_, self.teacher_layer
+                        output, features, _ = self._forward_of(
+                            "_teacher_forward_fn",
+                            self.teacher_,
+                            self.teacher_layer,
+                            hints=self.hint_names("teacher"),
                         )(x)
                     else:
-                        output, features = self._student_forward(x)
+                        output, features, _ = self._student_forward(x)
                 chunk = (
                     torch.softmax(logits_of(output).float(), dim=-1)
                     if logits

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import InputError, InputTypeError, ParameterError
 from ..features import first_inputs
-from ..losses import LOGIT_LOSSES
+from ..losses import HINT_LOSSES, LOGIT_LOSSES
 from ..projectors import PROJECTORS
 from ..training.precision import check_supported
 
@@ -34,6 +34,7 @@ __all__ = [
     "check_compile_params",
     "check_fast_settings",
     "check_fit_data",
+    "check_hint_layers",
     "check_input",
     "check_input_shape",
     "check_params",
@@ -61,6 +62,9 @@ DISTILLER_CONSTRAINTS: dict[str, list[Any]] = {
     "logit_projector_init": [StrOptions({"identity", "default"})],
     "teacher_layer": [str, None],
     "student_layer": [str, None],
+    "hint_layers": [list, tuple, None],
+    "hint_weight": _WEIGHT,
+    "hint_loss": [StrOptions(set(HINT_LOSSES))],
     "train_transform": [callable, None],
     "cache_teacher": [StrOptions({"auto"}), "boolean"],
     "nonfinite_loss": [StrOptions({"raise", "skip"})],
@@ -119,12 +123,36 @@ def check_params(estimator: Any) -> None:
     except InvalidParameterError as error:
         raise ParameterError(str(error)) from None
     check_compile_params(estimator)
-    if all(params.get(name) == 0 for name in LOSS_WEIGHTS):
+    check_hint_layers(params.get("hint_layers"))
+    weights = LOSS_WEIGHTS + (("hint_weight",) if params.get("hint_layers") else ())
+    if all(params.get(name) == 0 for name in weights):
         raise InputError(
             "ce_weight, kd_weight and feature_weight are all 0: the loss is zero and "
             "there is nothing to learn from. Give at least one of them a positive "
             "weight (e.g. ce_weight=1.0)."
         )
+
+
+def check_hint_layers(hint_layers: Any) -> None:
+    """Refuse ``hint_layers`` that are not pairs of module names.
+
+    Raises
+    ------
+    InputError
+        Naming the entry that is not a ``(student_layer, teacher_layer)``
+        pair of strings.
+    """
+    for index, pair in enumerate(hint_layers or ()):
+        if not (
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and all(isinstance(name, str) for name in pair)
+        ):
+            raise InputError(
+                f"hint_layers[{index}] = {pair!r} is not a (student_layer, "
+                "teacher_layer) pair of module names, e.g. hint_layers="
+                "[('layer2', 'layer2'), ('layer3', 'layer3')]."
+            )
 
 
 def check_input(X: Any, *, step: str = "fit") -> Any:
@@ -281,6 +309,11 @@ def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
             "cache_teacher=True needs array input and no train_transform: a "
             "random augmentation changes the teacher's output at every step. "
             "Use cache_teacher='auto' or False."
+        )
+    if estimator.cache_teacher not in ("auto", False) and estimator.hint_layers:
+        raise InputError(
+            "cache_teacher=True with hint_layers: the teacher's hint maps are "
+            "computed at each step, not cached. Use cache_teacher='auto' or False."
         )
     return X, y
 

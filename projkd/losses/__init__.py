@@ -13,8 +13,10 @@ and the objective the estimator minimises.
   :class:`DISTLoss`, and how the estimator's ``logit_loss`` is resolved.
 - :mod:`.feature`: the feature-loss objects :class:`CosineLoss`,
   :class:`SRDLoss`, and how the estimator's ``feature_loss`` is resolved.
+- :mod:`.hints`: :func:`hint_loss` between intermediate maps (FitNet's, or
+  PEFD's cosine at each position) and :func:`as_positions`.
 - :mod:`.objective`: :func:`distillation_loss`, the weighted sum of the
-  cross-entropy, logit and feature terms.
+  cross-entropy, logit, feature and hint terms.
 """
 
 from .feature import (
@@ -35,6 +37,7 @@ from .functional import (
     srd_loss,
     standardize_logits,
 )
+from .hints import HINT_LOSSES, as_positions, hint_loss, projected_hints
 from .logit import (
     LOGIT_LOSSES,
     BoundLogitLoss,
@@ -51,6 +54,7 @@ from .params import LossParameters, build_loss
 
 __all__ = [
     "FEATURE_LOSSES",
+    "HINT_LOSSES",
     "LOGIT_LOSSES",
     "BoundLogitLoss",
     "CosineLoss",
@@ -61,6 +65,7 @@ __all__ = [
     "LogitLoss",
     "LossParameters",
     "SRDLoss",
+    "as_positions",
     "build_loss",
     "check_feature_loss",
     "check_logit_loss",
@@ -70,8 +75,10 @@ __all__ = [
     "dkd_loss",
     "dkd_parts",
     "feature_loss",
+    "hint_loss",
     "kd_loss",
     "logit_loss_terms",
+    "projected_hints",
     "resolve_feature_loss",
     "resolve_logit_loss",
     "srd_loss",

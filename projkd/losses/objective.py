@@ -8,7 +8,7 @@ arXiv:2310.17183) or any feature loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .functional import feature_loss, kd_loss
+from .hints import hint_loss as hint_distance
 
 __all__ = ["distillation_loss"]
 
@@ -35,6 +36,10 @@ def distillation_loss(
     ce_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     logit_loss: Callable[[Tensor, Tensor, Tensor], Any] | None = None,
     feature_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    hint_maps: Sequence[Tensor] = (),
+    teacher_maps: Sequence[Tensor] = (),
+    hint_weight: float | Tensor = 0.0,
+    hint_loss: str = "cosine",
     active: Collection[str] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The full objective and its three terms.
@@ -75,7 +80,14 @@ def distillation_loss(
         :class:`~projkd.losses.SRDLoss`, see
         :func:`~projkd.losses.resolve_feature_loss`); None is PEFD's cosine,
         :func:`~projkd.losses.feature_loss`.
-    active : collection of {"ce", "kd", "feat"} or None, default=None
+    hint_maps, teacher_maps : sequence of torch.Tensor of shape (N, P, C)
+        The student's projected hint maps and the teacher's, pair by pair
+        (:func:`~projkd.losses.as_positions`); needed for the hint term.
+    hint_weight : float or torch.Tensor, default=0.0
+        Weight of the hint term: the mean over the pairs of
+        :func:`~projkd.losses.hint_loss`.
+    hint_loss : {"cosine", "mse"}, default="cosine"
+    active : collection of {"ce", "kd", "feat", "hint"} or None, default=None
         The terms to compute; None: those whose weight is not 0. Given, the
         weights are not tested for 0 and may be tensors: a compiled training
         step's weights are inputs of its graph, so that a weight changing
@@ -87,7 +99,8 @@ def distillation_loss(
     terms : dict
         The unweighted terms ``{"ce": ..., "kd": ..., "feat": ...}`` (0 for
         a switched-off term; ``"kd"`` is the logit loss, whichever it is),
-        followed by the logit loss's parts when its term is on.
+        with ``"hint"`` when the hint term is on, followed by the logit
+        loss's parts when its term is on.
 
     Examples
     --------
@@ -100,6 +113,8 @@ def distillation_loss(
     """
     if active is None:
         weights = {"ce": ce_weight, "kd": kd_weight, "feat": feature_weight}
+        if hint_maps:
+            weights["hint"] = hint_weight
         active = [term for term, weight in weights.items() if weight]
     zero = logits.new_zeros((), dtype=torch.float32)  # a switched-off term
     terms = {"ce": zero, "kd": zero, "feat": zero}
@@ -123,16 +138,28 @@ def distillation_loss(
             _needed(teacher_features, "teacher_features", "feature_weight"),
         )
         loss = _plus(loss, feature_weight * terms["feat"])
+    if "hint" in active:
+        if not hint_maps or len(hint_maps) != len(teacher_maps):
+            raise ValueError(
+                "hint_weight is not 0 but the hint maps are missing: got "
+                f"{len(hint_maps)} student and {len(teacher_maps)} teacher maps."
+            )
+        pairs = zip(hint_maps, teacher_maps, strict=True)
+        terms["hint"] = sum(
+            (hint_distance(s, t, kind=hint_loss) for s, t in pairs),
+            start=zero,
+        ) / len(hint_maps)
+        loss = _plus(loss, hint_weight * terms["hint"])
     if loss is None:
         raise ValueError(
-            "ce_weight, kd_weight and feature_weight are all 0: there is nothing "
-            "to learn from."
+            "ce_weight, kd_weight, feature_weight (and hint_weight) are all 0: "
+            "there is nothing to learn from."
         )
     return loss, terms
 
 
 #: names the history gives the objective's own records
-RESERVED = ("ce", "kd", "feat", "acc", "loss")
+RESERVED = ("ce", "kd", "feat", "hint", "acc", "loss")
 
 
 def _logit_term(result: Any) -> tuple[Tensor, dict[str, Tensor]]:

@@ -118,6 +118,9 @@ class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
     def _feature_layer(self, name: str) -> str | None:
         return self.student_layer if name == "module" else None
 
+    def _hint_layers(self, name: str) -> tuple[str, ...]:
+        return self.hint_names("student") if name == "module" else ()
+
     def _check_fast_settings(self, X: Any) -> None:
         # before a teacher estimator is fitted or anything is built
         self._check_parallel_params()
@@ -131,9 +134,11 @@ class AcceleratedProjectorDistiller(DataParallelMixin, ProjectorDistiller):
         with torch.autocast(self.accelerator.device.type, enabled=False):
             return super().get_loss(y_pred, y_true, X=X, training=training)
 
-    def _student_forward(self, x: Any, **fit_params: Any) -> tuple[Any, Tensor]:
-        """Output and features from one call of the prepared student (DDP's
-        forward, so gradients are synchronised)."""
+    def _student_forward(
+        self, x: Any, **fit_params: Any
+    ) -> tuple[Any, Tensor, tuple[Tensor, ...]]:
+        """Output, features and hint maps from one call of the prepared
+        student (DDP's forward, so gradients are synchronised)."""
         prepared = self._prepared_modules_
         if "module" in prepared and self.module_ is prepared["module"][0]:
             return self.module_(x, features=True, **fit_params)

@@ -41,20 +41,26 @@ class FeatureModule(nn.Module):
     model : torch.nn.Module
     layer : str or None, default=None
         As in :func:`projkd.features.forward_with_features`.
+    hints : tuple of str, default=()
+        Hint layers whose maps the forward pass returns too.
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, layer: str | None = None, hints: tuple[str, ...] = ()
+    ) -> None:
         super().__init__()
         self.model = model
         self.layer = layer
+        self.hints = tuple(hints)
 
     def forward(self, x: Any, features: bool = False, **kwargs: Any) -> Any:
-        """``model(x, **kwargs)``, or ``(output, features)`` with
+        """``model(x, **kwargs)``, or ``(output, features, maps)`` with
         ``features=True`` (:meth:`~projkd.features.FeatureReader.run`)."""
         if features:
-            return FeatureReader(self.model, self.layer, network="student").run(
-                x, **kwargs
+            reader = FeatureReader(
+                self.model, self.layer, network="student", hints=self.hints
             )
+            return reader.run(x, **kwargs)
         return self.model(x, **kwargs)
 
 
@@ -180,6 +186,10 @@ class DataParallelMixin(_Host):
         the network's own ``forward_features`` or last layer)."""
         return None
 
+    def _hint_layers(self, name: str) -> tuple[str, ...]:
+        """The hint layers whose maps module ``name``'s forward returns."""
+        return ()
+
     def _check_parallel_params(self) -> None:
         """Refuse settings that cannot work data-parallel: every check of
         the mixin's, run before anything is built."""
@@ -279,7 +289,8 @@ class DataParallelMixin(_Host):
                 # shares the parameters (the optimizer's) and the buffers
                 module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
             layer = self._feature_layer(name)
-            wrapped = accelerator.prepare(FeatureModule(module, layer))
+            hints = self._hint_layers(name)
+            wrapped = accelerator.prepare(FeatureModule(module, layer, hints))
             prepared[name] = (wrapped, module)
             setattr(self, name + "_", wrapped)
         for name in self._optimizers:

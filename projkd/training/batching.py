@@ -51,12 +51,14 @@ class PreparedBatch(NamedTuple):
 
     ``inputs`` are ready for the student (augmented for training, in its
     memory format); the teacher's outputs are None where they were not
-    computed (no loss term reads them).
+    computed (no loss term reads them); ``teacher_maps`` are the outputs of
+    its hint layers, as they came (``()`` without hints).
     """
 
     inputs: Tensor
     teacher_logits: Tensor | None
     teacher_features: Tensor | None
+    teacher_maps: tuple[Tensor, ...] = ()
 
 
 class DistillationOutput(NamedTuple):
@@ -66,9 +68,12 @@ class DistillationOutput(NamedTuple):
     ``"distillation"`` of their step, so every callback's ``on_batch_end``
     receives it as the keyword ``distillation`` (``y_pred`` stays the
     student's output, as in skorch). What a switched-off loss term alone
-    needs is not computed and is None: the projections without the feature
-    term, the KD logits without the KD term, the teacher's outputs when
-    neither term is on.
+    needs is not computed and is None (or ``()``): the projections without
+    the feature term, the KD logits without the KD term, the teacher's
+    outputs when no term reads them, the maps without hints. ``hint_maps``
+    are the student's hint maps through their projectors and
+    ``teacher_maps`` the teacher's, both ``(N, P, C)`` at the teacher's
+    positions (:func:`~projkd.losses.as_positions`).
     """
 
     logits: Tensor
@@ -77,15 +82,23 @@ class DistillationOutput(NamedTuple):
     kd_logits: Tensor | None
     teacher_logits: Tensor | None
     teacher_features: Tensor | None
+    hint_maps: tuple[Tensor, ...] = ()
+    teacher_maps: tuple[Tensor, ...] = ()
 
     def float(self) -> DistillationOutput:
         """The same output with half-precision tensors cast to float32."""
-        if not any(t is not None and t.dtype in _HALF for t in self):
-            return self
-        return DistillationOutput._make(None if t is None else t.float() for t in self)
+        return DistillationOutput._make(_float(field) for field in self)
 
 
 _HALF = (torch.float16, torch.bfloat16)
+
+
+def _float(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_float(item) for item in value)
+    if value is not None and value.dtype in _HALF:
+        return value.float()
+    return value
 
 
 class TensorMap:

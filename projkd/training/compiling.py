@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..features import FeatureReader, LayerTap
 
-__all__ = ["FeatureForward", "FeatureTap", "unwrap_compiled"]
+__all__ = ["FeatureForward", "FeatureTap", "HintTap", "unwrap_compiled"]
 
 
 def unwrap_compiled(model: nn.Module) -> nn.Module:
@@ -40,24 +40,32 @@ class FeatureTap(LayerTap):
     """
 
 
-def _permanent_tap(target: nn.Module, *, use_output: bool) -> FeatureTap:
-    """The :class:`FeatureTap` on ``target``, registered if it has none (a
+class HintTap(FeatureTap):
+    """A :class:`FeatureTap` on a hint layer (its own, should the layer also
+    be the feature layer)."""
+
+
+def _permanent_tap(
+    target: nn.Module, *, use_output: bool, kind: type[FeatureTap] = FeatureTap
+) -> FeatureTap:
+    """The tap of ``kind`` on ``target``, registered if it has none (a
     network tapped before, or unpickled with its tap, keeps its own)."""
     hooks = target._forward_hooks.values()  # no public listing of hooks
-    tap = next((h for h in hooks if isinstance(h, FeatureTap)), None)
+    tap = next((h for h in hooks if type(h) is kind), None)
     if tap is None or tap.use_output != use_output:
-        tap = FeatureTap(use_output=use_output)
+        tap = kind(use_output=use_output)
         target.register_forward_hook(tap)
     return tap
 
 
 class FeatureForward:
-    """``(output, features)`` of a network, compiled on first use when asked.
+    """``(output, features, maps)`` of a network, compiled on first use when asked.
 
     ``output`` is what the network returned (a tensor of logits, a tuple of
     several outputs, a ``ModelOutput``; :func:`~projkd.features.logits_of`
-    reads its logits) and ``features`` its penultimate features, from one
-    forward pass; keyword arguments go to the network's forward.
+    reads its logits), ``features`` its penultimate features and ``maps``
+    the outputs of its ``hints`` layers, from one forward pass; keyword
+    arguments go to the network's forward.
 
     Not an ``nn.Module`` on purpose: it holds a reference to a network the
     estimator already owns, and skorch would otherwise register it as a
@@ -85,6 +93,9 @@ class FeatureForward:
         Only for a network that is yours to modify.
     network : str, default="network"
         What error messages call the network (``"student"``, ``"teacher"``).
+    hints : tuple of str, default=()
+        Hint layers whose outputs the forward pass returns too (taps left on
+        them for good under the same conditions as the feature tap).
 
     Attributes
     ----------
@@ -96,7 +107,7 @@ class FeatureForward:
     >>> import torch
     >>> from torch import nn
     >>> mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    >>> output, features = FeatureForward(mlp)(torch.randn(2, 4))
+    >>> output, features, maps = FeatureForward(mlp)(torch.randn(2, 4))
     >>> tuple(features.shape)
     (2, 8)
     """
@@ -108,30 +119,41 @@ class FeatureForward:
         compile_kwargs: dict[str, Any] | None = None,
         tap: bool = False,
         network: str = "network",
+        hints: tuple[str, ...] = (),
     ) -> None:
         self.source = model
+        self.hints = tuple(hints)
         self.network = network
         self.model = unwrap_compiled(model)
         self.layer = layer
         self.compile_kwargs = compile_kwargs
         self.tap = tap
-        self._run: Callable[..., tuple[Any, Tensor]] | None = None
+        self._run: Callable[..., tuple[Any, Tensor, tuple[Tensor, ...]]] | None = None
         self._reads_forward: bool | None = None
 
-    def function(self) -> Callable[..., tuple[Any, Tensor]]:
+    def function(self) -> Callable[..., tuple[Any, Tensor, tuple[Tensor, ...]]]:
         """The function to run (and compile), uncompiled: the reader,
         hook-free where the network has ``forward_features``; with a permanent
         :class:`FeatureTap` when compiled or asked; else with a hook added
         for each call. Built outside any compiled region (a tap registered
         while tracing would break the graph), it can be traced as part of a
         larger function (:mod:`projkd.training.graphs`)."""
-        reader = FeatureReader(self.model, self.layer, network=self.network)
+        reader = FeatureReader(
+            self.model, self.layer, network=self.network, hints=self.hints
+        )
+        permanent = self.tap or self.compile_kwargs is not None
         tap = None
-        if reader.target is not None and (self.tap or self.compile_kwargs is not None):
+        if reader.target is not None and permanent:
             tap = _permanent_tap(reader.target, use_output=reader.use_output)
+        hint_taps = None
+        if permanent:
+            hint_taps = [
+                _permanent_tap(target, use_output=True, kind=HintTap)
+                for target in reader.hint_targets
+            ]
 
-        def forward(x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
-            return reader.run(x, tap, **kwargs)
+        def forward(x: Any, **kwargs: Any) -> tuple[Any, Tensor, tuple[Tensor, ...]]:
+            return reader.run(x, tap, hint_taps, **kwargs)
 
         return forward
 
@@ -143,7 +165,7 @@ class FeatureForward:
             is not None
         )
 
-    def __call__(self, x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
+    def __call__(self, x: Any, **kwargs: Any) -> tuple[Any, Tensor, tuple[Tensor, ...]]:
         if self._run is None:
             function = self.function()
             if self.compile_kwargs is not None:

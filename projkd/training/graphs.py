@@ -53,7 +53,7 @@ from skorch.utils import to_tensor
 from torch import Tensor, nn
 
 from ..features import logits_of
-from ..losses import distillation_loss
+from ..losses import distillation_loss, projected_hints
 from .batching import DistillationOutput
 from .compiling import FeatureForward, unwrap_compiled
 from .precision import autocast, float32, map_tensors
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: the weight parameter of each loss term, in the order of the weights tensor
-WEIGHTS = ("ce_weight", "kd_weight", "feature_weight")
+WEIGHTS = ("ce_weight", "kd_weight", "feature_weight", "hint_weight")
 
 
 def graph_compile_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +127,7 @@ def batch_loss(
     temperature: float,
     ce_loss: Callable[[Tensor, Tensor], Tensor],
     logit_loss: Any,
+    hint_loss: str = "cosine",
     active: tuple[str, ...] | None = None,
 ) -> tuple[Tensor, Tensor, tuple[str, ...]]:
     """A batch's weighted loss and the values its epoch records.
@@ -141,11 +142,12 @@ def batch_loss(
     y : torch.Tensor of shape (N,)
         Class indices.
     weights : dict
-        ``ce_weight``, ``kd_weight``, ``feature_weight``: floats, or 0-d
-        tensors when ``active`` is given.
+        ``ce_weight``, ``kd_weight``, ``feature_weight``, ``hint_weight``:
+        floats, or 0-d tensors when ``active`` is given.
     temperature : float
     ce_loss, logit_loss : callable
         As in :func:`~projkd.losses.distillation_loss`.
+    hint_loss : {"cosine", "mse"}, default="cosine"
     active : tuple of str or None, default=None
         The terms to compute (None: those with a non-zero weight).
 
@@ -155,7 +157,8 @@ def batch_loss(
     values : torch.Tensor of shape (len(names),)
         The unweighted terms, the accuracy and the loss, without a graph.
     names : tuple of str
-        ``"ce", "kd", "feat"``, the logit loss's parts, ``"acc", "loss"``.
+        ``"ce", "kd", "feat"`` (``"hint"``), the logit loss's parts,
+        ``"acc", "loss"``.
     """
     loss, terms = distillation_loss(
         out.logits,
@@ -164,10 +167,13 @@ def batch_loss(
         projected=out.projected,
         teacher_features=out.teacher_features,
         kd_logits=out.kd_logits,
+        hint_maps=out.hint_maps,
+        teacher_maps=out.teacher_maps,
         temperature=temperature,
         **weights,
         ce_loss=ce_loss,
         logit_loss=logit_loss,
+        hint_loss=hint_loss,
         active=active,
     )
     with torch.no_grad():  # statistics: no graph, no detach
@@ -220,8 +226,8 @@ def own_code(function: Callable[..., Any], key: str) -> Callable[..., Any]:
 class TrainingGraph:
     """The forward of a distillation training step, compiled as one function.
 
-    ``graph(x, y, teacher_logits, teacher_features, weights)`` returns
-    ``(loss, values, output, logits, features, names)``: the loss to
+    ``graph(x, y, teacher_logits, teacher_features, weights, teacher_maps)``
+    returns ``(loss, values, output, logits, features, names)``: the loss to
     back-propagate (through the backward compiled with it), the batch's
     records (:func:`batch_loss`), the student's output, logits and features
     -- each but the loss copied out of the graph's memory and without
@@ -252,6 +258,11 @@ class TrainingGraph:
         Autocast of the networks; the loss is computed in float32.
     compile_kwargs : dict
         The ``compile__*`` parameters.
+    hints : tuple of str, default=()
+        The student's hint layers (tapped for good, as the feature layer).
+    hint_projectors : torch.nn.ModuleList or None, default=None
+        One projector ensemble per hint pair, run inside the graph.
+    hint_loss : {"cosine", "mse"}, default="cosine"
 
     Examples
     --------
@@ -267,7 +278,7 @@ class TrainingGraph:
     ...     device="cpu", mixed_precision=None,
     ...     compile_kwargs={"backend": "eager"})
     >>> out = graph(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), None, None,
-    ...             graph.weights((1.0, 0.0, 0.0), "cpu"))
+    ...             graph.weights((1.0, 0.0, 0.0, 0.0), "cpu"))
     >>> out[-1]
     ('ce', 'kd', 'feat', 'acc', 'loss')
     """
@@ -287,8 +298,16 @@ class TrainingGraph:
         device: Any,
         mixed_precision: str | None,
         compile_kwargs: dict[str, Any],
+        hints: tuple[str, ...] = (),
+        hint_projectors: nn.Module | None = None,
+        hint_loss: str = "cosine",
     ) -> None:
         self.parts: dict[str, Any] = dict(
+            hints=hints,
+            hint_projectors=nn.ModuleList()
+            if hint_projectors is None
+            else hint_projectors,
+            hint_loss=hint_loss,
             student=student,
             layer=layer,
             projectors=projectors,
@@ -332,8 +351,15 @@ class TrainingGraph:
         """The step's forward, uncompiled."""
         parts = self.parts
         student = FeatureForward(
-            parts["student"], parts["layer"], None, tap=True, network="student"
+            parts["student"],
+            parts["layer"],
+            None,
+            tap=True,
+            network="student",
+            hints=parts["hints"],
         ).function()  # built here: a tap registered while tracing breaks a graph
+        hint_projectors = unwrap_compiled(parts["hint_projectors"])
+        hint_loss = parts["hint_loss"]
         projectors = unwrap_compiled(parts["projectors"])
         logit_projector = unwrap_compiled(parts["logit_projector"])
         ce_loss = unwrap_compiled(parts["ce_loss"])
@@ -348,14 +374,25 @@ class TrainingGraph:
             teacher_logits: Tensor | None,
             teacher_features: Tensor | None,
             weights: Tensor,
+            teacher_maps: tuple[Tensor, ...] = (),
         ) -> tuple[Tensor, Tensor, Any, Tensor, Tensor, tuple[str, ...]]:
             with autocast(device, mixed_precision):
-                output, features = student(x)
+                output, features, maps = student(x)
                 logits = logits_from(output, log_probabilities=log_probabilities)
                 projected = projectors(features) if "feat" in active else None
                 kd_logits = logit_projector(logits) if "kd" in active else None
+                hint_maps, positions = projected_hints(
+                    hint_projectors, maps, teacher_maps
+                )
             out = DistillationOutput(
-                logits, features, projected, kd_logits, teacher_logits, teacher_features
+                logits,
+                features,
+                projected,
+                kd_logits,
+                teacher_logits,
+                teacher_features,
+                hint_maps,
+                positions,
             ).float()
             loss, values, names = batch_loss(
                 out,
@@ -364,6 +401,7 @@ class TrainingGraph:
                 temperature=temperature,
                 ce_loss=ce_loss,
                 logit_loss=logit_loss,
+                hint_loss=hint_loss,
                 active=active,
             )
             return loss, values, output, out.logits, features, names
@@ -375,11 +413,24 @@ class TrainingGraph:
         the terms, the settings and the logit loss with its options (not the
         weights, which are inputs)."""
         parts = self.parts
-        modules = ("student", "projectors", "logit_projector", "ce_loss")
+        modules = (
+            "student",
+            "projectors",
+            "logit_projector",
+            "ce_loss",
+            "hint_projectors",
+        )
         shapes = [_architecture(unwrap_compiled(parts[name])) for name in modules]
         settings = [
             parts[k]
-            for k in ("layer", "active", "mixed_precision", "log_probabilities")
+            for k in (
+                "layer",
+                "active",
+                "mixed_precision",
+                "log_probabilities",
+                "hints",
+                "hint_loss",
+            )
         ]
         # the loss's options and the temperature are constants of the graph:
         # each value its own code object, never torch's recompile limit
@@ -393,12 +444,13 @@ class TrainingGraph:
         teacher_logits: Tensor | None,
         teacher_features: Tensor | None,
         weights: Tensor,
+        teacher_maps: tuple[Tensor, ...] = (),
     ) -> tuple[Tensor, Tensor, Any, Tensor, Tensor, tuple[str, ...]]:
         if self._run is None:
             kwargs = graph_compile_kwargs(self.parts["compile_kwargs"])
             self._run = torch.compile(self.function(), **kwargs)
         loss, values, output, logits, features, names = self._run(
-            x, y, teacher_logits, teacher_features, weights
+            x, y, teacher_logits, teacher_features, weights, teacher_maps
         )
         # a CUDA graph's outputs are overwritten by its next replay
         values, logits, features = (
@@ -444,6 +496,9 @@ class GraphStepMixin:
     active_terms: Any
     uses_graph_step: Any
     prepare_batch: Any
+    hint_names: Any
+    hint_projectors_: Any
+    hint_loss: str
     classification_loss: Any
     outputs_probabilities: Any
     _set_training: Any
@@ -473,6 +528,9 @@ class GraphStepMixin:
             device=self.device,
             mixed_precision=self.mixed_precision,
             compile_kwargs=self.get_params_for("compile"),
+            hints=self.hint_names("student"),
+            hint_projectors=self.hint_projectors_,
+            hint_loss=self.hint_loss,
         )
         graph = self.__dict__.get(self._GRAPH)
         if graph is None or not graph.built_from(parts):
@@ -511,6 +569,7 @@ class GraphStepMixin:
             graph.weights(
                 tuple(float(weights[w]) for w in WEIGHTS), prepared.inputs.device
             ),
+            prepared.teacher_maps,
         )
         loss = self.record_loss(loss, values, names, training=True)
         scaler = getattr(self, "grad_scaler_", None)
@@ -522,5 +581,7 @@ class GraphStepMixin:
             None,
             prepared.teacher_logits,
             prepared.teacher_features,
+            (),
+            prepared.teacher_maps,
         )
         return {"loss": loss, "y_pred": float32(carried(output))}

@@ -36,13 +36,24 @@ from skorch.utils import to_tensor
 from torch import Tensor, nn
 
 from ..features import logits_of
+from ..losses import projected_hints
 from .batching import PREPARED, DistillationOutput, PreparedBatch
 from .compiling import unwrap_compiled
 from .device import to_channels_last
 from .graphs import batch_loss, carried, logits_from
 from .precision import autocast, float32
 
-__all__ = ["DistillationStep", "DistillationStepMixin"]
+__all__ = ["LOSS_TERMS", "TERM_WEIGHTS", "DistillationStep", "DistillationStepMixin"]
+
+
+LOSS_TERMS = ("ce", "kd", "feat", "hint")
+#: each loss term's weight parameter
+TERM_WEIGHTS = {
+    "ce": "ce_weight",
+    "kd": "kd_weight",
+    "feat": "feature_weight",
+    "hint": "hint_weight",
+}
 
 
 @dataclass
@@ -64,9 +75,9 @@ class DistillationStepMixin:
     """``infer``, ``get_loss`` and the steps of a distiller (a skorch mixin).
 
     The host provides the networks (``module_``, ``teacher_``,
-    ``projectors_``, ``logit_projector_``), ``criterion_``, ``logit_loss_``,
-    the parameters, ``loss_weights``, ``active_terms``, ``uses_teacher``,
-    ``record_loss`` and ``_forward_of``.
+    ``projectors_``, ``logit_projector_``, ``hint_projectors_``),
+    ``criterion_``, ``logit_loss_``, the parameters, ``_forward_of`` and the
+    non-finite guard (:class:`~projkd.training.finite.FiniteStepMixin`).
     """
 
     # provided by the host estimator
@@ -84,12 +95,17 @@ class DistillationStepMixin:
     teacher_: Any
     projectors_: Any
     logit_projector_: Any
+    hint_projectors_: Any
+    hint_names: Any
     criterion_: Any
     logit_loss_: Any
-    loss_weights: Any
-    active_terms: Any
-    uses_teacher: Any
-    record_loss: Any
+    hint_layers: Any
+    hint_weight: float
+    hint_loss: str
+    history: Any
+    max_epochs: int
+    epoch_records_: Any
+    guard_nonfinite: Any
     _forward_of: Any
 
     _step: DistillationStep | None = None
@@ -172,7 +188,9 @@ class DistillationStepMixin:
             return float32(carried(output))
         prepared = self.prepare_batch(x, training=step.training)
         with autocast(self.device, self.mixed_precision):
-            output, features = self._student_forward(prepared.inputs, **fit_params)
+            output, features, maps = self._student_forward(
+                prepared.inputs, **fit_params
+            )
             logits = self.student_logits(output)
             projected = self.projectors_(features) if self.feature_weight else None
             kd_logits = None
@@ -180,6 +198,9 @@ class DistillationStepMixin:
                 kd_logits = (
                     self.logit_projector_(logits) if self.logit_projector else logits
                 )
+            hint_maps, teacher_maps = projected_hints(
+                self.hint_projectors_, maps, prepared.teacher_maps
+            )
         step.output = DistillationOutput(
             logits,
             features,
@@ -187,6 +208,8 @@ class DistillationStepMixin:
             kd_logits,
             prepared.teacher_logits,
             prepared.teacher_features,
+            hint_maps,
+            teacher_maps,
         )
         return float32(carried(output))
 
@@ -203,14 +226,22 @@ class DistillationStepMixin:
         found beside its input tensor and used as it is.
         """
         needed = self.uses_teacher() if teacher is None else teacher
+        hints = self.hint_names("teacher")
         prepared = PREPARED.get(x)
-        if prepared is not None and (prepared.teacher_logits is not None or not needed):
-            inputs, logits, features = prepared
+        if prepared is not None and (
+            not needed
+            or (
+                prepared.teacher_logits is not None
+                and len(prepared.teacher_maps) == len(hints)
+            )
+        ):
+            inputs, logits, features, maps = prepared
             device = self.device
             return PreparedBatch(
                 self._as_input(to_tensor(inputs, device=device)),
                 None if logits is None else to_tensor(logits, device=device),
                 None if features is None else to_tensor(features, device=device),
+                tuple(to_tensor(m, device=device) for m in maps),
             )
         x = to_tensor(x, device=self.device)
         if training and self.train_transform is not None:
@@ -219,29 +250,39 @@ class DistillationStepMixin:
         if not needed:
             return PreparedBatch(x, None, None)
         with torch.no_grad(), autocast(self.device, self.mixed_precision):
-            output, features = self._forward_of(
-                "_teacher_forward_fn", self.teacher_, self.teacher_layer
+            output, features, maps = self._forward_of(
+                "_teacher_forward_fn", self.teacher_, self.teacher_layer, hints=hints
             )(x)
-        return PreparedBatch(x, logits_of(output, network="teacher"), features)
+        return PreparedBatch(x, logits_of(output, network="teacher"), features, maps)
 
-    def _student_forward(self, x: Any, **fit_params: Any) -> tuple[Any, Tensor]:
-        """The student's output and features from one forward pass
-        (data-parallel subclasses route it through DDP's forward)."""
-        # module_ is the estimator's own copy: a permanent feature tap is
-        # fine, and taking its value leaves no activation behind
+    def _student_forward(
+        self, x: Any, **fit_params: Any
+    ) -> tuple[Any, Tensor, tuple[Tensor, ...]]:
+        """The student's output, features and hint maps from one forward
+        pass (data-parallel subclasses route it through DDP's forward)."""
+        # module_ is the estimator's own copy: permanent taps are fine, and
+        # taking their values leaves no activation behind
         forward = self._forward_of(
-            "_student_forward_fn", self.module_, self.student_layer, tap=True
+            "_student_forward_fn",
+            self.module_,
+            self.student_layer,
+            tap=True,
+            hints=self.hint_names("student"),
         )
         return forward(x, **fit_params)
 
     def _student_output(self, x: Any, **fit_params: Any) -> Any:
         """The student's forward, as skorch's ``infer`` calls it; a network
-        whose features a tap catches runs through its reader, which takes
-        the tap's value (no activation stays behind)."""
+        whose features or hints a tap catches runs through its reader, which
+        takes the taps' values (no activation stays behind)."""
         forward = self._forward_of(
-            "_student_forward_fn", self.module_, self.student_layer, tap=True
+            "_student_forward_fn",
+            self.module_,
+            self.student_layer,
+            tap=True,
+            hints=self.hint_names("student"),
         )
-        if forward.reads_forward():
+        if forward.reads_forward() or forward.hints:
             return forward(x, **fit_params)[0]
         return self.module_(x, **fit_params)
 
@@ -306,9 +347,63 @@ class DistillationStepMixin:
             temperature=self.temperature,
             ce_loss=self.classification_loss(),
             logit_loss=self.logit_loss_,
+            hint_loss=self.hint_loss,
             active=self.active_terms(),
         )
         return self.record_loss(loss, values, names, training=training)
+
+    def active_terms(self) -> tuple[str, ...]:
+        """The loss terms with a non-zero weight (of ``"ce"``, ``"kd"``,
+        ``"feat"``): only these are computed, by the eager and the compiled
+        step alike (a scheduled weight, such as DKD's warm-up, scales a term
+        but never switches it off)."""
+        return tuple(
+            t
+            for t in LOSS_TERMS
+            if getattr(self, TERM_WEIGHTS[t]) and (t != "hint" or self.hint_layers)
+        )
+
+    def needs_pairs(self) -> bool:
+        """Whether a training batch of one sample would fail (a last batch of
+        one is then dropped, :class:`~projkd.training.arrays.ArrayBatchesMixin`):
+        ``BatchNorm1d`` in a trained network (``projector="mlp"``), or a logit
+        loss with a batch statistic (DIST's intra-class relation)."""
+        loss = getattr(getattr(self, "logit_loss_", None), "loss", None)
+        pairs = bool(self.kd_weight) and bool(getattr(loss, "needs_pairs", False))
+        return pairs or super().needs_pairs()  # type: ignore[misc]
+
+    def uses_teacher(self) -> bool:
+        """Whether training needs the teacher's outputs (a KD, feature or
+        hint term)."""
+        hints = bool(self.hint_layers and self.hint_weight)
+        return bool(self.kd_weight or self.feature_weight or hints)
+
+    def loss_weights(self) -> dict[str, float]:
+        """The loss terms' weights for the current epoch: ``kd_weight`` times
+        the logit loss's warm-up (DKD's, from epoch 1 during a fit)."""
+        weights = {w: getattr(self, w) for w in TERM_WEIGHTS.values()}
+        epoch = len(self.history)
+        weights["kd_weight"] *= self.logit_loss_.schedule(epoch, self.max_epochs)
+        return weights
+
+    def record_loss(
+        self, loss: Tensor, values: Tensor, names: tuple[str, ...], *, training: bool
+    ) -> Tensor:
+        """The loss to back-propagate, its batch's ``values`` (named
+        ``names``) recorded: a training loss goes through the non-finite
+        guard, which may return a skipped batch's zero leaf instead."""
+        if training:
+            guarded = self.guard_nonfinite(loss, values, names)
+            if guarded is not loss:
+                return guarded  # a skipped batch's zero leaf
+        records = self.epoch_records_
+        if records.is_open:
+            records.add(names, values)
+        else:  # a step outside skorch's epoch loop
+            prefix = "train" if training else "valid"
+            for name, value in zip(names, values.tolist(), strict=True):
+                self.history.record_batch(f"{prefix}_{name}", value)
+        return loss
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]

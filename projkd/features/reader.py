@@ -39,31 +39,27 @@ return a tuple or a ``ModelOutput`` too: its first tensor is the feature
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-from skorch.dataset import ERROR_MSG_1_ITEM, unpack_data
-from skorch.utils import is_dataset
 from torch import Tensor, nn
-from torch.utils.data import default_collate
 
-from .errors import InputError, UserError
+from ..errors import UserError
 
 __all__ = [
+    "ACCEPTED_OUTPUTS",
     "FeatureError",
     "FeatureReader",
     "LayerTap",
     "UnsupportedOutputError",
-    "declared_widths",
-    "feature_width",
-    "first_inputs",
     "forward_with_features",
+    "has_feature_api",
     "layer_activation",
     "logits_of",
-    "probe",
+    "named_module",
     "resolve_feature_layer",
 ]
 
@@ -161,16 +157,8 @@ def resolve_feature_layer(
         If ``layer`` is not a module of ``model``, or nothing can be found.
     """
     if layer is not None:
-        modules = dict(model.named_modules())
-        if layer not in modules:
-            names = [name for name in modules if name]
-            hint = ", ".join(names[-8:])
-            raise FeatureError(
-                f"layer {layer!r} is not a module of {type(model).__name__}; "
-                f"its last module names are: {hint}."
-            )
-        return modules[layer]
-    if _has_feature_api(model):
+        return named_module(model, layer)
+    if has_feature_api(model):
         return None
     last_linear = None
     for module in model.modules():
@@ -183,6 +171,29 @@ def resolve_feature_layer(
             "name of the feature layer (teacher_layer= or student_layer=)."
         )
     return last_linear
+
+
+def named_module(model: nn.Module, name: str, *, role: str = "layer") -> nn.Module:
+    """The submodule ``name`` of ``model`` (a name of ``named_modules()``).
+
+    Raises
+    ------
+    FeatureError
+        Naming the closest module names when there is no such module.
+    """
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = (
+        f"the closest names are {', '.join(close)}"
+        if close
+        else f"its last module names are: {', '.join(names[-8:])}"
+    )
+    raise FeatureError(
+        f"{role} {name!r} is not a module of {type(model).__name__}; {hint}."
+    )
 
 
 class LayerTap:
@@ -207,8 +218,16 @@ class LayerTap:
     def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self.value = output if self.use_output else args[0]
 
-    def take(self, network: str = "network") -> Any:
+    def take(self, network: str = "network", layer: str | None = None) -> Any:
         """The captured value (forgotten here).
+
+        Parameters
+        ----------
+        network : str, default="network"
+            The network, for the error message.
+        layer : str or None, default=None
+            A hint layer's name, for the error message (None: the feature
+            layer).
 
         Raises
         ------
@@ -217,10 +236,14 @@ class LayerTap:
         """
         value, self.value = self.value, None
         if value is None:
+            fix = (
+                "name the feature layer explicitly (teacher_layer= or student_layer=)"
+                if layer is None
+                else "name a layer its forward pass runs (hint_layers=)"
+            )
+            what = "feature layer" if layer is None else f"hint layer {layer!r}"
             raise FeatureError(
-                f"The {network}'s feature layer was not called during its forward "
-                "pass; name the feature layer explicitly (teacher_layer= or "
-                "student_layer=)."
+                f"The {network}'s {what} was not called during its forward pass; {fix}."
             )
         return value
 
@@ -269,7 +292,12 @@ class FeatureReader:
     """
 
     def __init__(
-        self, model: nn.Module, layer: str | None = None, *, network: str = "network"
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        *,
+        network: str = "network",
+        hints: tuple[str, ...] = (),
     ) -> None:
         self.model = model
         self.layer = layer
@@ -278,6 +306,11 @@ class FeatureReader:
         self.use_output = layer is not None
         self.pre_logits = self.target is None and _head_takes_pre_logits(model)
         self.tokens = _is_transformers_model(model)
+        self.hints = tuple(hints)
+        self.hint_targets = [
+            named_module(model, name, role=f"The {network}'s hint layer")
+            for name in self.hints
+        ]
 
     def __call__(
         self, x: Any, tap: LayerTap | None = None, **kwargs: Any
@@ -295,29 +328,52 @@ class FeatureReader:
         **kwargs
             Passed to the network's forward (or ``forward_features``).
         """
-        output, features = self.run(x, tap, **kwargs)
+        output, features, _ = self.run(x, tap, **kwargs)
         return logits_of(output, network=self.network), features
 
     def run(
-        self, x: Any, tap: LayerTap | None = None, **kwargs: Any
-    ) -> tuple[Any, Tensor]:
-        """``(output, features)``: the network's output as it returned it (a
-        tuple of several outputs, a ``ModelOutput``), and its features; as
-        :meth:`__call__` takes them."""
-        if self.target is None:
-            return self._feature_api(x, **kwargs)
-        if tap is None:
+        self,
+        x: Any,
+        tap: LayerTap | None = None,
+        hint_taps: Sequence[LayerTap] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, Tensor, tuple[Tensor, ...]]:
+        """``(output, features, maps)`` from one forward pass: the network's
+        output as it returned it (a tuple of several outputs, a
+        ``ModelOutput``), its features, and the outputs of its hint layers
+        (``()`` without hints); taking :meth:`__call__`'s arguments, and
+        ``hint_taps`` registered on :attr:`hint_targets` for good (None: for
+        this call only)."""
+        handles = []
+        if tap is None and self.target is not None:
             tap = LayerTap(self.use_output)
-            handle = self.target.register_forward_hook(tap)
-            try:
+            handles.append(self.target.register_forward_hook(tap))
+        if hint_taps is None:
+            hint_taps = [LayerTap(use_output=True) for _ in self.hint_targets]
+            handles += [
+                target.register_forward_hook(hint_tap)
+                for target, hint_tap in zip(self.hint_targets, hint_taps, strict=True)
+            ]
+        try:
+            if self.target is None:
+                output, features = self._feature_api(x, **kwargs)
+            else:
                 output = _call(self.model, x, kwargs)
-            finally:
+                activation = tap.take(self.network)  # type: ignore[union-attr]
+                features = layer_activation(
+                    activation, self.layer, network=self.network
+                )
+                features = _pool(features, tokens=self.tokens)
+        finally:
+            for handle in handles:
                 handle.remove()
-        else:
-            output = _call(self.model, x, kwargs)
-        activation = tap.take(self.network)
-        features = layer_activation(activation, self.layer, network=self.network)
-        return output, _pool(features, tokens=self.tokens)
+        maps = tuple(
+            layer_activation(
+                hint_tap.take(self.network, name), name, network=self.network
+            )
+            for name, hint_tap in zip(self.hints, hint_taps, strict=True)
+        )
+        return output, features, maps
 
     def _feature_api(self, x: Any, **kwargs: Any) -> tuple[Any, Tensor]:
         model: Any = self.model
@@ -395,7 +451,7 @@ def forward_with_features(
     return FeatureReader(model, layer, network=network)(x)
 
 
-def _has_feature_api(model: nn.Module) -> bool:
+def has_feature_api(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_features", None)) and callable(
         getattr(model, "forward_head", None)
     )
@@ -466,99 +522,3 @@ def _pool(features: Tensor, *, tokens: bool = False) -> Tensor:
     if features.ndim > 2:
         return features.flatten(2).mean(dim=2)
     return features
-
-
-@torch.no_grad()
-def feature_width(
-    model: nn.Module, x: Tensor, *, layer: str | None = None, network: str = "network"
-) -> tuple[int, int]:
-    """Return ``(n_features, n_outputs)`` of ``model`` on the sample batch ``x``.
-
-    The model runs in eval mode (a batch of one is fine for BatchNorm); the
-    train/eval flag of every submodule is restored afterwards.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        logits, features = forward_with_features(model, x, layer=layer, network=network)
-    finally:
-        for module, training in modes:
-            module.training = training
-    return features.shape[1], logits.shape[-1]
-
-
-def declared_widths(
-    model: nn.Module, layer: str | None = None
-) -> tuple[int, int] | None:
-    """``(n_features, n_outputs)`` as ``model`` declares them, without data.
-
-    Read from timm's ``num_features``/``num_classes`` attributes when the
-    network has ``forward_features``/``forward_head``; otherwise from its
-    last :class:`torch.nn.Linear` (the classifier: its ``in_features`` are
-    the penultimate features, its ``out_features`` the outputs), or the
-    named ``layer`` when it is a ``Linear`` or a convolution.
-
-    Returns
-    -------
-    widths : tuple of int, or None
-        None when the network does not declare them (e.g. a lazy layer,
-        another named layer): then only a forward pass on data tells.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> declared_widths(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)))
-    (16, 3)
-    """
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    last = linears[-1] if linears else None
-    n_outputs = getattr(model, "num_classes", None)
-    if not isinstance(n_outputs, int) and last is not None:
-        n_outputs = last.out_features
-    if layer is not None:
-        target = dict(model.named_modules()).get(layer)
-        n_features = getattr(target, "out_features", None) or getattr(
-            target, "out_channels", None
-        )
-    elif _has_feature_api(model):
-        n_features = getattr(model, "num_features", None)
-    else:
-        n_features = None if last is None else last.in_features
-    widths = (n_features, n_outputs)
-    if all(isinstance(w, int) and w > 0 for w in widths):
-        return widths  # type: ignore[return-value]
-    return None
-
-
-def probe(
-    model: nn.Module, sample: Tensor, layer: str | None, role: str
-) -> tuple[int, int]:
-    """Feature width and outputs of ``model``; a network that cannot take the
-    input fails here, before training, with a ``ValueError`` naming the network
-    and the input's shape (e.g. a ViT given images of another size)."""
-    try:
-        return feature_width(model, sample, layer=layer, network=role)
-    except (FeatureError, UnsupportedOutputError):
-        raise  # projkd's own message (e.g. an unknown layer name)
-    except (ValueError, RuntimeError, TypeError, IndexError) as error:
-        raise ValueError(
-            f"The {role} ({type(model).__name__}) cannot take samples of shape "
-            f"{tuple(sample.shape[1:])}: {error}"
-        ) from error
-
-
-def first_inputs(X: Any, n: int = 2) -> Tensor:
-    """A tiny batch of inputs, on the CPU, for probing the networks.
-
-    A dataset's items must be ``(x, y)`` pairs, as skorch requires (its
-    error otherwise, before any training).
-    """
-    if is_dataset(X):
-        items = [X[i] for i in range(min(n, len(X)))]
-        if not all(isinstance(item, tuple | list) for item in items):
-            raise InputError(ERROR_MSG_1_ITEM)
-        sample = default_collate([unpack_data(item)[0] for item in items])
-    else:
-        sample = X[:n]
-    sample = torch.as_tensor(sample)
-    return sample.detach().to("cpu", copy=True)
