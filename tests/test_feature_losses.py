@@ -145,7 +145,9 @@ def test_srd_loss_refuses_what_it_cannot_compute():
 # ------------------------------------------------------------ the objects
 def test_feature_loss_objects_call_the_functions():
     projected, teacher = features()
-    assert torch.equal(CosineLoss()(projected, teacher), feature_loss(projected, teacher))
+    assert torch.equal(
+        CosineLoss()(projected, teacher), feature_loss(projected, teacher)
+    )
     assert torch.equal(
         SRDLoss(eps=1e-2)(projected, teacher), srd_loss(projected, teacher, eps=1e-2)
     )
@@ -255,7 +257,7 @@ def test_the_probe_batch_gives_srd_a_finite_loss():
         return srd_loss(projected, teacher_features)
 
     check_feature_loss(recording, 5, name="recording")
-    (projected, teacher), = seen
+    ((projected, teacher),) = seen
     assert projected.shape == teacher.shape == (4, 5)
     assert torch.isfinite(srd_loss(projected, teacher))
     assert (projected.var(0) > 0).all() and (teacher.var(0) > 0).all()

@@ -46,7 +46,9 @@ def test_loss_objects_have_parameters_clone_and_pickle():
     copy = clone(loss)
     assert copy is not loss and copy == loss
     assert pickle.loads(pickle.dumps(loss)) == loss
-    assert repr(DISTLoss(gamma=2.0)) == "DISTLoss(beta=1.0, gamma=2.0, standardize=False)"
+    assert (
+        repr(DISTLoss(gamma=2.0)) == "DISTLoss(beta=1.0, gamma=2.0, standardize=False)"
+    )
     assert KDLoss().get_params() == {"standardize": False}
     with pytest.raises(ValueError, match=r"'gamma' for DKDLoss; its parameters are"):
         loss.set_params(gamma=1.0)

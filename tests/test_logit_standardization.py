@@ -69,7 +69,9 @@ def authors_dkd_parts(logits_student_in, logits_teacher_in, target, temperature)
         * (temperature**2)
         / target.shape[0]
     )
-    pred_teacher_part2 = F.softmax(logits_teacher / temperature - 1000.0 * gt_mask, dim=1)
+    pred_teacher_part2 = F.softmax(
+        logits_teacher / temperature - 1000.0 * gt_mask, dim=1
+    )
     log_pred_student_part2 = F.log_softmax(
         logits_student / temperature - 1000.0 * gt_mask, dim=1
     )
