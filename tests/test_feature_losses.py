@@ -228,6 +228,8 @@ def test_resolve_feature_loss_takes_a_callable_as_it_is():
     [
         ("cosin", None, r"feature_loss='cosin' is not a feature loss.*\['cosine'"),
         (3, None, "feature_loss=3 is not a feature loss"),
+        ("cosin", {"eps": 1.0}, "feature_loss='cosin' is not a feature loss"),
+        (object, None, "feature_loss=object builds <object .*not callable"),
         ("srd", {"tau": 1.0}, r"feature_loss__tau=1.0.*'tau'"),
         (SRDLoss(), {"tau": 1.0}, r"feature_loss__tau=1.0: Invalid parameter"),
         (CosineLoss, {"eps": 1.0}, "feature_loss=CosineLoss could not be built"),

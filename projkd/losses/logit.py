@@ -15,6 +15,7 @@ calls, refusing what cannot work before any training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..utils import takes_argument
 from .functional import dist_parts, dkd_parts, kd_loss
-from .params import POSITIVE, LossParameters, build_loss
+from .params import LossParameters, build_loss
 
 __all__ = [
     "LOGIT_LOSSES",
@@ -162,7 +163,7 @@ class DKDLoss(LogitLoss):
     """
 
     terms = ("tckd", "nckd")
-    _bounds = {"alpha": POSITIVE, "beta": POSITIVE, "warmup": 1.0}
+    _bounds = {"alpha": math.inf, "beta": math.inf, "warmup": 1.0}
     _flags = ("standardize",)
 
     def __init__(
@@ -234,7 +235,7 @@ class DISTLoss(LogitLoss):
     """
 
     terms = ("inter", "intra")
-    _bounds = {"beta": POSITIVE, "gamma": POSITIVE}
+    _bounds = {"beta": math.inf, "gamma": math.inf}
     _flags = ("standardize",)
 
     @property

@@ -13,6 +13,7 @@ refusing with :class:`~projkd.errors.InputError` what cannot work.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any, ClassVar
@@ -22,10 +23,7 @@ from sklearn.base import clone
 
 from ..errors import InputError
 
-__all__ = ["LossParameters", "build_loss", "loss_name"]
-
-#: the upper bound of a parameter that is any number >= 0
-POSITIVE = float("inf")
+__all__ = ["LossParameters", "build_loss"]
 
 
 class LossParameters:
@@ -34,8 +32,8 @@ class LossParameters:
     A subclass stores its ``__init__`` arguments unchanged (they are its
     parameters), names the parts its call returns in ``terms``, and lists
     the parameters :meth:`check` tests: ``_bounds`` maps a number's name to
-    its upper bound (the lower is 0), ``_positive`` names the numbers that
-    must be > 0, ``_flags`` the booleans.
+    its upper bound (the lower is 0; ``math.inf`` for none), ``_positive``
+    names the numbers that must be finite and > 0, ``_flags`` the booleans.
 
     Examples
     --------
@@ -115,12 +113,12 @@ class LossParameters:
             if name in self._flags:
                 valid, limits = isinstance(value, bool | np.bool_), "True or False"
             elif name in self._positive:
-                valid = number and 0 < float(value) < POSITIVE
+                valid = number and 0 < float(value) < math.inf
                 limits = "a finite number > 0"
             elif name in self._bounds:
                 upper = self._bounds[name]
                 valid = number and 0 <= float(value) <= upper
-                limits = "a number >= 0" if upper == POSITIVE else f"in [0, {upper}]"
+                limits = "a number >= 0" if upper == math.inf else f"in [0, {upper}]"
             else:
                 continue
             if not valid:
@@ -142,7 +140,7 @@ class LossParameters:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
 
-def loss_name(value: Any) -> str:
+def _loss_name(value: Any) -> str:
     """How an error message names what the user gave: a class or function by
     its name, anything else by its ``repr``."""
     return getattr(value, "__qualname__", None) or repr(value)
@@ -201,33 +199,38 @@ def build_loss(
     ...            shortcuts=LOGIT_LOSSES, example="", signature="")
     DKDLoss(alpha=1.0, beta=6.0, standardize=False, warmup=0.08333333333333333)
     """
+    kind = parameter.replace("_", " ")
     given = ", ".join(f"{parameter}__{k}={v!r}" for k, v in params.items())
     loss = shortcuts.get(spec, spec) if isinstance(spec, str) else spec
+    if isinstance(loss, str) or not callable(loss):
+        raise InputError(
+            f"{parameter}={spec!r} is not a {kind}; use one of {sorted(shortcuts)} "
+            f"(e.g. {example}), a loss object, or a callable {signature}."
+        )
     if isinstance(loss, type):  # a class, built as skorch builds a criterion
         try:
             loss = loss(**params)
         except TypeError as error:
             raise InputError(
-                f"{parameter}={loss_name(spec)} could not be built with "
+                f"{parameter}={_loss_name(spec)} could not be built with "
                 f"{given or 'no arguments'}: {error}."
             ) from error
+        if not callable(loss):
+            raise InputError(
+                f"{parameter}={_loss_name(spec)} builds {loss!r}, which is not "
+                f"callable; a {kind} is called as {signature}."
+            )
     elif params:
         if not hasattr(loss, "set_params"):
             raise InputError(
-                f"{given} sets an option of the {parameter.replace('_', ' ')}, but "
-                f"{parameter}={loss!r} has no options to set. Use a shortcut or a "
-                f"loss object with them, e.g. {example}."
+                f"{given} sets an option of the {kind}, but {parameter}={loss!r} "
+                f"has no options to set. Use a shortcut or a loss object with "
+                f"them, e.g. {example}."
             )
         try:
             loss = clone(loss).set_params(**params)
         except ValueError as error:
             raise InputError(f"{given}: {error}") from error
-    if isinstance(loss, str) or not callable(loss):
-        raise InputError(
-            f"{parameter}={spec!r} is not a {parameter.replace('_', ' ')}; use one "
-            f"of {sorted(shortcuts)} (e.g. {example}), a loss object, or a "
-            f"callable {signature}."
-        )
     if isinstance(loss, LossParameters):
         try:
             loss.check(parameter=parameter)
