@@ -123,7 +123,7 @@ def test_srd_loss_sums_in_float32_at_least():
     assert double.dtype == torch.float64
 
 
-def test_srd_loss_has_a_gradient_for_the_projection_only():
+def test_srd_loss_gradient_reaches_the_projection():
     projected, teacher = features()
     projected.requires_grad_()
     srd_loss(projected, teacher).backward()
