@@ -36,13 +36,20 @@ def distiller(teacher, **params):
 # ------------------------------------------------------------ loss objects
 def test_loss_objects_have_parameters_clone_and_pickle():
     loss = DKDLoss(beta=6.0)
-    assert loss.get_params() == {"alpha": 1.0, "beta": 6.0, "warmup": 20 / 240}
+    assert loss.get_params() == {
+        "alpha": 1.0,
+        "beta": 6.0,
+        "standardize": False,
+        "warmup": 20 / 240,
+    }
     assert loss.set_params(alpha=0.5) is loss and loss.alpha == 0.5
     copy = clone(loss)
     assert copy is not loss and copy == loss
     assert pickle.loads(pickle.dumps(loss)) == loss
-    assert repr(DISTLoss(gamma=2.0)) == "DISTLoss(beta=1.0, gamma=2.0)"
-    assert KDLoss().get_params() == {}
+    assert (
+        repr(DISTLoss(gamma=2.0)) == "DISTLoss(beta=1.0, gamma=2.0, standardize=False)"
+    )
+    assert KDLoss().get_params() == {"standardize": False}
     with pytest.raises(ValueError, match=r"'gamma' for DKDLoss; its parameters are"):
         loss.set_params(gamma=1.0)
 

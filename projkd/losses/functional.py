@@ -1,8 +1,11 @@
 """The distillation losses as plain functions on tensors, keyword-only options.
 
 Hinton's KD (:func:`kd_loss`), decoupled KD (:func:`dkd_loss`, Zhao et al.,
-arXiv:2203.08679), DIST (:func:`dist_loss`, Huang et al., arXiv:2205.10536)
-and the feature term (:func:`feature_loss`, Chen et al., arXiv:2310.17183).
+arXiv:2203.08679), DIST (:func:`dist_loss`, Huang et al., arXiv:2205.10536),
+each optionally on standardized logits (:func:`standardize_logits`, Sun et
+al., arXiv:2403.01427); the feature terms: PEFD's cosine
+(:func:`feature_loss`, Chen et al., arXiv:2310.17183) and the normalised
+projector's (:func:`srd_loss`, Miles and Mikolajczyk, arXiv:2303.11098).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ __all__ = [
     "dkd_parts",
     "feature_loss",
     "kd_loss",
+    "srd_loss",
+    "standardize_logits",
 ]
 
 
@@ -43,16 +48,116 @@ def feature_loss(projected: Tensor, teacher_features: Tensor) -> Tensor:
     >>> float(feature_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])))
     1.0
     """
-    if projected.shape != teacher_features.shape:
-        raise ValueError(
-            f"The projected student features have shape {tuple(projected.shape)} "
-            f"but the teacher's features {tuple(teacher_features.shape)}."
-        )
+    _check_features(projected, teacher_features)
     return (1.0 - F.cosine_similarity(projected, teacher_features, dim=1)).mean()
 
 
+def srd_loss(
+    projected: Tensor, teacher_features: Tensor, *, eps: float = 1e-4
+) -> Tensor:
+    """The normalised projector's feature term, ``log sum |BN(f_s) - BN(f_t)|^4``.
+
+    Each argument is normalised per dimension with the statistics of the
+    batch (mean, biased variance, ``eps`` added to the variance, no affine
+    map), as a ``torch.nn.BatchNorm1d(D, eps=eps, affine=False)`` in
+    training mode does; then the fourth powers of the differences are summed
+    over the batch and the dimensions, and the logarithm taken (no epsilon
+    inside it: identical batches give ``-inf``). The logarithm makes the
+    gradient scale-free, ``4 (a - b)^3 / sum |a - b|^4``. The sums run in
+    float32 at least: a sum of fourth powers overflows float16.
+
+    Parameters
+    ----------
+    projected : torch.Tensor of shape (N, D)
+        The student's features after the projector; ``N >= 2``.
+    teacher_features : torch.Tensor of shape (N, D)
+        The teacher's features.
+    eps : float, default=1e-4
+        Added to each dimension's variance (the authors' value); > 0.
+
+    Returns
+    -------
+    loss : torch.Tensor, scalar
+
+    References
+    ----------
+    Miles, Mikolajczyk. "Understanding the Role of the Projector in Knowledge
+    Distillation", AAAI 2024, arXiv:2303.11098.
+
+    Examples
+    --------
+    Two samples normalise to -1 and 1 in each dimension; the second
+    dimension runs opposite ways, a difference of 2 in each sample:
+
+    >>> import math, torch
+    >>> s = torch.tensor([[0.0, 3.0], [2.0, 1.0]])
+    >>> t = torch.tensor([[0.0, 10.0], [4.0, 30.0]])
+    >>> math.isclose(srd_loss(s, t), math.log(2 * 2**4), rel_tol=1e-3)
+    True
+    """
+    _check_features(projected, teacher_features)
+    if projected.ndim != 2 or projected.shape[0] < 2:
+        raise ValueError(
+            "srd_loss normalises each dimension with the batch's statistics, "
+            "which needs features of shape (N, D) with N >= 2; got "
+            f"{tuple(projected.shape)}."
+        )
+    if not eps > 0:
+        raise ValueError(f"srd_loss's eps must be a number > 0, got {eps!r}.")
+    dtype = torch.promote_types(projected.dtype, torch.float32)
+
+    def normalised(x: Tensor) -> Tensor:  # BatchNorm1d(affine=False), training
+        return F.batch_norm(x.to(dtype), None, None, training=True, eps=eps)
+
+    difference = normalised(projected) - normalised(teacher_features)
+    return difference.abs().pow(4).sum().log()
+
+
+def standardize_logits(z: Tensor) -> Tensor:
+    """Each sample's logits z-scored over the classes: logit standardization.
+
+    ``(z - mean(z)) / (1e-7 + std(z))`` along the last axis, ``std`` the
+    unbiased one (dividing by ``C - 1``), as the authors' code computes it.
+    A KD loss on standardized logits ignores each network's shift and scale
+    of its logits: the student matches the teacher's ranking of the classes,
+    not its logit range.
+
+    Parameters
+    ----------
+    z : torch.Tensor of shape (..., C)
+        ``C >= 2``.
+
+    Returns
+    -------
+    standardized : torch.Tensor of the same shape
+
+    References
+    ----------
+    Sun, Ren, Li, Wang, Cao. "Logit Standardization in Knowledge
+    Distillation", CVPR 2024, arXiv:2403.01427.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.tensor([[1.0, 2.0, 3.0], [10.0, 30.0, 20.0]])
+    >>> standardize_logits(z).round(decimals=4)
+    tensor([[-1.,  0.,  1.],
+            [-1.,  1.,  0.]])
+    """
+    if z.ndim == 0 or z.shape[-1] < 2:
+        raise ValueError(
+            "Standardizing logits divides by their standard deviation over the "
+            f"classes, which needs at least 2 classes; got shape {tuple(z.shape)}."
+        )
+    return (z - z.mean(-1, keepdim=True)) / (1e-7 + z.std(-1, keepdim=True))
+
+
 def kd_loss(
-    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 4.0
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    temperature: float = 4.0,
+    standardize: bool = False,
 ) -> Tensor:
     """Hinton's knowledge-distillation loss.
 
@@ -63,6 +168,11 @@ def kd_loss(
     ----------
     student_logits, teacher_logits : torch.Tensor of shape (N, C)
     temperature : float, default=4.0
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first
+        (:func:`standardize_logits`); the loss is otherwise unchanged, ``T``
+        and the ``T^2`` factor included (the authors call ``T`` the base
+        temperature and use 2 with a KD weight of 9 on CIFAR-100).
 
     Returns
     -------
@@ -72,8 +182,21 @@ def kd_loss(
     ----------
     Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network",
     arXiv:1503.02531.
+
+    Sun, Ren, Li, Wang, Cao. "Logit Standardization in Knowledge
+    Distillation", CVPR 2024, arXiv:2403.01427.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.tensor([[2.0, 0.0, -1.0]])
+    >>> float(kd_loss(3 * z + 5, z, standardize=True)) < 1e-6
+    True
     """
     _check_logits(student_logits, teacher_logits)
+    student_logits, teacher_logits = _standardized(
+        student_logits, teacher_logits, standardize
+    )
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
@@ -86,6 +209,7 @@ def dkd_parts(
     y: Tensor,
     *,
     temperature: float = 4.0,
+    standardize: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The two parts of decoupled KD: target-class and non-target-class KD.
 
@@ -103,6 +227,9 @@ def dkd_parts(
     y : torch.Tensor of shape (N,)
         Class indices.
     temperature : float, default=4.0
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first
+        (:func:`standardize_logits`).
 
     Returns
     -------
@@ -130,6 +257,9 @@ def dkd_parts(
             f"y must hold one class index per sample, shape ({n},), got "
             f"{tuple(y.shape)}."
         )
+    student_logits, teacher_logits = _standardized(
+        student_logits, teacher_logits, standardize
+    )
     # gathered, not masked: a boolean mask's result has a data-dependent
     # shape, which would break a compiled training step's graph
     target = y.long().reshape(n, 1)
@@ -167,6 +297,7 @@ def dkd_loss(
     alpha: float = 1.0,
     beta: float = 8.0,
     temperature: float = 4.0,
+    standardize: bool = False,
 ) -> Tensor:
     """Decoupled knowledge distillation: ``alpha * TCKD + beta * NCKD``.
 
@@ -187,6 +318,11 @@ def dkd_loss(
         Weight of the non-target-class part (NCKD); the authors use 8 on
         CIFAR-100 (6 or 2 for some pairs).
     temperature : float, default=4.0
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first
+        (:func:`standardize_logits`); with it the authors of logit
+        standardization use ``T = 2`` and nine times DKD's ``alpha`` and
+        ``beta``.
 
     Returns
     -------
@@ -204,7 +340,13 @@ def dkd_loss(
     >>> float(dkd_loss(z, z, y))
     0.0
     """
-    tckd, nckd = dkd_parts(student_logits, teacher_logits, y, temperature=temperature)
+    tckd, nckd = dkd_parts(
+        student_logits,
+        teacher_logits,
+        y,
+        temperature=temperature,
+        standardize=standardize,
+    )
     return alpha * tckd + beta * nckd
 
 
@@ -216,7 +358,11 @@ def _pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
 
 
 def dist_parts(
-    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    standardize: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The inter- and intra-class relations of DIST.
 
@@ -236,6 +382,10 @@ def dist_parts(
     student_logits, teacher_logits : torch.Tensor of shape (N, C)
         ``N >= 2``.
     temperature : float, default=1.0
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first
+        (:func:`standardize_logits`). The authors of logit standardization
+        published no DIST variant; this is DIST on the standardized logits.
 
     Returns
     -------
@@ -261,6 +411,9 @@ def dist_parts(
             f"{student_logits.shape[0]}. Use batches of 2 or more (with skorch, "
             "iterator_train__drop_last=True drops a last batch of 1)."
         )
+    student_logits, teacher_logits = _standardized(
+        student_logits, teacher_logits, standardize
+    )
     p_student = F.softmax(student_logits / temperature, dim=1)
     p_teacher = F.softmax(teacher_logits / temperature, dim=1)
     scale = temperature**2
@@ -276,6 +429,7 @@ def dist_loss(
     beta: float = 1.0,
     gamma: float = 1.0,
     temperature: float = 1.0,
+    standardize: bool = False,
 ) -> Tensor:
     """DIST: ``beta * inter-class relation + gamma * intra-class relation``.
 
@@ -296,6 +450,9 @@ def dist_loss(
         Weight of the intra-class relation.
     temperature : float, default=1.0
         The authors use 1 on ImageNet and 4 on CIFAR-100.
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first
+        (:func:`standardize_logits`).
 
     Returns
     -------
@@ -313,8 +470,29 @@ def dist_loss(
     >>> round(float(dist_loss(z, z)), 6)
     0.0
     """
-    inter, intra = dist_parts(student_logits, teacher_logits, temperature=temperature)
+    inter, intra = dist_parts(
+        student_logits,
+        teacher_logits,
+        temperature=temperature,
+        standardize=standardize,
+    )
     return beta * inter + gamma * intra
+
+
+def _standardized(
+    student_logits: Tensor, teacher_logits: Tensor, standardize: bool
+) -> tuple[Tensor, Tensor]:
+    if not standardize:
+        return student_logits, teacher_logits
+    return standardize_logits(student_logits), standardize_logits(teacher_logits)
+
+
+def _check_features(projected: Tensor, teacher_features: Tensor) -> None:
+    if projected.shape != teacher_features.shape:
+        raise ValueError(
+            f"The projected student features have shape {tuple(projected.shape)} "
+            f"but the teacher's features {tuple(teacher_features.shape)}."
+        )
 
 
 def _check_logits(

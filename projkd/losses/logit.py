@@ -2,9 +2,10 @@
 
 :class:`KDLoss`, :class:`DKDLoss` and :class:`DISTLoss` are thin objects over
 the pure functions of :mod:`projkd.losses.functional`, with scikit-learn's
-``get_params``/``set_params`` (as the kernels of its Gaussian processes): they
+``get_params``/``set_params`` (:class:`~projkd.losses.LossParameters`): they
 clone, pickle, and take part in a search through the estimator's
-``logit_loss__<option>`` parameters. Each is called as
+``logit_loss__<option>`` parameters (``logit_loss__standardize=True`` is
+logit standardization). Each is called as
 ``loss(student_logits, teacher_logits, y, temperature=T)`` and returns
 ``(loss, terms)``, ``terms`` the unweighted parts the history records.
 :func:`resolve_logit_loss` turns the estimator's ``logit_loss`` (a shortcut,
@@ -14,19 +15,18 @@ calls, refusing what cannot work before any training.
 
 from __future__ import annotations
 
-import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Real
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from sklearn.base import clone
 from torch import Tensor
 
 from ..errors import InputError
 from ..utils import takes_argument
 from .functional import dist_parts, dkd_parts, kd_loss
+from .params import LossParameters, build_loss
 
 __all__ = [
     "LOGIT_LOSSES",
@@ -41,76 +41,16 @@ __all__ = [
 ]
 
 
-class LogitLoss:
+class LogitLoss(LossParameters):
     """The base of the logit-loss objects: parameters as in scikit-learn.
 
     A subclass stores its ``__init__`` arguments unchanged (they are its
-    parameters), names the parts it returns in ``terms``, and implements
+    parameters, see :class:`~projkd.losses.LossParameters`), names the parts
+    it returns in ``terms``, and implements
     ``__call__(student_logits, teacher_logits, y, *, temperature)`` returning
     ``(loss, parts)``. :meth:`schedule` is the factor of the loss's weight at
     an epoch (1 unless the loss warms up).
     """
-
-    #: the unweighted parts ``__call__`` returns, recorded in the history
-    terms: ClassVar[tuple[str, ...]] = ()
-    #: whether a batch of one sample is meaningless to it (a batch statistic)
-    needs_pairs: bool = False
-    #: the parameters whose value must lie in [0, upper bound]
-    _bounds: ClassVar[dict[str, float]] = {}
-
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        if cls.__init__ is object.__init__:
-            return []  # no parameters (KDLoss)
-        signature = inspect.signature(cls.__init__)
-        return sorted(name for name in signature.parameters if name != "self")
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The loss's parameters, as :meth:`sklearn.base.BaseEstimator.get_params`.
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Unused (a loss holds no estimator); kept for scikit-learn.
-
-        Returns
-        -------
-        params : dict
-        """
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> LogitLoss:
-        """Set the loss's parameters.
-
-        Returns
-        -------
-        self : LogitLoss
-        """
-        valid = self._get_param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid parameter {name!r} for {type(self).__name__}; its "
-                    f"parameters are {valid or 'none'}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def check(self) -> None:
-        """Raise if a parameter is out of range (``fit`` calls it)."""
-        for name, upper in self._bounds.items():
-            value = getattr(self, name)
-            if (
-                not isinstance(value, Real)
-                or isinstance(value, bool)
-                or not 0 <= float(value) <= upper
-            ):
-                limits = (
-                    "a number >= 0" if upper == float("inf") else f"in [0, {upper}]"
-                )
-                raise ValueError(
-                    f"{type(self).__name__}'s {name} must be {limits}, got {value!r}."
-                )
 
     def schedule(self, epoch: int, n_epochs: int) -> float:
         """The factor of the loss's weight at ``epoch`` (from 1) of ``n_epochs``."""
@@ -126,20 +66,6 @@ class LogitLoss:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.get_params() == other.get_params()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-
-_POSITIVE = float("inf")
-
 
 class KDLoss(LogitLoss):
     """Hinton's KD, ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))``.
@@ -147,10 +73,20 @@ class KDLoss(LogitLoss):
     The estimator's default logit loss (``logit_loss="kd"``); see
     :func:`~projkd.losses.kd_loss`.
 
+    Parameters
+    ----------
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first (logit
+        standardization, :func:`~projkd.losses.standardize_logits`); the
+        authors then use ``temperature=2`` and ``kd_weight=9`` on CIFAR-100.
+
     References
     ----------
     Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network",
     arXiv:1503.02531.
+
+    Sun, Ren, Li, Wang, Cao. "Logit Standardization in Knowledge
+    Distillation", CVPR 2024, arXiv:2403.01427.
 
     Examples
     --------
@@ -159,7 +95,14 @@ class KDLoss(LogitLoss):
     >>> loss, terms = KDLoss()(z, z, torch.tensor([0, 1]), temperature=4.0)
     >>> float(loss), terms
     (0.0, {})
+    >>> KDLoss(standardize=True)
+    KDLoss(standardize=True)
     """
+
+    _flags = ("standardize",)
+
+    def __init__(self, standardize: bool = False) -> None:
+        self.standardize = standardize
 
     def __call__(
         self,
@@ -169,7 +112,13 @@ class KDLoss(LogitLoss):
         *,
         temperature: float = 4.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        return kd_loss(student_logits, teacher_logits, temperature=temperature), {}
+        loss = kd_loss(
+            student_logits,
+            teacher_logits,
+            temperature=temperature,
+            standardize=self.standardize,
+        )
+        return loss, {}
 
 
 class DKDLoss(LogitLoss):
@@ -190,30 +139,44 @@ class DKDLoss(LogitLoss):
         at epoch ``e`` (from 1) of ``n``, the weight is multiplied by
         ``min(e / (warmup * n), 1)``; 0 switches the warm-up off. The default
         is the authors' 20 epochs of 240, scaled to the run.
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first (logit
+        standardization, :func:`~projkd.losses.standardize_logits`); its
+        authors then use ``temperature=2`` and nine times ``alpha`` and
+        ``beta``.
 
     References
     ----------
     Zhao, Cui, Song, Qiu, Liang. "Decoupled Knowledge Distillation", CVPR 2022,
     arXiv:2203.08679.
 
+    Sun, Ren, Li, Wang, Cao. "Logit Standardization in Knowledge
+    Distillation", CVPR 2024, arXiv:2403.01427.
+
     Examples
     --------
     >>> loss = DKDLoss(beta=6.0)
     >>> loss
-    DKDLoss(alpha=1.0, beta=6.0, warmup=0.08333333333333333)
+    DKDLoss(alpha=1.0, beta=6.0, standardize=False, warmup=0.08333333333333333)
     >>> loss.schedule(epoch=1, n_epochs=240), loss.schedule(epoch=30, n_epochs=240)
     (0.05, 1.0)
     """
 
     terms = ("tckd", "nckd")
-    _bounds = {"alpha": _POSITIVE, "beta": _POSITIVE, "warmup": 1.0}
+    _bounds = {"alpha": math.inf, "beta": math.inf, "warmup": 1.0}
+    _flags = ("standardize",)
 
     def __init__(
-        self, alpha: float = 1.0, beta: float = 8.0, warmup: float = 20 / 240
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        warmup: float = 20 / 240,
+        standardize: bool = False,
     ) -> None:
         self.alpha = alpha
         self.beta = beta
         self.warmup = warmup
+        self.standardize = standardize
 
     def schedule(self, epoch: int, n_epochs: int) -> float:
         """``min(epoch / (warmup * n_epochs), 1)``; 1 outside a fit (epoch 0)."""
@@ -231,7 +194,11 @@ class DKDLoss(LogitLoss):
         temperature: float = 4.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         tckd, nckd = dkd_parts(
-            student_logits, teacher_logits, y, temperature=temperature
+            student_logits,
+            teacher_logits,
+            y,
+            temperature=temperature,
+            standardize=self.standardize,
         )
         return self.alpha * tckd + self.beta * nckd, {"tckd": tckd, "nckd": nckd}
 
@@ -250,6 +217,11 @@ class DISTLoss(LogitLoss):
         Weight of the inter-class relation.
     gamma : float, default=1.0
         Weight of the intra-class relation.
+    standardize : bool, default=False
+        Whether to standardize both networks' logits first
+        (:func:`~projkd.losses.standardize_logits`); the authors of logit
+        standardization published no DIST variant: this is DIST on the
+        standardized logits.
 
     References
     ----------
@@ -259,20 +231,24 @@ class DISTLoss(LogitLoss):
     Examples
     --------
     >>> DISTLoss(gamma=2.0).set_params(beta=0.5)
-    DISTLoss(beta=0.5, gamma=2.0)
+    DISTLoss(beta=0.5, gamma=2.0, standardize=False)
     """
 
     terms = ("inter", "intra")
-    _bounds = {"beta": _POSITIVE, "gamma": _POSITIVE}
+    _bounds = {"beta": math.inf, "gamma": math.inf}
+    _flags = ("standardize",)
 
     @property
     def needs_pairs(self) -> bool:  # type: ignore[override]
         """The intra-class relation correlates each class over the batch."""
         return bool(self.gamma)
 
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0) -> None:
+    def __init__(
+        self, beta: float = 1.0, gamma: float = 1.0, standardize: bool = False
+    ) -> None:
         self.beta = beta
         self.gamma = gamma
+        self.standardize = standardize
 
     def __call__(
         self,
@@ -283,7 +259,10 @@ class DISTLoss(LogitLoss):
         temperature: float = 4.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         inter, intra = dist_parts(
-            student_logits, teacher_logits, temperature=temperature
+            student_logits,
+            teacher_logits,
+            temperature=temperature,
+            standardize=self.standardize,
         )
         return self.beta * inter + self.gamma * intra, {"inter": inter, "intra": intra}
 
@@ -328,44 +307,6 @@ class BoundLogitLoss:
         return 1.0
 
 
-def _as_object(logit_loss: Any) -> Any:
-    if isinstance(logit_loss, str) and logit_loss in LOGIT_LOSSES:
-        return LOGIT_LOSSES[logit_loss]
-    return logit_loss
-
-
-def _configured(logit_loss: Any, params: dict[str, Any]) -> Any:
-    """The loss object ``logit_loss`` names, built or copied with the
-    ``logit_loss__*`` options ``params`` (the user's object is never
-    modified)."""
-    loss = _as_object(logit_loss)
-    given = ", ".join(f"logit_loss__{k}={v!r}" for k, v in params.items())
-    if isinstance(loss, type):  # a class, built as skorch builds a criterion
-        try:
-            return loss(**params)
-        except TypeError as error:
-            raise InputError(
-                f"logit_loss={_name(logit_loss)} could not be built with "
-                f"{given or 'no arguments'}: {error}."
-            ) from error
-    if not params:
-        return loss
-    if not hasattr(loss, "set_params"):
-        raise InputError(
-            f"{given} sets an option of the logit loss, but logit_loss={loss!r} "
-            "has no options to set. Use a shortcut or a loss object with "
-            "them, e.g. logit_loss='dkd', logit_loss__beta=6.0."
-        )
-    try:
-        return clone(loss).set_params(**params)
-    except ValueError as error:
-        raise InputError(f"{given}: {error}") from error
-
-
-def _name(value: Any) -> str:
-    return getattr(value, "__qualname__", None) or repr(value)
-
-
 def resolve_logit_loss(
     logit_loss: Any,
     *,
@@ -405,20 +346,16 @@ def resolve_logit_loss(
     --------
     >>> resolve_logit_loss("dkd", kd_weight=1.0, temperature=4.0,
     ...                    params={"beta": 6.0}).loss
-    DKDLoss(alpha=1.0, beta=6.0, warmup=0.08333333333333333)
+    DKDLoss(alpha=1.0, beta=6.0, standardize=False, warmup=0.08333333333333333)
     """
-    loss = _configured(logit_loss, params or {})
-    if isinstance(loss, str) or not callable(loss):
-        raise InputError(
-            f"logit_loss={logit_loss!r} is not a logit loss; use one of "
-            f"{sorted(LOGIT_LOSSES)}, a loss object such as DKDLoss(beta=6.0), or "
-            "a callable (student_logits, teacher_logits, y) -> (loss, terms)."
-        )
-    if isinstance(loss, LogitLoss):
-        try:
-            loss.check()
-        except ValueError as error:
-            raise InputError(str(error)) from None
+    loss = build_loss(
+        logit_loss,
+        params or {},
+        parameter="logit_loss",
+        shortcuts=LOGIT_LOSSES,
+        example="logit_loss='dkd', logit_loss__beta=6.0",
+        signature="(student_logits, teacher_logits, y) -> (loss, terms)",
+    )
     if not kd_weight and not isinstance(loss, KDLoss):
         raise InputError(
             f"logit_loss={logit_loss!r} with kd_weight=0 does nothing: kd_weight "
@@ -474,4 +411,6 @@ def logit_loss_terms(logit_loss: Any) -> tuple[str, ...]:
     A user's callable may list them in a ``terms`` attribute to have the
     history's epoch means of them; otherwise they are recorded per batch.
     """
-    return tuple(getattr(_as_object(logit_loss), "terms", ()))
+    if isinstance(logit_loss, str):
+        logit_loss = LOGIT_LOSSES.get(logit_loss, logit_loss)
+    return tuple(getattr(logit_loss, "terms", ()))

@@ -2,8 +2,8 @@
 
 ``L = ce_weight * CE(z_s, y) + kd_weight * L_logit + feature_weight * L_feat``
 with ``L_logit`` KD, ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))``, or any
-logit loss, and ``L_feat = mean(1 - cos(f(s), t))`` (Chen et al.,
-arXiv:2310.17183).
+logit loss, and ``L_feat`` PEFD's ``mean(1 - cos(f(s), t))`` (Chen et al.,
+arXiv:2310.17183) or any feature loss.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def distillation_loss(
     temperature: float = 4.0,
     ce_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     logit_loss: Callable[[Tensor, Tensor, Tensor], Any] | None = None,
+    feature_loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     hint_maps: Sequence[Tensor] = (),
     teacher_maps: Sequence[Tensor] = (),
     hint_weight: float | Tensor = 0.0,
@@ -74,6 +75,11 @@ def distillation_loss(
         parts)`` (e.g. a bound :class:`~projkd.losses.DKDLoss`, see
         :func:`~projkd.losses.resolve_logit_loss`); None is KD at
         ``temperature``.
+    feature_loss_fn : callable or None, default=None
+        The feature term, ``(projected, teacher_features) -> loss`` (e.g. a
+        :class:`~projkd.losses.SRDLoss`, see
+        :func:`~projkd.losses.resolve_feature_loss`); None is PEFD's cosine,
+        :func:`~projkd.losses.feature_loss`.
     hint_maps, teacher_maps : sequence of torch.Tensor of shape (N, P, C)
         The student's projected hint maps and the teacher's, pair by pair
         (:func:`~projkd.losses.as_positions`); needed for the hint term.
@@ -126,7 +132,8 @@ def distillation_loss(
             terms.update(parts)
         loss = _plus(loss, kd_weight * terms["kd"])
     if "feat" in active:
-        terms["feat"] = feature_loss(
+        feature_term = feature_loss if feature_loss_fn is None else feature_loss_fn
+        terms["feat"] = feature_term(
             _needed(projected, "projected", "feature_weight"),
             _needed(teacher_features, "teacher_features", "feature_weight"),
         )
