@@ -28,7 +28,7 @@ from .estimator.validation import (
     check_params,
 )
 from .features import first_inputs
-from .losses import logit_loss_terms, resolve_logit_loss
+from .losses import logit_loss_terms, resolve_feature_loss, resolve_logit_loss
 from .training.batching import DistillationOutput
 from .training.device import cudnn_benchmark
 from .training.finite import FiniteStepMixin, NonFiniteLossError
@@ -89,8 +89,18 @@ class ProjectorDistiller(
         ``Linear(d_s, d_t) + ReLU``, ``Linear - BatchNorm - ReLU - Linear``,
         or a callable ``(d_s, d_t) -> nn.Module``.
     feature_weight : float, default=25.0
-        Weight of the feature term ``1 - cos(f(s), t)``; with 0 no projector
-        is built.
+        Weight of the feature term, by default ``1 - cos(f(s), t)``; with 0
+        no projector is built.
+    feature_loss : {"cosine", "srd"}, FeatureLoss, class or callable, default="cosine"
+        The feature term between the projected student features and the
+        teacher's: PEFD's ``1 - cos`` (:class:`~projkd.losses.CosineLoss`),
+        or the normalised distance of Miles & Mikolajczyk
+        (:class:`~projkd.losses.SRDLoss`, ``log sum |BN(f(s)) - BN(t)|^4``
+        with batch statistics); a class (built with the
+        ``feature_loss__*`` options), a loss object (options set on a copy),
+        or a callable ``(projected, teacher_features) -> loss``, tried on a
+        small batch before training. ``n_projectors`` and ``projector``
+        apply to either.
     kd_weight : float, default=0.0
         Weight of the logit term: ``logit_loss``, by default KD,
         ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``.
@@ -266,6 +276,7 @@ class ProjectorDistiller(
         n_projectors: int = 3,
         projector: Any = "linear",
         feature_weight: float = 25.0,
+        feature_loss: Any = "cosine",
         kd_weight: float = 0.0,
         ce_weight: float = 1.0,
         temperature: float = 4.0,
@@ -300,6 +311,7 @@ class ProjectorDistiller(
         self.n_projectors = n_projectors
         self.projector = projector
         self.feature_weight = feature_weight
+        self.feature_loss = feature_loss
         self.kd_weight = kd_weight
         self.ce_weight = ce_weight
         self.temperature = temperature
@@ -491,13 +503,16 @@ class ProjectorDistiller(
         return X, y
 
     def resolve_losses(self) -> None:
-        """Build the loss objects from the parameters (``logit_loss_``), as
-        ``initialize_module`` and every fit do."""
+        """Build the loss objects from the parameters (``logit_loss_``,
+        ``feature_loss_``), as ``initialize_module`` and every fit do."""
         self.logit_loss_ = resolve_logit_loss(
             self.logit_loss,
             kd_weight=self.kd_weight,
             temperature=self.temperature,
             params=self.get_params_for("logit_loss"),
+        )
+        self.feature_loss_ = resolve_feature_loss(
+            self.feature_loss, params=self.get_params_for("feature_loss")
         )
 
     def _encode(self, y: Any) -> np.ndarray:

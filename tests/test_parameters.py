@@ -53,6 +53,7 @@ VALUES = {
     "n_projectors": (3, 1),
     "projector": ("linear", "mlp"),
     "feature_weight": (25.0, 0.0),
+    "feature_loss": ("cosine", "srd"),
     "kd_weight": (0.0, 1.0),
     "ce_weight": (1.0, 0.5),
     "temperature": (4.0, 2.0),

@@ -19,7 +19,7 @@ from ..features import (
     probe_maps,
     resolve_feature_layer,
 )
-from ..losses import as_positions, check_logit_loss
+from ..losses import as_positions, check_feature_loss, check_logit_loss
 from ..projectors import ProjectorEnsemble
 from ..projectors import logit_projector as make_logit_projector
 from ..teacher.frozen import freeze_teacher, is_teacher_estimator
@@ -149,6 +149,8 @@ class NetworksMixin:
     kd_weight: float
     hint_layers: Any
     logit_loss_: Any
+    feature_loss_: Any
+    feature_loss: Any
     resolve_losses: Any
     get_params_for: Any
     initialized_instance: Any
@@ -196,6 +198,8 @@ class NetworksMixin:
         self.resolve_losses()
         if self.kd_weight:  # a user's loss fails here, not at the first batch
             check_logit_loss(self.logit_loss_, n_out_t, name=repr(self.logit_loss))
+        if self.feature_weight:
+            check_feature_loss(self.feature_loss_, d_t, name=repr(self.feature_loss))
 
         self.module_ = student
         self.teacher_ = teacher

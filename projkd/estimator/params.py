@@ -38,7 +38,7 @@ from sklearn.base import clone
 __all__ = ["COMPONENTS", "NETWORK_PARAMS", "READ_AT_FIT", "ParamsMixin"]
 
 #: the parameters whose options are routed with ``<name>__<option>``
-COMPONENTS = ("student", "teacher", "logit_loss")
+COMPONENTS = ("student", "teacher", "logit_loss", "feature_loss")
 
 #: skorch's options read when a fit starts (no component to re-initialise:
 #: skorch itself fails on them once initialised, "Something went wrong")

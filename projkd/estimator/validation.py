@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import InputError, InputTypeError, ParameterError
 from ..features import first_inputs
-from ..losses import HINT_LOSSES, LOGIT_LOSSES
+from ..losses import FEATURE_LOSSES, HINT_LOSSES, LOGIT_LOSSES
 from ..projectors import PROJECTORS
 from ..training.precision import check_supported
 
@@ -54,6 +54,7 @@ DISTILLER_CONSTRAINTS: dict[str, list[Any]] = {
     "n_projectors": [Interval(Integral, 0, None, closed="left")],
     "projector": [StrOptions(set(PROJECTORS)), callable],
     "feature_weight": _WEIGHT,
+    "feature_loss": [StrOptions(set(FEATURE_LOSSES)), callable],
     "kd_weight": _WEIGHT,
     "ce_weight": _WEIGHT,
     "temperature": [Interval(Real, 0, None, closed="neither")],

@@ -127,6 +127,7 @@ def batch_loss(
     temperature: float,
     ce_loss: Callable[[Tensor, Tensor], Tensor],
     logit_loss: Any,
+    feature_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     hint_loss: str = "cosine",
     active: tuple[str, ...] | None = None,
 ) -> tuple[Tensor, Tensor, tuple[str, ...]]:
@@ -147,6 +148,9 @@ def batch_loss(
     temperature : float
     ce_loss, logit_loss : callable
         As in :func:`~projkd.losses.distillation_loss`.
+    feature_loss : callable or None, default=None
+        The feature term (:func:`~projkd.losses.resolve_feature_loss`); None
+        is PEFD's cosine.
     hint_loss : {"cosine", "mse"}, default="cosine"
     active : tuple of str or None, default=None
         The terms to compute (None: those with a non-zero weight).
@@ -173,6 +177,7 @@ def batch_loss(
         **weights,
         ce_loss=ce_loss,
         logit_loss=logit_loss,
+        feature_loss_fn=feature_loss,
         hint_loss=hint_loss,
         active=active,
     )
@@ -263,6 +268,8 @@ class TrainingGraph:
     hint_projectors : torch.nn.ModuleList or None, default=None
         One projector ensemble per hint pair, run inside the graph.
     hint_loss : {"cosine", "mse"}, default="cosine"
+    feature_loss : callable or None, default=None
+        The feature term (None: PEFD's cosine).
 
     Examples
     --------
@@ -301,8 +308,10 @@ class TrainingGraph:
         hints: tuple[str, ...] = (),
         hint_projectors: nn.Module | None = None,
         hint_loss: str = "cosine",
+        feature_loss: Any = None,
     ) -> None:
         self.parts: dict[str, Any] = dict(
+            feature_loss=feature_loss,
             hints=hints,
             hint_projectors=nn.ModuleList()
             if hint_projectors is None
@@ -359,7 +368,7 @@ class TrainingGraph:
             hints=parts["hints"],
         ).function()  # built here: a tap registered while tracing breaks a graph
         hint_projectors = unwrap_compiled(parts["hint_projectors"])
-        hint_loss = parts["hint_loss"]
+        hint_loss, feature_loss = parts["hint_loss"], parts["feature_loss"]
         projectors = unwrap_compiled(parts["projectors"])
         logit_projector = unwrap_compiled(parts["logit_projector"])
         ce_loss = unwrap_compiled(parts["ce_loss"])
@@ -401,6 +410,7 @@ class TrainingGraph:
                 temperature=temperature,
                 ce_loss=ce_loss,
                 logit_loss=logit_loss,
+                feature_loss=feature_loss,
                 hint_loss=hint_loss,
                 active=active,
             )
@@ -434,7 +444,11 @@ class TrainingGraph:
         ]
         # the loss's options and the temperature are constants of the graph:
         # each value its own code object, never torch's recompile limit
-        loss = (repr(parts["logit_loss"]), parts["temperature"])
+        loss = (
+            repr(parts["logit_loss"]),
+            parts["temperature"],
+            repr(parts["feature_loss"]),
+        )
         return repr((shapes, settings, loss))
 
     def __call__(
@@ -499,6 +513,7 @@ class GraphStepMixin:
     hint_names: Any
     hint_projectors_: Any
     hint_loss: str
+    feature_loss_: Any
     classification_loss: Any
     outputs_probabilities: Any
     _set_training: Any
@@ -531,6 +546,7 @@ class GraphStepMixin:
             hints=self.hint_names("student"),
             hint_projectors=self.hint_projectors_,
             hint_loss=self.hint_loss,
+            feature_loss=self.feature_loss_,
         )
         graph = self.__dict__.get(self._GRAPH)
         if graph is None or not graph.built_from(parts):

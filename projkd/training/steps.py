@@ -100,6 +100,7 @@ class DistillationStepMixin:
     has_hints: Any
     criterion_: Any
     logit_loss_: Any
+    feature_loss_: Any
     hint_layers: Any
     hint_weight: float
     hint_loss: str
@@ -348,6 +349,7 @@ class DistillationStepMixin:
             temperature=self.temperature,
             ce_loss=self.classification_loss(),
             logit_loss=self.logit_loss_,
+            feature_loss=self.feature_loss_,
             hint_loss=self.hint_loss,
             active=self.active_terms(),
         )
@@ -371,6 +373,10 @@ class DistillationStepMixin:
         loss with a batch statistic (DIST's intra-class relation)."""
         loss = getattr(getattr(self, "logit_loss_", None), "loss", None)
         pairs = bool(self.kd_weight) and bool(getattr(loss, "needs_pairs", False))
+        feature = getattr(self, "feature_loss_", None)
+        pairs |= bool(self.feature_weight) and bool(
+            getattr(feature, "needs_pairs", False)
+        )
         return pairs or super().needs_pairs()  # type: ignore[misc]
 
     def uses_teacher(self) -> bool:
