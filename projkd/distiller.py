@@ -29,6 +29,7 @@ from .estimator.validation import (
 )
 from .features import first_inputs
 from .losses import logit_loss_terms, resolve_feature_loss, resolve_logit_loss
+from .projectors import HintProjectors
 from .training.batching import DistillationOutput
 from .training.device import cudnn_benchmark
 from .training.finite import FiniteStepMixin, NonFiniteLossError
@@ -341,7 +342,7 @@ class ProjectorDistiller(
                 state.setdefault(name, parameter.default)
         super().__setstate__(state)
         if self.initialized_ and "hint_projectors_" not in vars(self):
-            self.__dict__["hint_projectors_"] = nn.ModuleList()  # no hints then
+            self.__dict__["hint_projectors_"] = HintProjectors()  # no hints then
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -8,13 +8,16 @@ compared with the teacher's directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .losses.hints import as_positions
+
 __all__ = [
+    "HintProjectors",
     "PROJECTORS",
     "FusedLinearEnsemble",
     "ProjectorEnsemble",
@@ -202,6 +205,51 @@ class ProjectorEnsemble(nn.Module):
             return features
         total = sum(projector(features) for projector in self.projectors)
         return total / len(self.projectors)
+
+
+class HintProjectors(nn.ModuleList):
+    """One :class:`ProjectorEnsemble` per hint pair, acting on each
+    position's channels (a 1x1 convolution for a spatial map).
+
+    Called as ``projectors(maps, teacher_maps)``: the student's hint maps
+    through their ensembles and the teacher's maps, both ``(N, P, C_t)`` at
+    the teacher's positions (:func:`~projkd.losses.as_positions`); ``((),
+    ())`` without pairs. A module with a ``forward``, so that data-parallel
+    training runs it inside DDP's forward, as every trained module.
+
+    Parameters
+    ----------
+    widths : sequence of (int, int)
+        ``(C_s, C_t)`` of each pair.
+    n_projectors : int, default=3
+
+    Examples
+    --------
+    >>> import torch
+    >>> projectors = HintProjectors([(4, 6)], n_projectors=2)
+    >>> maps, teacher_maps = projectors([torch.randn(2, 4, 8, 8)],
+    ...                                 [torch.randn(2, 6, 4, 4)])
+    >>> tuple(maps[0].shape), tuple(teacher_maps[0].shape)
+    ((2, 16, 6), (2, 16, 6))
+    """
+
+    def __init__(
+        self, widths: Sequence[tuple[int, int]] = (), n_projectors: int = 3
+    ) -> None:
+        super().__init__(
+            ProjectorEnsemble(c_s, c_t, n_projectors) for c_s, c_t in widths
+        )
+
+    def forward(
+        self, maps: Sequence[Tensor], teacher_maps: Sequence[Tensor]
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        if not maps or not teacher_maps:
+            return (), ()
+        pairs = zip(self, maps, teacher_maps, strict=True)
+        return (
+            tuple(project(as_positions(s, like=t)) for project, s, t in pairs),
+            tuple(as_positions(t) for t in teacher_maps),
+        )
 
 
 def logit_projector(n_classes: int, init: str = "identity") -> nn.Module:

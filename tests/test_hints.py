@@ -146,3 +146,21 @@ def test_a_search_over_the_hint_settings(small_digits, teacher):
     search = GridSearchCV(hinted(teacher, max_epochs=1), grid, cv=2)
     search.fit(*small_digits)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_hints_train_data_parallel_through_ddps_forward(small_digits, teacher):
+    from accelerate import Accelerator
+
+    from projkd.parallel import AcceleratedProjectorDistiller, FeatureModule
+
+    X, y = small_digits
+    settings = dict(FAST, student__width=4, hint_layers=TWO_STAGES, random_state=0)
+    est = AcceleratedProjectorDistiller(
+        teacher, DigitsCNN, accelerator=Accelerator(cpu=True), **settings
+    )
+    est.set_params(unwrap_after_train=False, device=None).fit(X, y)
+    wrapped = getattr(est.module_, "module", est.module_)  # DDP's, if any
+    assert isinstance(wrapped, FeatureModule)  # the maps came out of its forward
+    assert wrapped.hints == ("features.2", "features.6")
+    one = hinted(teacher).fit(X, y)
+    assert est.history[-1, "train_hint"] == pytest.approx(one.history[-1, "train_hint"])

@@ -20,7 +20,7 @@ from ..features import (
     resolve_feature_layer,
 )
 from ..losses import as_positions, check_feature_loss, check_logit_loss
-from ..projectors import ProjectorEnsemble
+from ..projectors import HintProjectors, ProjectorEnsemble
 from ..projectors import logit_projector as make_logit_projector
 from ..teacher.frozen import freeze_teacher, is_teacher_estimator
 from ..training.compiling import FeatureForward
@@ -217,9 +217,8 @@ class NetworksMixin:
             else nn.Identity()
         )
         # one projector ensemble per hint pair, on each position's channels
-        self.hint_projectors_ = nn.ModuleList(
-            ProjectorEnsemble(c_s, c_t, self.n_projectors)
-            for c_s, c_t in self._hint_widths(student, teacher, sample)
+        self.hint_projectors_ = HintProjectors(
+            self._hint_widths(student, teacher, sample), self.n_projectors
         ).to(device)
         for name in self._FORWARDS:  # rebuilt for the new modules on first use
             self.__dict__.pop(name, None)

@@ -37,7 +37,7 @@ from .functional import (
     srd_loss,
     standardize_logits,
 )
-from .hints import HINT_LOSSES, as_positions, hint_loss, projected_hints
+from .hints import HINT_LOSSES, as_positions, hint_loss
 from .logit import (
     LOGIT_LOSSES,
     BoundLogitLoss,
@@ -78,7 +78,6 @@ __all__ = [
     "hint_loss",
     "kd_loss",
     "logit_loss_terms",
-    "projected_hints",
     "resolve_feature_loss",
     "resolve_logit_loss",
     "srd_loss",

@@ -14,13 +14,10 @@ the teacher's positions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["HINT_LOSSES", "as_positions", "hint_loss", "projected_hints"]
+__all__ = ["HINT_LOSSES", "as_positions", "hint_loss"]
 
 #: the distances :func:`hint_loss` takes
 HINT_LOSSES = ("cosine", "mse")
@@ -78,29 +75,6 @@ def _n_positions(activation: Tensor) -> int:
     if activation.ndim == 4:
         return activation.shape[-2] * activation.shape[-1]
     return 1 if activation.ndim == 2 else activation.shape[1]
-
-
-def projected_hints(
-    projectors: Any, maps: Sequence[Tensor], teacher_maps: Sequence[Tensor]
-) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """The student's hint maps through their projectors and the teacher's,
-    both ``(N, P, C)`` at the teacher's positions
-    (:func:`as_positions`); ``((), ())`` without hints.
-
-    Parameters
-    ----------
-    projectors : sequence of callables
-        One per pair, applied to the student's ``(N, P, C_s)`` map.
-    maps, teacher_maps : sequence of torch.Tensor
-        The hint layers' outputs as they came.
-    """
-    if not maps or not teacher_maps:
-        return (), ()
-    pairs = zip(projectors, maps, teacher_maps, strict=True)
-    return (
-        tuple(project(as_positions(s, like=t)) for project, s, t in pairs),
-        tuple(as_positions(t) for t in teacher_maps),
-    )
 
 
 def hint_loss(

@@ -52,19 +52,18 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import Tensor, nn
 
-from ..features import logits_of
-from ..losses import distillation_loss, projected_hints
+from ..losses import distillation_loss
+from ..projectors import HintProjectors
 from .batching import DistillationOutput
 from .compiling import FeatureForward, unwrap_compiled
-from .precision import autocast, float32, map_tensors
+from .outputs import carried, clone_output, logits_from
+from .precision import autocast, float32
 
 __all__ = [
     "GraphStepMixin",
     "TrainingGraph",
     "batch_loss",
-    "carried",
     "graph_compile_kwargs",
-    "logits_from",
     "own_code",
 ]
 
@@ -83,40 +82,6 @@ def graph_compile_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     {'dynamic': False, 'mode': 'reduce-overhead'}
     """
     return {"dynamic": False, **kwargs}
-
-
-def logits_from(output: Any, *, log_probabilities: bool) -> Tensor:
-    """The logits the loss terms read from a student's output.
-
-    With ``log_probabilities`` (skorch's convention for ``NLLLoss``: the
-    network outputs probabilities), ``log(p + eps)``, as skorch's
-    classifier computes before its ``NLLLoss``; these are valid logits for
-    the distillation terms too.
-    """
-    logits = logits_of(output, network="student")
-    if log_probabilities:
-        logits = torch.log(logits + torch.finfo(logits.dtype).eps)
-    return logits
-
-
-def carried(output: Any) -> Any:
-    """The student's output as skorch carries it to callbacks, scorers and
-    ``predict_proba``: a tensor, or a tuple or list of outputs (the first is
-    the prediction) as it is; an output skorch cannot carry (an object
-    with ``.logits``, a mapping such as a ``ModelOutput``) as its logits."""
-    if isinstance(output, Tensor | tuple | list):
-        return output
-    return logits_of(output, network="student")
-
-
-def clone_output(output: Any) -> Any:
-    """A copy of ``output``'s tensors (of tuples, lists and dicts of them)
-    out of a CUDA graph's memory, without autograd history."""
-    return map_tensors(_detached_copy, output)
-
-
-def _detached_copy(tensor: Tensor) -> Tensor:
-    return tensor.detach().clone()
 
 
 def batch_loss(
@@ -313,7 +278,7 @@ class TrainingGraph:
         self.parts: dict[str, Any] = dict(
             feature_loss=feature_loss,
             hints=hints,
-            hint_projectors=nn.ModuleList()
+            hint_projectors=HintProjectors()
             if hint_projectors is None
             else hint_projectors,
             hint_loss=hint_loss,
@@ -390,9 +355,7 @@ class TrainingGraph:
                 logits = logits_from(output, log_probabilities=log_probabilities)
                 projected = projectors(features) if "feat" in active else None
                 kd_logits = logit_projector(logits) if "kd" in active else None
-                hint_maps, positions = projected_hints(
-                    hint_projectors, maps, teacher_maps
-                )
+                hint_maps, positions = hint_projectors(maps, teacher_maps=teacher_maps)
             out = DistillationOutput(
                 logits,
                 features,

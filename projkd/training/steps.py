@@ -36,11 +36,11 @@ from skorch.utils import to_tensor
 from torch import Tensor, nn
 
 from ..features import logits_of
-from ..losses import projected_hints
 from .batching import PREPARED, DistillationOutput, PreparedBatch
 from .compiling import unwrap_compiled
 from .device import to_channels_last
-from .graphs import batch_loss, carried, logits_from
+from .graphs import batch_loss
+from .outputs import carried, logits_from
 from .precision import autocast, float32
 
 __all__ = ["LOSS_TERMS", "TERM_WEIGHTS", "DistillationStep", "DistillationStepMixin"]
@@ -200,8 +200,8 @@ class DistillationStepMixin:
                 kd_logits = (
                     self.logit_projector_(logits) if self.logit_projector else logits
                 )
-            hint_maps, teacher_maps = projected_hints(
-                self.hint_projectors_, maps, prepared.teacher_maps
+            hint_maps, teacher_maps = self.hint_projectors_(
+                maps, teacher_maps=prepared.teacher_maps
             )
         step.output = DistillationOutput(
             logits,
