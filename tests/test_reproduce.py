@@ -428,6 +428,18 @@ def test_new_variants_run_in_a_tiny_digits_reproduce(tmp_path):
 def test_published_logit_standardization_numbers_stand_beside_the_runs(
     pair, kd_ls, dkd_ls
 ):
+    results = _one_run_summary(pair, "kd_ls")
+    markdown = format_results(results)
+    # best-epoch figures, as the other published ones, beside this run's
+    assert "best epoch of 240" in markdown and "arXiv:2403.01427" in markdown
+    assert f"| kd_ls (KD+LS) | {kd_ls:.2f} | 76.00 | 75.00 |" in markdown
+    assert f"| dkd_ls (DKD+LS) | {dkd_ls:.2f} | – | – |" in markdown
+    assert "KD+LS" not in markdown.split("Other published methods")[1]
+
+
+def _one_run_summary(pair, variant):
+    """The summary of one finished 240-epoch run of ``variant`` on ``pair``:
+    75% at the last epoch, 76% at the best."""
     settings = dict(
         dataset="cifar100",
         subset=None,
@@ -437,11 +449,11 @@ def test_published_logit_standardization_numbers_stand_beside_the_runs(
         deviations=[],
     )
     record = dict(
-        model="kd_ls", variant="kd_ls", seed=0, test_acc=0.75, best_test_acc=0.76
+        model=variant, variant=variant, seed=0, test_acc=0.75, best_test_acc=0.76
     )
-    results = summarize(
+    return summarize(
         settings=settings,
-        variants=["kd_ls"],
+        variants=[variant],
         seeds=1,
         records=[record],
         pending=[],
@@ -449,34 +461,10 @@ def test_published_logit_standardization_numbers_stand_beside_the_runs(
         fast_requested={},
         fast_unavailable=[],
     )
-    markdown = format_results(results)
-    # best-epoch figures, as the other published ones, beside this run's
-    assert "best epoch of 240" in markdown and "arXiv:2403.01427" in markdown
-    assert f"| kd_ls (KD+LS) | {kd_ls:.2f} | 76.00 | 75.00 |" in markdown
-    assert f"| dkd_ls (DKD+LS) | {dkd_ls:.2f} | – | – |" in markdown
-    assert "KD+LS" not in markdown.split("Other published methods")[1]
 
 
 def test_published_dkd_and_dist_numbers_stand_beside_the_pairs_runs():
-    settings = dict(
-        dataset="cifar100",
-        subset=None,
-        pair="resnet32x4:resnet8x4",
-        epochs=240,
-        fast_settings={},
-        deviations=[],
-    )
-    record = dict(model="dkd", variant="dkd", seed=0, test_acc=0.75, best_test_acc=0.76)
-    results = summarize(
-        settings=settings,
-        variants=["dkd"],
-        seeds=1,
-        records=[record],
-        pending=[],
-        device_name="cpu",
-        fast_requested={},
-        fast_unavailable=[],
-    )
+    results = _one_run_summary("resnet32x4:resnet8x4", "dkd")
     markdown = format_results(results)
     assert "| dkd (DKD) | 76.32 | 76.00 | 75.00 |" in markdown
     assert "| dist (DIST) | 76.31 | – | – |" in markdown
