@@ -1,7 +1,8 @@
 """Distillation quality on MNIST at CPU scale: the paper's claims, tested over seeds.
 
-Run (65 student fits, about 13 minutes of CPU time alone on 2 cores; more
-wall time on a shared machine. The teacher is loaded from
+Run (90 student fits: 25 minutes of CPU time on one torch thread,
+``OMP_NUM_THREADS=1``, 29 minutes of wall time on the shared 2-core machine;
+the 5 hint fits take a fifth of it. The teacher is loaded from
 ``benchmarks/results/quality_mnist_teacher.pt`` when present, else trained:
 12 minutes of wall time more on the shared machine):
 
