@@ -65,9 +65,10 @@ VARIANTS.update(
 # README and tools/train.py: --logit-stand --base-temp 2 --kd-weight 9): KD's
 # weight 9 with CE 0.1 at base temperature 2; DKD's alpha and beta times 9
 # (here kd_weight 9, the same loss), CE 1, T 2, the warm-up and the pair's beta
-# kept. The normalised projector (Miles & Mikolajczyk, AAAI 2024, as
-# torchdistill's SRD recipe): CE 1, KD at T 1, 2 x the SRD term through one
-# plain Linear(d_s, d_t) projector
+# kept (the README's recipe for every pair; the authors' wrn_40_2 -> wrn_16_2
+# DKD log is named with weight 12). The normalised projector (Miles &
+# Mikolajczyk, AAAI 2024, as torchdistill's SRD recipe): CE 1, KD at T 1,
+# 2 x the SRD term through one plain Linear(d_s, d_t) projector
 VARIANTS.update(
     {
         "kd_ls": dict(
