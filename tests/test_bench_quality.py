@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
+from projkd.losses import KDLoss, SRDLoss
 from projkd.models import MnistCNN, get_model, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,110 @@ def test_every_claim_compares_two_known_variants(bench):
     for _, a, b, metric, sign in bench.CLAIMS:
         assert a in bench.VARIANTS and b in bench.VARIANTS and a != b
         assert metric in bench.METRICS and sign in (-1, 1)
+
+
+# issue 30's rows, what each differs in from the row it is compared with
+NEW_ROWS = {
+    ("KD + LS", "KD"): {"kd_weight", "temperature", "logit_loss"},
+    ("KD + LS", "KD at T 2, weight 9 (LS's recipe, no LS)"): {"logit_loss"},
+    ("feature SRD, 1 projector", "feature, 1 projector"): {
+        "feature_loss",
+        "feature_weight",
+    },
+    ("feature SRD, 3 projectors", "feature, 3 projectors"): {
+        "feature_loss",
+        "feature_weight",
+    },
+    ("feature SRD, 3 projectors", "feature SRD, 1 projector"): {"n_projectors"},
+    ("feature, 3 projectors + hints at 2 stages", "feature, 3 projectors"): {
+        "hint_layers",
+        "hint_weight",
+    },
+}
+
+
+@pytest.mark.parametrize(("a", "b"), list(NEW_ROWS), ids=" vs ".join)
+def test_new_rows_are_paired_with_their_baselines(bench, a, b):
+    """Each new claim compares two rows that differ in what it names alone,
+    and the rows carry the recipes the docstring states."""
+    assert (a, b) in {(c[1], c[2]) for c in bench.CLAIMS}
+    pa, pb = (
+        bench.variant_params(bench.VARIANTS[a]),
+        bench.variant_params(bench.VARIANTS[b]),
+    )
+    missing = object()  # an estimator default
+    differ = {
+        k for k in pa.keys() | pb.keys() if pa.get(k, missing) != pb.get(k, missing)
+    }
+    assert differ == NEW_ROWS[a, b]
+
+
+def test_new_rows_recipes(bench):
+    ls = bench.variant_params(bench.VARIANTS["KD + LS"])
+    assert (ls["ce_weight"], ls["kd_weight"], ls["temperature"]) == (0.1, 9.0, 2.0)
+    assert ls["logit_loss"] == KDLoss(standardize=True)
+    srd = bench.variant_params(bench.VARIANTS["feature SRD, 1 projector"])
+    assert (srd["feature_loss"], srd["feature_weight"], srd["kd_weight"]) == (
+        "srd",
+        2.0,
+        0.0,
+    )
+    hints = bench.variant_params(
+        bench.VARIANTS["feature, 3 projectors + hints at 2 stages"]
+    )
+    assert hints["hint_layers"] == bench.HINT_LAYERS and hints["hint_weight"] == 25.0
+    assert "hint_loss" not in hints  # the default, PEFD's cosine per position
+
+
+def test_hint_layers_are_the_first_two_stages_of_the_mnist_networks(bench):
+    """Each pair: a stage's last ReLU in both networks, at the same size."""
+    x = torch.zeros(2, 1, 28, 28)
+    sizes = {}
+    for role, net in (
+        ("student", get_model("mnist_student")),
+        ("teacher", get_model("mnist_teacher")),
+    ):
+        modules = dict(net.named_modules())
+        index = 0 if role == "student" else 1
+        for pair in bench.HINT_LAYERS:
+            module = modules[pair[index]]
+            assert isinstance(module, torch.nn.ReLU), pair
+            module.register_forward_hook(
+                lambda m, i, out, key=(role, pair): sizes.__setitem__(key, out.shape)
+            )
+        net.eval()(x)
+    for pair, size in zip(bench.HINT_LAYERS, ((28, 28), (14, 14)), strict=True):
+        assert sizes["student", pair][-2:] == sizes["teacher", pair][-2:] == size
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "KD + LS",
+        "feature SRD, 3 projectors",
+        "feature, 3 projectors + hints at 2 stages",
+    ],
+)
+def test_new_rows_fit_with_their_terms(bench, name):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 1, 28, 28)).astype(np.float32)
+    y = np.arange(64) % 10
+    data = bench.Data(X, y, X[:16], y[:16], 10, 1)
+    torch.manual_seed(0)
+    teacher = get_model("mnist_teacher").eval()
+    args = bench.parse_args(["--tiny"])
+    args.epochs = 1
+    est = bench.fit_student(teacher, bench.VARIANTS[name], 0, data, X, y, args)
+    last = est.history[-1]
+    assert np.isfinite(last["train_loss"])
+    if name == "KD + LS":
+        assert last["train_kd"] > 0 and last["train_feat"] == 0
+    elif "SRD" in name:
+        assert isinstance(est.feature_loss_, SRDLoss) and len(est.projectors_) == 3
+        assert np.isfinite(last["train_feat"])  # log sum |BN(f(s)) - BN(t)|^4
+    else:
+        assert 0 < last["train_hint"] <= 2  # a mean of 1 - cos
+        assert len(est.hint_projectors_) == 2
 
 
 def test_mnist_models_are_registered_with_equal_feature_widths():

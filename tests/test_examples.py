@@ -80,6 +80,35 @@ def check_logit_losses(out):
     assert "train_loss" in out
 
 
+def check_projector_recipes(out):
+    rows = re.findall(
+        rf"^feature (cosine|srd), LS (on|off), hints (none|2 stages): "
+        rf"accuracy ({NUMBER})$",
+        out,
+        re.M,
+    )
+    # every combination once: 2 feature terms x LS on/off x hints or not
+    assert sorted(candidate for *candidate, _ in rows) == sorted(
+        [loss, ls, hints]
+        for loss in ("cosine", "srd")
+        for ls in ("on", "off")
+        for hints in ("none", "2 stages")
+    ), out
+    accuracy = {tuple(candidate): float(acc) for *candidate, acc in rows}
+    assert all(0 <= acc <= 1 for acc in accuracy.values())
+    best = re.search(
+        r"^best: feature (cosine|srd), LS (on|off), hints (none|2 stages)$", out, re.M
+    )
+    assert best and accuracy[best.groups()] == max(accuracy.values()), out
+    terms = dict(re.findall(rf"(train_\w+) ({NUMBER})", out.split("last epoch:")[1]))
+    assert {"train_ce", "train_kd", "train_feat"} <= set(terms), out
+    assert ("train_hint" in terms) == (best[3] == "2 stages")
+    if best[1] == "cosine":
+        assert 0 <= float(terms["train_feat"]) <= 2  # 1 - cos lies in [0, 2]
+    if "train_hint" in terms:
+        assert 0 <= float(terms["train_hint"]) <= 2  # a mean of 1 - cos
+
+
 def check_analysis_plots(out):
     header = "| model | train acc % | test acc % | gap % | ECE % | over-conf. % | CKA |"
     assert header in out, out
@@ -140,6 +169,7 @@ CHECKS = {
     "pipeline": (1, check_pipeline),
     "grid_search": (1, check_grid_search),
     "logit_losses": (1, check_logit_losses),
+    "projector_recipes": (1, check_projector_recipes),
     "analysis_plots": (1, check_analysis_plots),
     "huggingface": (1, check_huggingface),
     "published_teacher": (1, check_published_teacher),

@@ -26,7 +26,7 @@ from projkd.experiments.reproduction.results import (
 )
 from projkd.experiments.reproduction.training import sha256
 from projkd.experiments.reproduction.variants import variant_params
-from projkd.losses import DISTLoss, DKDLoss
+from projkd.losses import DISTLoss, DKDLoss, KDLoss
 from projkd.models import get_model
 from projkd.teacher import TeacherNet
 
@@ -369,19 +369,91 @@ def test_dkd_and_dist_variants_are_the_authors_recipes():
     assert "temperature" not in dist  # T = 4, the estimator's default
 
 
-def test_published_dkd_and_dist_numbers_stand_beside_the_pairs_runs():
+def test_logit_standardization_and_srd_variants_are_the_authors_recipes():
+    kd_ls = variant_params("kd_ls", "resnet32x4", "resnet8x4")
+    assert (kd_ls["ce_weight"], kd_ls["kd_weight"], kd_ls["temperature"]) == (
+        0.1,
+        9.0,
+        2.0,
+    )
+    assert kd_ls["logit_loss"] == KDLoss(standardize=True)
+    assert kd_ls["feature_weight"] == 0.0
+    # DKD + LS: alpha and beta times 9 (kd_weight 9), CE 1, T 2, the pair's beta
+    dkd_ls = variant_params("dkd_ls", "wrn_40_2", "wrn_16_2")
+    assert (dkd_ls["ce_weight"], dkd_ls["kd_weight"], dkd_ls["temperature"]) == (
+        1.0,
+        9.0,
+        2.0,
+    )
+    assert dkd_ls["logit_loss"] == DKDLoss(
+        alpha=1.0, beta=6.0, warmup=20 / 240, standardize=True
+    )
+    assert variant_params("dkd_ls", "resnet32x4", "resnet8x4")["logit_loss"].beta == 8
+    assert VARIANTS["dkd_ls"]["logit_loss"].beta == 8.0  # the table is not modified
+    srd = variant_params("srd", "resnet32x4", "resnet8x4")
+    assert (srd["ce_weight"], srd["kd_weight"], srd["temperature"]) == (1, 1, 1)
+    assert (srd["feature_loss"], srd["feature_weight"]) == ("srd", 2.0)
+    assert srd["n_projectors"] == 1 and srd["projector"] is torch.nn.Linear
+    # the paper's variants keep the estimator's T = 4
+    assert all("temperature" not in VARIANTS[v] for v in ("kd", "dkd", "fd3"))
+
+
+def test_new_variants_run_in_a_tiny_digits_reproduce(tmp_path):
+    results = reproduce(
+        dataset="digits",
+        subset=200,
+        epochs=1,
+        variants=["kd_ls", "dkd_ls", "srd"],
+        out=tmp_path,
+        device="cpu",
+    )
+    assert results["complete"]
+    params = {run["variant"]: run["params"] for run in results["runs"]}
+    assert params["kd_ls"]["temperature"] == 2.0
+    assert params["kd_ls"]["logit_loss"] == "KDLoss(standardize=True)"
+    assert params["dkd_ls"]["kd_weight"] == 9.0
+    assert "standardize=True" in params["dkd_ls"]["logit_loss"]
+    assert params["srd"]["feature_loss"] == "srd"
+    assert params["srd"]["projector"] == "Linear"
+    assert params["srd"]["temperature"] == 1.0
+    for run in results["runs"]:
+        assert 0.0 <= run["test_acc"] <= 1.0 and np.isfinite(run["cka"])
+    assert "| srd |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("pair", "kd_ls", "dkd_ls"),
+    [("resnet32x4:resnet8x4", 76.62, 77.01), ("wrn_40_2:wrn_16_2", 76.11, 76.39)],
+)
+def test_published_logit_standardization_numbers_stand_beside_the_runs(
+    pair, kd_ls, dkd_ls
+):
+    results = _one_run_summary(pair, "kd_ls")
+    markdown = format_results(results)
+    # best-epoch figures, as the other published ones, beside this run's
+    assert "best epoch of 240" in markdown and "arXiv:2403.01427" in markdown
+    assert f"| kd_ls (KD+LS) | {kd_ls:.2f} | 76.00 | 75.00 |" in markdown
+    assert f"| dkd_ls (DKD+LS) | {dkd_ls:.2f} | – | – |" in markdown
+    assert "KD+LS" not in markdown.split("Other published methods")[1]
+
+
+def _one_run_summary(pair, variant):
+    """The summary of one finished 240-epoch run of ``variant`` on ``pair``:
+    75% at the last epoch, 76% at the best."""
     settings = dict(
         dataset="cifar100",
         subset=None,
-        pair="resnet32x4:resnet8x4",
+        pair=pair,
         epochs=240,
         fast_settings={},
         deviations=[],
     )
-    record = dict(model="dkd", variant="dkd", seed=0, test_acc=0.75, best_test_acc=0.76)
-    results = summarize(
+    record = dict(
+        model=variant, variant=variant, seed=0, test_acc=0.75, best_test_acc=0.76
+    )
+    return summarize(
         settings=settings,
-        variants=["dkd"],
+        variants=[variant],
         seeds=1,
         records=[record],
         pending=[],
@@ -389,6 +461,10 @@ def test_published_dkd_and_dist_numbers_stand_beside_the_pairs_runs():
         fast_requested={},
         fast_unavailable=[],
     )
+
+
+def test_published_dkd_and_dist_numbers_stand_beside_the_pairs_runs():
+    results = _one_run_summary("resnet32x4:resnet8x4", "dkd")
     markdown = format_results(results)
     assert "| dkd (DKD) | 76.32 | 76.00 | 75.00 |" in markdown
     assert "| dist (DIST) | 76.31 | – | – |" in markdown

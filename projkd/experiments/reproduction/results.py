@@ -1,8 +1,8 @@
 """Tables and plots of :func:`projkd.experiments.reproduce`.
 
 Beside the measured figures: the published numbers of the pair (best-epoch
-top-1 after 240 epochs: the CRD benchmark's table, METHOD.md, and DKD's and
-DIST's papers), and for each of the paper's
+top-1 after 240 epochs: the CRD benchmark's table, METHOD.md, and DKD's,
+DIST's and logit standardization's papers), and for each of the paper's
 three findings the figures of ``fd0`` (no projector) against ``fd1``/``fd3``.
 """
 
@@ -21,23 +21,34 @@ __all__ = ["PUBLISHED", "format_results", "summarize", "write_plots"]
 # DKD: Zhao et al., CVPR 2022, arXiv:2203.08679, Tables 1 and 2 (as in
 # mdistiller's README); DIST: Huang et al., NeurIPS 2022, arXiv:2205.10536,
 # its CIFAR-100 result for resnet32x4 -> resnet8x4 (its other pairs are not
-# listed: not checked against the paper's table)
+# listed: not checked against the paper's table); KD+LS and DKD+LS: Sun et
+# al., CVPR 2024, arXiv:2403.01427, as in the authors' README
+# (sunshangquan/logit-standardization-KD), for the two pairs METHOD.md lists
 PUBLISHED: dict[str, dict[str, float]] = {
-    "wrn_40_2:wrn_16_2": dict(
-        teacher=75.61, student=73.26, KD=74.92, FitNet=73.58, CRD=75.48, DKD=76.23
-    ),
+    "wrn_40_2:wrn_16_2": {
+        "teacher": 75.61,
+        "student": 73.26,
+        "KD": 74.92,
+        "FitNet": 73.58,
+        "CRD": 75.48,
+        "DKD": 76.23,
+        "KD+LS": 76.11,
+        "DKD+LS": 76.39,
+    },
     "wrn_40_2:wrn_40_1": dict(
         teacher=75.61, student=71.98, KD=73.54, FitNet=72.24, CRD=74.14, DKD=74.81
     ),
-    "resnet32x4:resnet8x4": dict(
-        teacher=79.42,
-        student=72.50,
-        KD=73.33,
-        FitNet=73.50,
-        CRD=75.51,
-        DKD=76.32,
-        DIST=76.31,
-    ),
+    "resnet32x4:resnet8x4": {
+        "teacher": 79.42,
+        "student": 72.50,
+        "KD": 73.33,
+        "FitNet": 73.50,
+        "CRD": 75.51,
+        "DKD": 76.32,
+        "DIST": 76.31,
+        "KD+LS": 76.62,
+        "DKD+LS": 77.01,
+    },
     "vgg13:vgg8": dict(
         teacher=74.64, student=70.36, KD=72.98, FitNet=71.02, CRD=73.94, DKD=74.68
     ),
@@ -55,6 +66,8 @@ _PUBLISHED_ROWS = {
     "kd": "KD",
     "dkd": "DKD",
     "dist": "DIST",
+    "kd_ls": "KD+LS",
+    "dkd_ls": "DKD+LS",
 }
 _METRICS = (
     "test_acc",
@@ -342,7 +355,8 @@ def _published_lines(results: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "## Published (best epoch of 240, mean of 3-5 seeds: the CRD benchmark's "
-        "table; DKD, arXiv:2203.08679 Tables 1-2; DIST, arXiv:2205.10536)",
+        "table; DKD, arXiv:2203.08679 Tables 1-2; DIST, arXiv:2205.10536; "
+        "KD+LS and DKD+LS, arXiv:2403.01427)",
         "",
         "| model | published top-1 % | here, best epoch % | here, final % |",
         "|---|---:|---:|---:|",

@@ -389,7 +389,11 @@ def _variant_params(estimator: ProjectorDistiller) -> dict[str, Any]:
         "logit_projector_init",
     ]
     params = {name: getattr(estimator, name) for name in names}
-    return params | {"logit_loss": str(estimator.logit_loss)}  # e.g. DKDLoss(...)
+    for name in ("logit_loss", "feature_loss", "projector"):
+        # as text: DKDLoss(...), "srd", a class or function by its name
+        value = getattr(estimator, name)
+        params[name] = getattr(value, "__name__", str(value))
+    return params
 
 
 def _seed_runs(

@@ -1,8 +1,11 @@
 """The variants ``projkd reproduce`` compares, as estimator parameters.
 
 The student alone, KD, feature distillation with 0, 1 and 3 projectors, KD
-on a logit projector (the paper's comparison), and DKD and DIST with and
-without a logit projector (their authors' CIFAR-100 recipes).
+on a logit projector (the paper's comparison), DKD and DIST with and
+without a logit projector, KD and DKD with logit standardization, and the
+normalised projector (SRD): each with its authors' CIFAR-100 recipe. A
+variant whose recipe has its own temperature names it (``temperature``);
+the others use the estimator's default, ``T = 4``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ...losses import DISTLoss, DKDLoss
+from torch import nn
+
+from ...losses import DISTLoss, DKDLoss, KDLoss
 
 __all__ = ["DKD_BETA", "VARIANTS", "variant_params"]
 
@@ -54,6 +59,39 @@ VARIANTS.update(
             VARIANTS[name], logit_projector=True, logit_projector_init="identity"
         )
         for name in ("dkd", "dist")
+    }
+)
+# logit standardization (Sun et al., CVPR 2024; sunshangquan/logit-standardization-KD,
+# README and tools/train.py: --logit-stand --base-temp 2 --kd-weight 9): KD's
+# weight 9 with CE 0.1 at base temperature 2; DKD's alpha and beta times 9
+# (here kd_weight 9, the same loss), CE 1, T 2, the warm-up and the pair's beta
+# kept (the README's recipe for every pair; the authors' wrn_40_2 -> wrn_16_2
+# DKD log is named with weight 12). The normalised projector (Miles &
+# Mikolajczyk, AAAI 2024, as torchdistill's SRD recipe): CE 1, KD at T 1,
+# 2 x the SRD term through one plain Linear(d_s, d_t) projector
+VARIANTS.update(
+    {
+        "kd_ls": dict(
+            VARIANTS["kd"],
+            kd_weight=9.0,
+            temperature=2.0,
+            logit_loss=KDLoss(standardize=True),
+        ),
+        "dkd_ls": dict(
+            VARIANTS["dkd"],
+            kd_weight=9.0,
+            temperature=2.0,
+            logit_loss=DKDLoss(alpha=1.0, beta=8.0, warmup=20 / 240, standardize=True),
+        ),
+        "srd": dict(
+            ce_weight=1.0,
+            kd_weight=1.0,
+            temperature=1.0,
+            feature_weight=2.0,
+            feature_loss="srd",
+            n_projectors=1,
+            projector=nn.Linear,
+        ),
     }
 )
 #: DKD's beta per teacher:student pair (mdistiller's configs/cifar100/dkd/*.yaml);
