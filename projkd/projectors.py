@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import InputError
 from .losses.hints import as_positions
 
 __all__ = [
@@ -236,6 +237,14 @@ class HintProjectors(nn.ModuleList):
     def __init__(
         self, widths: Sequence[tuple[int, int]] = (), n_projectors: int = 3
     ) -> None:
+        for index, (c_s, c_t) in enumerate(widths):
+            if n_projectors == 0 and c_s != c_t:
+                raise InputError(
+                    f"n_projectors=0 compares hint pair {index}'s maps directly, "
+                    f"but the student's has {c_s} channels and the teacher's "
+                    f"{c_t}. Use n_projectors >= 1, or a pair of layers with as "
+                    "many channels."
+                )
         super().__init__(
             ProjectorEnsemble(c_s, c_t, n_projectors) for c_s, c_t in widths
         )

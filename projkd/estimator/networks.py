@@ -245,19 +245,28 @@ class NetworksMixin:
 
     def has_hints(self) -> bool:
         """Whether ``hint_layers`` names any pair (a value that is not a
-        sequence, refused when a fit starts, names none)."""
-        try:
-            return len(self.hint_layers) > 0
-        except TypeError:
-            return False
+        sequence of pairs, refused when a fit starts, names none)."""
+        return bool(self._hints()[0])
 
     def hint_names(self, network: str) -> tuple[str, ...]:
         """The ``network``'s (``"student"``, ``"teacher"``) hint layers, in
         the order of ``hint_layers`` (``()`` without hints)."""
-        index = 0 if network == "student" else 1
-        return (
-            tuple(pair[index] for pair in self.hint_layers) if self.has_hints() else ()
-        )
+        return self._hints()[0 if network == "student" else 1]
+
+    def _hints(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The student's and the teacher's hint layers, read once per value
+        of ``hint_layers`` (they are asked at every step)."""
+        hint_layers = self.hint_layers
+        known = self.__dict__.get("_hints_of")
+        if known is not None and known[0] is hint_layers:
+            return known[1]
+        try:
+            pairs = [tuple(pair) for pair in hint_layers] if len(hint_layers) else []
+            names = (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+        except (TypeError, IndexError):  # refused when a fit starts
+            names = ((), ())
+        self.__dict__["_hints_of"] = (hint_layers, names)
+        return names
 
     def _hint_widths(
         self, student: nn.Module, teacher: nn.Module, sample: Any

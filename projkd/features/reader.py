@@ -348,7 +348,7 @@ class FeatureReader:
         if tap is None and self.target is not None:
             tap = LayerTap(self.use_output)
             handles.append(self.target.register_forward_hook(tap))
-        if hint_taps is None:
+        if hint_taps is None and self.hints:
             hint_taps = [LayerTap(use_output=True) for _ in self.hint_targets]
             handles += [
                 target.register_forward_hook(hint_tap)
@@ -367,11 +367,13 @@ class FeatureReader:
         finally:
             for handle in handles:
                 handle.remove()
+        if not self.hints:
+            return output, features, ()
         maps = tuple(
             layer_activation(
                 hint_tap.take(self.network, name), name, network=self.network
             )
-            for name, hint_tap in zip(self.hints, hint_taps, strict=True)
+            for name, hint_tap in zip(self.hints, hint_taps, strict=True)  # type: ignore[arg-type]
         )
         return output, features, maps
 

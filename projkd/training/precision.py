@@ -76,6 +76,8 @@ def map_tensors(function: Any, value: Any) -> Any:
 def float32(output: Any) -> Any:
     """``output`` with its half-precision tensors cast to float32
     (:func:`map_tensors`)."""
+    if isinstance(output, Tensor) and output.dtype not in _HALF_DTYPES:
+        return output  # the common case, asked at every step
     return map_tensors(_to_float32, output)
 
 

@@ -62,18 +62,21 @@ class PendingRow(dict):
     """
 
     __slots__ = ("_pending",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pending: list[tuple[str, Sequence[str], Tensor]] = []
+    _pending: list[tuple[str, Sequence[str], Tensor]]
 
     def defer(self, prefix: str, names: Sequence[str], values: Tensor) -> None:
         """Keep ``values`` (a 1-D device tensor) for ``prefix_<name>``, unread."""
-        self._pending.append((prefix, names, values))
+        try:
+            self._pending.append((prefix, names, values))
+        except AttributeError:  # the first: made here, not per row
+            self._pending = [(prefix, names, values)]
 
     def resolve(self) -> None:
         """Read the deferred values into the row."""
-        pending, self._pending = self._pending, []
+        pending = getattr(self, "_pending", None)
+        if not pending:
+            return
+        self._pending = []
         for prefix, names, values in pending:
             floats = values.detach().float().reshape(-1).tolist()
             for name, value in zip(names, floats, strict=True):

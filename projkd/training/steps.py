@@ -65,10 +65,13 @@ class DistillationStep:
     training : bool
     output : DistillationOutput or None
         Left by ``infer`` for ``get_loss`` (None until ``infer`` ran).
+    returned : object
+        What ``infer`` returned (``y_pred``), whose logits ``output`` holds.
     """
 
     training: bool
     output: DistillationOutput | None = None
+    returned: Any = None
 
 
 class DistillationStepMixin:
@@ -200,8 +203,10 @@ class DistillationStepMixin:
                 kd_logits = (
                     self.logit_projector_(logits) if self.logit_projector else logits
                 )
-            hint_maps, teacher_maps = self.hint_projectors_(
-                maps, teacher_maps=prepared.teacher_maps
+            hint_maps, teacher_maps = (
+                self.hint_projectors_(maps, teacher_maps=prepared.teacher_maps)
+                if maps
+                else ((), ())
             )
         step.output = DistillationOutput(
             logits,
@@ -213,7 +218,8 @@ class DistillationStepMixin:
             hint_maps,
             teacher_maps,
         )
-        return float32(carried(output))
+        step.returned = float32(carried(output))
+        return step.returned
 
     def prepare_batch(
         self, x: Any, *, training: bool, teacher: bool | None = None
@@ -239,6 +245,13 @@ class DistillationStepMixin:
         ):
             inputs, logits, features, maps = prepared
             device = self.device
+            here = self._torch_device()
+            if not self.channels_last and all(
+                t.device == here
+                for t in (inputs, logits, features, *maps)
+                if isinstance(t, Tensor)
+            ):
+                return prepared  # already where and as the networks take it
             return PreparedBatch(
                 self._as_input(to_tensor(inputs, device=device)),
                 None if logits is None else to_tensor(logits, device=device),
@@ -287,6 +300,14 @@ class DistillationStepMixin:
         if forward.reads_forward() or forward.hints:
             return forward(x, **fit_params)[0]
         return self.module_(x, **fit_params)
+
+    def _torch_device(self) -> torch.device:
+        """``device`` as a ``torch.device`` (remembered per value)."""
+        known = self.__dict__.get("_device_of")
+        if known is None or known[0] != self.device:
+            device = torch.device(self.device if self.device is not None else "cpu")
+            known = self.__dict__["_device_of"] = (self.device, device)
+        return known[1]
 
     def _as_input(self, x: Any) -> Any:
         return to_channels_last(x) if self.channels_last else x
@@ -337,10 +358,9 @@ class DistillationStepMixin:
             return super().get_loss(  # type: ignore[misc]
                 y_pred, y_true, X=X, training=training
             )
-        logits = self.student_logits(y_pred)
         out = step.output
-        if logits is not out.logits:  # an override passed a part of the output
-            out = out._replace(logits=logits)
+        if y_pred is not step.returned:  # an override passed a part of it
+            out = out._replace(logits=self.student_logits(y_pred))
         out = out.float()
         loss, values, names = batch_loss(
             out,
@@ -416,4 +436,6 @@ class DistillationStepMixin:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
         state.pop("_step", None)  # a step in progress never outlives it
         state.pop("_nll_of", None)
+        state.pop("_hints_of", None)
+        state.pop("_device_of", None)
         return state
