@@ -86,7 +86,14 @@ class DistillationOutput(NamedTuple):
     teacher_maps: tuple[Tensor, ...] = ()
 
     def float(self) -> DistillationOutput:
-        """The same output with half-precision tensors cast to float32."""
+        """The same output with half-precision tensors cast to float32
+        (itself when it has none: the common case, asked at every step)."""
+        for field in self[:6]:
+            if field is not None and field.dtype in _HALF:
+                break
+        else:
+            if not (self.hint_maps or self.teacher_maps):
+                return self
         return DistillationOutput._make(_float(field) for field in self)
 
 

@@ -245,12 +245,7 @@ class DistillationStepMixin:
         ):
             inputs, logits, features, maps = prepared
             device = self.device
-            here = self._torch_device()
-            if not self.channels_last and all(
-                t.device == here
-                for t in (inputs, logits, features, *maps)
-                if isinstance(t, Tensor)
-            ):
+            if not self.channels_last and self._on_device(prepared):
                 return prepared  # already where and as the networks take it
             return PreparedBatch(
                 self._as_input(to_tensor(inputs, device=device)),
@@ -300,6 +295,18 @@ class DistillationStepMixin:
         if forward.reads_forward() or forward.hints:
             return forward(x, **fit_params)[0]
         return self.module_(x, **fit_params)
+
+    def _on_device(self, prepared: PreparedBatch) -> bool:
+        """Whether all of ``prepared``'s tensors are on ``device``."""
+        here = self._torch_device()
+        inputs, logits, features, maps = prepared
+        return (
+            isinstance(inputs, Tensor)
+            and inputs.device == here
+            and (logits is None or logits.device == here)
+            and (features is None or features.device == here)
+            and (not maps or all(m.device == here for m in maps))
+        )
 
     def _torch_device(self) -> torch.device:
         """``device`` as a ``torch.device`` (remembered per value)."""
