@@ -270,28 +270,25 @@ class DistillationStepMixin:
     ) -> tuple[Any, Tensor, tuple[Tensor, ...]]:
         """The student's output, features and hint maps from one forward
         pass (data-parallel subclasses route it through DDP's forward)."""
+        return self._student_reader()(x, **fit_params)
+
+    def _student_reader(self) -> Any:
+        """The student's feature forward (with its hint layers)."""
         # module_ is the estimator's own copy: permanent taps are fine, and
         # taking their values leaves no activation behind
-        forward = self._forward_of(
+        return self._forward_of(
             "_student_forward_fn",
             self.module_,
             self.student_layer,
             tap=True,
             hints=self.hint_names("student"),
         )
-        return forward(x, **fit_params)
 
     def _student_output(self, x: Any, **fit_params: Any) -> Any:
         """The student's forward, as skorch's ``infer`` calls it; a network
         whose features or hints a tap catches runs through its reader, which
         takes the taps' values (no activation stays behind)."""
-        forward = self._forward_of(
-            "_student_forward_fn",
-            self.module_,
-            self.student_layer,
-            tap=True,
-            hints=self.hint_names("student"),
-        )
+        forward = self._student_reader()
         if forward.reads_forward() or forward.hints:
             return forward(x, **fit_params)[0]
         return self.module_(x, **fit_params)
