@@ -21,7 +21,7 @@ from skorch.callbacks import Callback
 
 from .distiller import ProjectorDistiller
 from .errors import InputError, InputTypeError
-from .training.batching import PREPARED
+from .training.batching import PREPARED, keep_prepared
 from .utils import seeded
 
 __all__ = ["EpochSeed", "fit_lockstep"]
@@ -200,6 +200,9 @@ def _epoch(estimators: list[ProjectorDistiller], iterator: Any) -> None:
         for batch in iterator:
             # one view and one teacher forward for all, kept beside the batch
             Xi = batch[0]
-            PREPARED.put(Xi, first.prepare_batch(Xi, training=True, teacher=teacher))
-            for est, run_batch in zip(estimators, steps, strict=True):
-                run_batch(batch, est.train_step)
+            keep_prepared(Xi, first.prepare_batch(Xi, training=True, teacher=teacher))
+            try:
+                for est, run_batch in zip(estimators, steps, strict=True):
+                    run_batch(batch, est.train_step)
+            finally:  # all have had it (an augmentation may hold a view of Xi)
+                PREPARED.discard(Xi)

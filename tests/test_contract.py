@@ -194,6 +194,32 @@ def test_predict_leaves_no_batch_inside_the_estimator(small_digits, teacher):
     assert len(pickle.dumps(est)) == before
 
 
+@pytest.mark.parametrize("data_device", ["auto", "cpu"])
+def test_the_teacher_cache_keeps_no_batch_after_its_step(
+    small_digits, teacher, data_device
+):
+    """A cached batch's teacher rows go with the batch: none accumulate over
+    epochs (they once did, each entry keeping its own key alive)."""
+    from projkd.training.batching import PREPARED
+
+    X, y = small_digits
+    before = len(PREPARED)
+    est = distiller(teacher, cache_teacher=True, max_epochs=3)
+    est.set_params(data_device=data_device).fit(X, y)
+    assert len(PREPARED) == before
+
+
+def test_a_value_kept_beside_a_tensor_may_not_hold_it():
+    from projkd.training.batching import TensorMap
+
+    beside, x = TensorMap(), torch.zeros(2)
+    with pytest.raises(ValueError, match="must not hold it"):
+        beside.put(x, (x, 1))
+    beside.put(x, (None, 1))
+    beside.discard(x)
+    assert beside.get(x) is None and len(beside) == 0
+
+
 def test_a_model_pickled_on_a_gpu_routes_its_teacher_through_map_location(
     small_digits, teacher
 ):

@@ -13,6 +13,8 @@ from projkd.training.batching import (
     ArrayDataset,
     PreparedBatch,
     TeacherOutputs,
+    keep_prepared,
+    prepared_for,
 )
 from projkd.training.device import (
     DeviceStats,
@@ -94,6 +96,7 @@ def test_prefetcher_on_the_cpu_passes_batches_through():
 
 def test_what_travels_beside_a_batch_moves_with_it():
     # the batch skorch sees is (X, y); the teacher's outputs travel beside X
+    before = len(PREPARED)
     dataset = ArrayDataset(
         torch.arange(8.0).reshape(4, 2),
         torch.arange(4),
@@ -101,24 +104,26 @@ def test_what_travels_beside_a_batch_moves_with_it():
     )
     X, y = dataset.batch(np.array([2, 0]))
     assert type(X) is torch.Tensor and torch.equal(y, torch.tensor([2, 0]))
-    prepared = PREPARED.get(X)
+    prepared = prepared_for(X)
     assert prepared.inputs is X and prepared.teacher_features.shape == (2, 5)
     cpu = torch.device("cpu")
     for moved in (
         next(iter(Prefetcher([(X, y)], cpu))),
         next(iter(OnDevice([(X, y)], cpu))),
     ):
-        assert PREPARED.get(moved[0]) is not None
+        assert prepared_for(moved[0]).inputs is moved[0]
     del X, prepared, moved
-    assert PREPARED.get(dataset.batch(np.array([1]))[0]).inputs.shape == (1, 2)
+    assert len(PREPARED) == before  # the entries went with their batches
+    assert prepared_for(dataset.batch(np.array([1]))[0]).inputs.shape == (1, 2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_prefetcher_copies_to_cuda_with_what_travels_beside():
     X = torch.ones(2, 2)
-    PREPARED.put(X, PreparedBatch(X, torch.ones(2, 3), torch.ones(2, 4)))
+    keep_prepared(X, PreparedBatch(X, torch.ones(2, 3), torch.ones(2, 4)))
     ((x, _),) = list(Prefetcher([(X, None)], torch.device("cuda")))
-    assert x.is_cuda and PREPARED.get(x).teacher_logits.is_cuda
+    prepared = prepared_for(x)
+    assert prepared.inputs is x and prepared.teacher_logits.is_cuda
 
 
 def test_cudnn_benchmark_is_on_for_cuda_only_and_restored():

@@ -94,3 +94,21 @@ def test_estimators_that_cannot_share_batches_are_refused(teacher, small_digits)
         fit_lockstep([make(teacher, {}), make(other, {})], X, y)
     with pytest.raises(ValueError, match="integer seed"):
         fit_lockstep([make(teacher, {}, random_state=None)], X, y)
+
+
+def test_no_batch_stays_beside_its_step_after_a_lockstep_epoch(teacher, small_digits):
+    """The batch shared by the group is forgotten once every estimator had
+    it, even when the augmentation returns a view of the batch."""
+    from projkd.training.batching import PREPARED
+
+    def a_view(x):
+        return x[:, :]
+
+    X, y = small_digits
+    before = len(PREPARED)
+    group = [
+        make(teacher, variant, max_epochs=1, train_transform=a_view)
+        for variant in VARIANTS[:2]
+    ]
+    fit_lockstep(group, X, y)
+    assert len(PREPARED) == before

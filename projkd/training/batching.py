@@ -11,7 +11,8 @@ adds to a batch travels *beside* it: the precomputed teacher outputs (the
 teacher cache) sliced with the same indices, or the view a step prepared
 once for several students (:func:`~projkd.lockstep.fit_lockstep`), are kept
 in :data:`PREPARED` as a :class:`PreparedBatch`, keyed by the identity of
-the batch's input tensor, and go when that tensor goes.
+the batch's input tensor, and go when that tensor goes
+(:func:`keep_prepared`, :func:`prepared_for`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ __all__ = [
     "TeacherOutputs",
     "TensorMap",
     "carry_prepared",
+    "keep_prepared",
+    "prepared_for",
 ]
 
 
@@ -52,10 +55,12 @@ class PreparedBatch(NamedTuple):
     ``inputs`` are ready for the student (augmented for training, in its
     memory format); the teacher's outputs are None where they were not
     computed (no loss term reads them); ``teacher_maps`` are the outputs of
-    its hint layers, as they came (``()`` without hints).
+    its hint layers, as they came (``()`` without hints). Kept beside a
+    batch's input tensor (:func:`keep_prepared`), ``inputs`` that are that
+    tensor itself are stored as None.
     """
 
-    inputs: Tensor
+    inputs: Tensor | None
     teacher_logits: Tensor | None
     teacher_features: Tensor | None
     teacher_maps: tuple[Tensor, ...] = ()
@@ -113,7 +118,9 @@ class TensorMap:
 
     An entry lives as long as its key tensor does (a weak reference removes
     it when the tensor is freed), so values put beside batches that nobody
-    consumes never accumulate. Thread-safe.
+    consumes never accumulate -- provided the value does not refer to its
+    key: it would keep the key, and so itself, alive for ever (refused for a
+    tuple that holds the key; see :func:`keep_prepared`). Thread-safe.
 
     Examples
     --------
@@ -133,7 +140,15 @@ class TensorMap:
         self._lock = threading.Lock()
 
     def put(self, tensor: Tensor, value: Any) -> None:
-        """Keep ``value`` beside ``tensor``."""
+        """Keep ``value`` beside ``tensor``.
+
+        Raises
+        ------
+        ValueError
+            If ``value`` is a tuple holding ``tensor`` itself.
+        """
+        if isinstance(value, tuple) and any(item is tensor for item in value):
+            raise ValueError("a value kept beside a tensor must not hold it")
         key = id(tensor)
         entries, lock = self._entries, self._lock
 
@@ -151,12 +166,37 @@ class TensorMap:
             return None
         return entry[1]
 
+    def discard(self, tensor: Any) -> None:
+        """Forget the value kept beside ``tensor`` (if any), now."""
+        with self._lock:
+            entry = self._entries.get(id(tensor))
+            if entry is not None and entry[0]() is tensor:
+                del self._entries[id(tensor)]
+
     def __len__(self) -> int:
         return len(self._entries)
 
 
 #: the :class:`PreparedBatch` of each batch in flight, by its input tensor
+#: (through :func:`keep_prepared` and :func:`prepared_for`)
 PREPARED = TensorMap()
+
+
+def keep_prepared(x: Tensor, prepared: PreparedBatch) -> None:
+    """Keep ``prepared`` beside the batch's input tensor ``x`` until ``x`` is
+    freed (inputs that are ``x`` itself are stored as None: the entry must
+    not keep its key alive)."""
+    if prepared.inputs is x:
+        prepared = prepared._replace(inputs=None)
+    PREPARED.put(x, prepared)
+
+
+def prepared_for(x: Any) -> PreparedBatch | None:
+    """The :class:`PreparedBatch` kept beside ``x`` (None if there is none)."""
+    prepared = PREPARED.get(x)
+    if prepared is not None and prepared.inputs is None:
+        return prepared._replace(inputs=x)
+    return prepared
 
 
 def carry_prepared(batch: Any, moved: Any) -> Any:
@@ -173,8 +213,9 @@ def carry_prepared(batch: Any, moved: Any) -> Any:
     prepared = PREPARED.get(batch[0])
     if prepared is not None:
         device = moved[0].device
+        # inputs stored as None are the batch's own, moved already
         inputs, logits, features, maps = (_to(field, device) for field in prepared)
-        PREPARED.put(moved[0], PreparedBatch(inputs, logits, features, maps))
+        keep_prepared(moved[0], PreparedBatch(inputs, logits, features, maps))
     return moved
 
 
@@ -238,7 +279,7 @@ class ArrayDataset(SkorchDataset):
         y = None if self.y is None else self.y.index_select(0, positions)
         if self.teacher_outputs is not None:
             logits, features = self.teacher_outputs
-            PREPARED.put(
+            keep_prepared(
                 X,
                 PreparedBatch(
                     X,

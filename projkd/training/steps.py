@@ -36,7 +36,7 @@ from skorch.utils import to_tensor
 from torch import Tensor, nn
 
 from ..features import logits_of
-from .batching import PREPARED, DistillationOutput, PreparedBatch
+from .batching import DistillationOutput, PreparedBatch, prepared_for
 from .compiling import unwrap_compiled
 from .device import to_channels_last
 from .graphs import batch_loss
@@ -235,7 +235,7 @@ class DistillationStepMixin:
         """
         needed = self.uses_teacher() if teacher is None else teacher
         hints = self.hint_names("teacher")
-        prepared = PREPARED.get(x)
+        prepared = prepared_for(x)
         if prepared is not None and (
             not needed
             or (
