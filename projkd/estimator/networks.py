@@ -254,19 +254,13 @@ class NetworksMixin:
         return self._hints()[0 if network == "student" else 1]
 
     def _hints(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The student's and the teacher's hint layers, read once per value
-        of ``hint_layers`` (they are asked at every step)."""
+        """The student's and the teacher's hint layers."""
         hint_layers = self.hint_layers
-        known = self.__dict__.get("_hints_of")
-        if known is not None and known[0] is hint_layers:
-            return known[1]
-        try:
+        try:  # a sequence of pairs (len: an iterator is never consumed here)
             pairs = [tuple(pair) for pair in hint_layers] if len(hint_layers) else []
-            names = (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+            return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
         except (TypeError, IndexError):  # refused when a fit starts
-            names = ((), ())
-        self.__dict__["_hints_of"] = (hint_layers, names)
-        return names
+            return (), ()
 
     def _hint_widths(
         self, student: nn.Module, teacher: nn.Module, sample: Any

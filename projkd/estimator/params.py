@@ -162,11 +162,10 @@ class ParamsMixin:
             }
         own = {key: value for key, value in params.items() if self._owns(key)}
         rest = {key: value for key, value in params.items() if key not in own}
-        rebuild = [
+        rebuild = [  # (initialised, every value left here is a change)
             key
             for key, value in own.items()
-            if _differs(old := vars(self).get(key, _MISSING), value)
-            and self._shapes_networks(key, old, value)
+            if self._shapes_networks(key, vars(self).get(key, _MISSING), value)
         ]
         for key, value in own.items():
             setattr(self, key, value)

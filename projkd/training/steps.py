@@ -26,8 +26,6 @@ Outside a training or validation step (``predict``, ``forward``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,40 +114,21 @@ class DistillationStepMixin:
     _step: DistillationStep | None = None
 
     # ----------------------------------------------------------- the steps
-    @contextmanager
-    def distillation_step(self, training: bool) -> Iterator[DistillationStep]:
-        """Open a step (or join the one open): within it, ``infer`` computes
-        the distillation forward pass and ``get_loss`` the distillation
-        loss."""
-        step, opened = self._open_step(training)
-        try:
-            yield step
-        finally:
-            if opened:
-                self._close_step()
-
-    def _open_step(self, training: bool) -> tuple[DistillationStep, bool]:
-        """The step open (joined, ``False``) or a new one (``True``). Set in
+    def _in_step(self, training: bool, run: Any, batch: Any, **params: Any) -> Any:
+        """``run(batch, **params)`` (one of skorch's steps) within a step --
+        its own, or the one open, which it joins -- and its result with the
+        step's output under ``"distillation"``. The step is kept in
         ``__dict__``: a per-batch attribute needs none of skorch's
         ``__setattr__`` bookkeeping."""
         step = self.__dict__.get("_step")
-        if step is not None:
-            return step, False
-        step = self.__dict__["_step"] = DistillationStep(training)
-        return step, True
-
-    def _close_step(self) -> None:
-        self.__dict__["_step"] = None
-
-    def _in_step(self, training: bool, run: Any, batch: Any, **params: Any) -> Any:
-        """``run(batch, **params)`` (one of skorch's steps) within a step,
-        its result with the step's output under ``"distillation"``."""
-        step, opened = self._open_step(training)
-        try:
+        if step is not None:  # joined: the opener closes it
             result = run(batch, **params)
-        finally:
-            if opened:
-                self._close_step()
+        else:
+            step = self.__dict__["_step"] = DistillationStep(training)
+            try:
+                result = run(batch, **params)
+            finally:
+                self.__dict__["_step"] = None
         result["distillation"] = step.output
         return result
 
@@ -295,23 +274,17 @@ class DistillationStepMixin:
 
     def _on_device(self, prepared: PreparedBatch) -> bool:
         """Whether all of ``prepared``'s tensors are on ``device``."""
-        here = self._torch_device()
+        if self.device is None:  # skorch's "leave the data where it is"
+            return True
+        here = torch.device(self.device)
         inputs, logits, features, maps = prepared
         return (
             isinstance(inputs, Tensor)
-            and inputs.device == here
-            and (logits is None or logits.device == here)
-            and (features is None or features.device == here)
-            and (not maps or all(m.device == here for m in maps))
+            and _is_at(inputs, here)
+            and (logits is None or _is_at(logits, here))
+            and (features is None or _is_at(features, here))
+            and (not maps or all(_is_at(m, here) for m in maps))
         )
-
-    def _torch_device(self) -> torch.device:
-        """``device`` as a ``torch.device`` (remembered per value)."""
-        known = self.__dict__.get("_device_of")
-        if known is None or known[0] != self.device:
-            device = torch.device(self.device if self.device is not None else "cpu")
-            known = self.__dict__["_device_of"] = (self.device, device)
-        return known[1]
 
     def _as_input(self, x: Any) -> Any:
         return to_channels_last(x) if self.channels_last else x
@@ -381,9 +354,10 @@ class DistillationStepMixin:
 
     def active_terms(self) -> tuple[str, ...]:
         """The loss terms with a non-zero weight (of ``"ce"``, ``"kd"``,
-        ``"feat"``): only these are computed, by the eager and the compiled
-        step alike (a scheduled weight, such as DKD's warm-up, scales a term
-        but never switches it off)."""
+        ``"feat"``, ``"hint"``; hints only with hint layers): only these are
+        computed, by the eager and the compiled step alike (a scheduled
+        weight, such as DKD's warm-up, scales a term but never switches it
+        off)."""
         return tuple(
             t
             for t in LOSS_TERMS
@@ -440,6 +414,15 @@ class DistillationStepMixin:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
         state.pop("_step", None)  # a step in progress never outlives it
         state.pop("_nll_of", None)
-        state.pop("_hints_of", None)
-        state.pop("_device_of", None)
         return state
+
+
+def _is_at(tensor: Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` is on ``device`` (``"cuda"``: the current card, as
+    a move to it would take it)."""
+    at = tensor.device
+    if at.type != device.type:
+        return False
+    if device.index is None and device.type == "cuda":
+        return at.index == torch.cuda.current_device()
+    return device.index is None or at.index == device.index
