@@ -257,7 +257,9 @@ class NetworksMixin:
         """The student's and the teacher's hint layers."""
         hint_layers = self.hint_layers
         try:  # a sequence of pairs (len: an iterator is never consumed here)
-            pairs = [tuple(pair) for pair in hint_layers] if len(hint_layers) else []
+            if not len(hint_layers):
+                return (), ()
+            pairs = [tuple(pair) for pair in hint_layers]
             return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
         except (TypeError, IndexError):  # refused when a fit starts
             return (), ()

@@ -421,8 +421,11 @@ def _is_at(tensor: Tensor, device: torch.device) -> bool:
     """Whether ``tensor`` is on ``device`` (``"cuda"``: the current card, as
     a move to it would take it)."""
     at = tensor.device
-    if at.type != device.type:
-        return False
-    if device.index is None and device.type == "cuda":
-        return at.index == torch.cuda.current_device()
-    return device.index is None or at.index == device.index
+    if at == device:
+        return True
+    return (
+        device.type == "cuda"
+        and device.index is None
+        and at.type == "cuda"
+        and at.index == torch.cuda.current_device()
+    )
