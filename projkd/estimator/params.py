@@ -162,11 +162,15 @@ class ParamsMixin:
             }
         own = {key: value for key, value in params.items() if self._owns(key)}
         rest = {key: value for key, value in params.items() if key not in own}
-        rebuild = [  # (initialised, every value left here is a change)
-            key
-            for key, value in own.items()
-            if self._shapes_networks(key, vars(self).get(key, _MISSING), value)
-        ]
+        rebuild = (
+            [  # every value left here is a change (filtered above)
+                key
+                for key, value in own.items()
+                if self._shapes_networks(key, vars(self).get(key, _MISSING), value)
+            ]
+            if self.initialized_
+            else []
+        )
         for key, value in own.items():
             setattr(self, key, value)
             if "__" in key:
